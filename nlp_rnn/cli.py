@@ -1,0 +1,174 @@
+"""The ``nlp-rnn`` command line: each command parses options and calls one library function.
+
+TensorFlow is imported only inside commands that train or load models, so ``--help``, ``list``
+and config validation stay fast. Errors in the user's input print one line and exit with 2.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+
+from nlp_rnn import __version__
+from nlp_rnn.errors import UserError
+
+
+def user_errors(fn):
+    """Turn a UserError into ``error: <file:line: message>`` on stderr and exit code 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="nlp-rnn")
+def main():
+    """Train, evaluate and export recurrent (LSTM/GRU) NLP models.
+
+    \b
+    Quick start:
+      nlp-rnn run pipeline                 # built-in pipelines, offline, a few minutes
+      tensorboard --logdir runs            # curves, HParams, sample predictions
+      nlp-rnn predict saved_models/sentiment "not bad at all"
+    """
+
+
+@main.group()
+def run():
+    """Run things: `nlp-rnn run pipeline ...`."""
+
+
+@run.command("pipeline")
+@click.argument("pipelines", nargs=-1, metavar="[PIPELINE.yaml | BUILTIN]...")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE",
+              help="Override any config key, e.g. --set train.epochs=3 (repeatable).")
+@click.option("--output-dir", default=None, help="Root of run folders (default: runs).")
+@click.option("--seed", type=int, default=None, help="Random seed (overrides the config's).")
+@click.option("--dry-run", is_flag=True,
+              help="Validate and print the resolved config(s); train nothing.")
+@user_errors
+def run_pipeline_command(pipelines, overrides, output_dir, seed, dry_run):
+    """Train, evaluate and export one or more pipelines.
+
+    With no PIPELINE, runs the built-in default (every built-in pipeline on corpora the
+    package generates itself; offline). A PIPELINE is a YAML file or a built-in name
+    (see `nlp-rnn list`). Each run writes runs/<name>/<timestamp>/ (config, vocabulary,
+    TensorBoard logs, checkpoints, metrics.json) and a SavedModel to
+    saved_models/<name>/<version>/. Re-running a crashed run resumes it.
+    """
+    from nlp_rnn.config import BUILTIN_PIPELINES, config_to_yaml, load_pipeline
+
+    sources = list(pipelines) or list(BUILTIN_PIPELINES)
+    configs = [load_pipeline(s, list(overrides), seed, output_dir) for s in sources]
+    if dry_run:
+        for config in configs:
+            click.echo(f"# {config.name}\n{config_to_yaml(config)}")
+        return
+    quiet_tensorflow()
+    from nlp_rnn.pipeline import run_pipelines, summary_table
+
+    results = run_pipelines(configs, log=click.echo)
+    click.echo("")
+    click.echo(summary_table(results))
+
+
+@main.command("list")
+@click.option("--dir", "folder", default="pipelines", show_default=True,
+              help="Folder of pipeline files to list.")
+def list_command(folder):
+    """List the built-in pipelines and the pipeline files in ./pipelines."""
+    import yaml
+
+    from nlp_rnn.config import BUILTIN_PIPELINES, builtin_pipeline_text, shipped_pipelines
+
+    click.echo("Built-in pipelines (run all: `nlp-rnn run pipeline`):")
+    for name in BUILTIN_PIPELINES:
+        raw = yaml.safe_load(builtin_pipeline_text(name))
+        click.echo(f"  {name:<16} {raw.get('task', ''):<15} {raw.get('description', '')}")
+    files = shipped_pipelines(folder)
+    click.echo(f"\nPipeline files in {folder}/:" if files else f"\nNo pipeline files in {folder}/")
+    for path in files:
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            raw = {"description": "(invalid YAML)"}
+        click.echo(f"  {str(path):<28} {str(raw.get('task', '')):<15} "
+                   f"{raw.get('description', '')}")
+
+
+@main.command("predict")
+@click.argument("model_dir", type=click.Path())
+@click.argument("texts", nargs=-1)
+@click.option("--input", "input_file", type=click.Path(),
+              help="Texts to predict: .txt (one per line) or .jsonl with a \"text\" key.")
+@click.option("--output", "output_file", type=click.Path(),
+              help="Write JSON lines here instead of stdout.")
+@user_errors
+def predict_command(model_dir, texts, input_file, output_file):
+    """Predict with an exported SavedModel (MODEL_DIR = saved_models/NAME[/VERSION]).
+
+    Prints one JSON object per text, e.g.
+    {"text": "...", "label": "positive", "probabilities": {...}}.
+    """
+    from nlp_rnn.serving import predict, read_inputs
+
+    items = read_inputs(list(texts), input_file)
+    quiet_tensorflow()
+    lines = [json.dumps(r, ensure_ascii=False) for r in predict(model_dir, items)]
+    if output_file:
+        tmp = f"{output_file}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp, output_file)
+        click.echo(f"wrote {len(lines)} predictions to {output_file}", err=True)
+    else:
+        for line in lines:
+            click.echo(line)
+
+
+@main.command("evaluate")
+@click.argument("model_dir", type=click.Path())
+@click.option("--data", required=True,
+              help="Labelled data: .csv/.tsv[.gz], .jsonl, a folder of class folders, "
+                   "tfds:NAME[:SPLIT] or builtin:NAME[:SPLIT].")
+@click.option("--format", "data_format", default="auto", show_default=True,
+              type=click.Choice(["auto", "csv", "tsv", "jsonl", "folder"]))
+@click.option("--text-column", default=None, help="Default: the one the model was trained with.")
+@click.option("--label-column", default=None, help="Default: the one the model was trained with.")
+@click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+@user_errors
+def evaluate_command(model_dir, data, data_format, text_column, label_column, as_json):
+    """Score an exported SavedModel on labelled data it has never seen."""
+    quiet_tensorflow()
+    from nlp_rnn.serving import evaluate
+
+    metrics = evaluate(model_dir, data, data_format, text_column, label_column)
+    if as_json:
+        click.echo(json.dumps(metrics, indent=2))
+        return
+    click.echo(f"model     {metrics['model']}\ndata      {metrics['data']}  "
+               f"({metrics['examples']} examples)")
+    click.echo(f"accuracy  {metrics['accuracy']:.4f}\nmacro-F1  {metrics['macro_f1']:.4f}")
+    click.echo("\nlabel        precision  recall  f1      support")
+    for label, row in metrics["per_label"].items():
+        click.echo(f"{label:<12} {row['precision']:.4f}     {row['recall']:.4f}  "
+                   f"{row['f1-score']:.4f}  {int(row['support'])}")
+
+
+if __name__ == "__main__":
+    main()

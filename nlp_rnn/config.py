@@ -1,0 +1,365 @@
+"""Pipeline configs: YAML -> validated, frozen pydantic objects, before TensorFlow loads.
+
+A pipeline file describes one task run. Errors name the file, the line, the key path and what
+is allowed, e.g. ``imdb.yaml:12: model.rnn.cel: unknown key; allowed: cell, units, ...``.
+Overrides (``--set model.rnn.cell=gru``) are applied to the raw mapping before validation,
+so they are checked exactly like keys written in the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal, Optional, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from nlp_rnn.errors import ConfigError
+
+BUILTIN_PIPELINES = ("sentiment",)  # run in this order by `nlp-rnn run pipeline` with no file
+SOURCE_PREFIXES = ("tfds:", "builtin:")
+
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors and objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- data --------------------------------------------------------------------------------
+
+
+class ClassificationData(Section):
+    """Where the labelled text comes from: a path, ``tfds:NAME[:SPLIT]`` or ``builtin:NAME[:SPLIT]``."""
+
+    train: str
+    dev: str
+    format: Literal["auto", "csv", "tsv", "jsonl", "folder"] = "auto"
+    text_column: str = "text"
+    label_column: str = "label"
+
+
+class VectorizeConfig(Section):
+    """In-graph tokenization: TextVectorization adapted on the training split only."""
+
+    max_tokens: int = Field(20000, ge=3, description="vocabulary size incl. padding and OOV")
+    max_length: int = Field(200, ge=1, description="tokens kept per example")
+    standardize: Literal["lower_split_punct", "lower_and_strip_punctuation", "lower", "none"] = (
+        "lower_split_punct")
+    keep: Literal["first", "last"] = "first"  # which end of a long text survives truncation
+
+
+# ---- model -------------------------------------------------------------------------------
+
+
+class RnnConfig(Section):
+    """The shared recurrent stack (layers/rnn.py)."""
+
+    cell: Literal["lstm", "gru", "simple_rnn"] = "lstm"
+    units: int = Field(64, ge=1)
+    layers: int = Field(1, ge=1, le=16)
+    bidirectional: bool = True
+    merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # The next two break cuDNN eligibility; the run says so when they are set.
+    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"
+
+
+class ConvConfig(Section):
+    """Optional Conv1D front before the RNN stack (CNN-LSTM)."""
+
+    filters: int = Field(64, ge=1)
+    kernel_size: int = Field(5, ge=1)
+
+
+class ClassificationModel(Section):
+    embedding_dim: int = Field(128, ge=1)
+    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    conv: Optional[ConvConfig] = None
+    rnn: RnnConfig = RnnConfig()
+    pooling: Literal["last", "max", "mean", "max_mean", "attention"] = "max_mean"
+    hidden_units: int = Field(0, ge=0, description="dense layer before the output; 0 = none")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+# ---- training and export -----------------------------------------------------------------
+
+
+class TrainConfig(Section):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0.0)
+    clipnorm: Optional[float] = Field(1.0, gt=0.0)
+    early_stopping_patience: Optional[int] = Field(2, ge=1)
+    mixed_precision: bool = False
+    shuffle_buffer: int = Field(20000, ge=1)
+    steps_per_execution: int = Field(1, ge=1)
+
+
+class ExportConfig(Section):
+    enabled: bool = True
+    dir: str = "saved_models"
+    name: Optional[str] = None  # default: the pipeline name
+
+
+class PipelineBase(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    description: str = ""
+    seed: int = 42
+    output_dir: str = "runs"
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+
+    @property
+    def export_name(self) -> str:
+        return self.export.name or self.name
+
+
+class ClassificationPipeline(PipelineBase):
+    task: Literal["classification"]
+    data: ClassificationData
+    vectorize: VectorizeConfig = VectorizeConfig()
+    model: ClassificationModel = ClassificationModel()
+
+
+PIPELINE_CLASSES: dict[str, type[PipelineBase]] = {"classification": ClassificationPipeline}
+PipelineConfig = Union[ClassificationPipeline]
+
+
+# ---- loading -----------------------------------------------------------------------------
+
+
+class _LineLoader(yaml.SafeLoader):
+    """SafeLoader that records the line of every mapping key, for error messages."""
+
+
+def _key_lines(text: str) -> dict[tuple, int]:
+    """Map each key path (tuple of keys/indices) in a YAML document to its 1-based line."""
+    lines: dict[tuple, int] = {}
+
+    def walk(node, path):
+        if isinstance(node, yaml.MappingNode):
+            for key_node, value_node in node.value:
+                child = path + (key_node.value,)
+                lines[child] = key_node.start_mark.line + 1
+                walk(value_node, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                lines[path + (i,)] = item.start_mark.line + 1
+                walk(item, path + (i,))
+
+    try:
+        walk(yaml.compose(text, Loader=_LineLoader), ())
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value: str, where: str) -> str:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` with environment values."""
+
+    def sub(match):
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set (write ${{{name}:-default}} "
+                          "to give a default)", key=where)
+
+    return _ENV.sub(sub, value)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``a.b.c=value`` into (['a','b','c'], value); value is read as YAML (3 -> int)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
+        raise ConfigError(f"--set expects KEY.SUB=VALUE, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip().split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    """Return a copy of ``raw`` with each ``--set KEY=VALUE`` applied."""
+    import copy
+
+    result = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = result
+        for part in path[:-1]:
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
+        node[path[-1]] = value
+    return result
+
+
+def _allowed_keys(cls: type[BaseModel], loc: tuple) -> list[str] | None:
+    """The field names allowed at the parent of ``loc`` (walking nested sections)."""
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = cls.model_fields.get(part)
+        if field is None:
+            return None
+        annotation = field.annotation
+        inner = [a for a in getattr(annotation, "__args__", (annotation,)) if isinstance(a, type)
+                 and issubclass(a, BaseModel)]
+        if not inner:
+            return None
+        cls = inner[0]
+    return list(cls.model_fields)
+
+
+def _first_error(exc: ValidationError, cls: type[BaseModel], file: str,
+                 lines: dict[tuple, int]) -> ConfigError:
+    errors = exc.errors()
+    err = errors[0]
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc)
+    line = lines.get(loc) or lines.get(loc[:-1])
+    if err["type"] == "extra_forbidden":
+        allowed = _allowed_keys(cls, loc) or []
+        message = "unknown key; allowed: " + ", ".join(allowed)
+    elif err["type"] == "missing":
+        message = "required key is missing"
+    else:
+        message = err["msg"]
+        if "input" in err and not isinstance(err["input"], (dict, list)):
+            message += f" (got {err['input']!r})"
+    if len(errors) > 1:
+        message += f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return ConfigError(message, file=file, key=key, line=line)
+
+
+def is_local_path(spec: str) -> bool:
+    return not spec.startswith(SOURCE_PREFIXES)
+
+
+def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> None:
+    """Local data paths must exist; built-in corpora must be known."""
+    from nlp_rnn.data.builtin import BUILTIN_CORPORA
+
+    data = getattr(config, "data", None)
+    if data is None:
+        return
+    for field in type(data).model_fields:
+        value = getattr(data, field)
+        if field not in ("train", "dev") or not isinstance(value, str):
+            continue
+        line = lines.get(("data", field))
+        if value.startswith("builtin:"):
+            corpus = value.split(":")[1]
+            if corpus not in BUILTIN_CORPORA:
+                raise ConfigError(f"unknown built-in corpus {corpus!r}; known: "
+                                  + ", ".join(sorted(BUILTIN_CORPORA)), file, f"data.{field}", line)
+        elif is_local_path(value) and not Path(value).exists():
+            raise ConfigError(f"file not found: {value} (relative paths are resolved from "
+                              f"{os.getcwd()})", file, f"data.{field}", line)
+
+
+def _expand_data_paths(raw: dict) -> None:
+    data = raw.get("data")
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if isinstance(value, str):
+                data[key] = expand_env(value, f"data.{key}")
+
+
+def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -> PipelineConfig:
+    """Validate a raw mapping into a frozen pipeline config (no TensorFlow involved)."""
+    lines = _key_lines(text) if text else {}
+    if not isinstance(raw, dict):
+        raise ConfigError("a pipeline must be a YAML mapping (key: value lines)", file)
+    task = raw.get("task")
+    if task not in PIPELINE_CLASSES:
+        raise ConfigError(f"task must be one of {', '.join(PIPELINE_CLASSES)} (got {task!r})",
+                          file, "task", lines.get(("task",)))
+    cls = PIPELINE_CLASSES[task]
+    raw = dict(raw)
+    try:
+        _expand_data_paths(raw)
+    except ConfigError as exc:
+        raise ConfigError(exc.message, file, exc.key, lines.get(tuple(exc.key.split(".")))) from None
+    try:
+        config = cls.model_validate(raw)
+    except ValidationError as exc:
+        raise _first_error(exc, cls, file, lines) from None
+    _check_paths(config, file, lines)
+    return config
+
+
+def read_yaml(path: str) -> tuple[Any, str]:
+    """Read a YAML file safely; syntax errors become ConfigError with the line."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError("pipeline file not found", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read: {exc}", path) from None
+    try:
+        return yaml.safe_load(text), text
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {problem}", path,
+                          line=mark.line + 1 if mark else None) from None
+
+
+def builtin_pipeline_text(name: str) -> str:
+    return resources.files("nlp_rnn").joinpath("builtin_pipelines", f"{name}.yaml").read_text()
+
+
+def load_pipeline(source: str, overrides: list[str] = (), seed: int | None = None,
+                  output_dir: str | None = None) -> PipelineConfig:
+    """Load a pipeline from a YAML path or a built-in name (``sentiment`` / ``builtin:sentiment``).
+
+    Args:
+        source: path to a YAML file, or the name of a built-in pipeline.
+        overrides: ``KEY.SUB=VALUE`` strings applied before validation.
+        seed: overrides ``seed`` when given.
+        output_dir: overrides ``output_dir`` when given.
+    """
+    name = source.removeprefix("builtin:")
+    if not Path(source).exists() and name in BUILTIN_PIPELINES:
+        text = builtin_pipeline_text(name)
+        raw, file = yaml.safe_load(text), f"builtin:{name}"
+    elif not Path(source).exists() and not source.endswith((".yaml", ".yml")):
+        raise ConfigError("no such pipeline file or built-in pipeline; built-ins: "
+                          + ", ".join(BUILTIN_PIPELINES) + " (see `nlp-rnn list`)", source)
+    else:
+        raw, text = read_yaml(source)
+        file = source
+    if not isinstance(raw, dict):
+        raise ConfigError("a pipeline must be a YAML mapping (key: value lines)", file)
+    extra = list(overrides)
+    if seed is not None:
+        extra.append(f"seed={seed}")
+    if output_dir is not None:
+        extra.append(f"output_dir={output_dir}")
+    if extra:
+        raw = apply_overrides(raw, extra)
+    return validate_config(raw, file, text)
+
+
+def config_to_yaml(config: BaseModel) -> str:
+    """The resolved config (defaults filled in) as YAML, as saved in each run folder."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def shipped_pipelines(root: str = "pipelines") -> list[Path]:
+    """Pipeline files in ``root`` (the repository's ``pipelines/`` folder when run from it)."""
+    folder = Path(root)
+    return sorted(folder.glob("*.yaml")) if folder.is_dir() else []

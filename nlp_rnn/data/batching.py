@@ -1,0 +1,120 @@
+"""The only place that shuffles, buckets by length, pads, caches and prefetches.
+
+Every batch this module emits is right-padded with 0 and has no all-padding row: the two
+conditions under which LSTM/GRU layers run on the cuDNN kernel (which fails, rather than
+falls back, on a fully masked row).
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from nlp_rnn.data.vectorize import OOV_ID, PAD_ID
+
+
+def bucket_boundaries(max_length: int, start: int = 8, growth: float = 1.25) -> list[int]:
+    """Geometric length buckets up to ``max_length``: padding waste stays under ``growth - 1``."""
+    bounds, edge = [], float(start)
+    while edge < max_length:
+        if int(edge) not in bounds:
+            bounds.append(int(edge))
+        edge *= growth
+    return bounds
+
+
+def ensure_nonempty(tokens: tf.Tensor) -> tf.Tensor:
+    """Give an empty token sequence one OOV token, so no row is ever fully masked.
+
+    Args:
+        tokens: int64 [T] for one example.
+    Returns:
+        int64 [max(T, 1)].
+    """
+    return tf.cond(tf.size(tokens) > 0, lambda: tokens,
+                   lambda: tf.constant([OOV_ID], dtype=tokens.dtype))
+
+
+def pad_batch(tokens: tf.RaggedTensor) -> tf.Tensor:
+    """Right-pad a ragged batch to a dense one with no fully masked row (serving path).
+
+    Args:
+        tokens: int64 RaggedTensor [B, (T)], rows possibly empty, B possibly 0.
+    Returns:
+        int64 [B, max(1, max T)]; an empty row becomes [OOV, 0, 0, ...].
+    """
+    lengths = tokens.row_lengths()
+    dense = tokens.to_tensor(default_value=PAD_ID)
+    width = tf.maximum(tf.shape(dense)[1], 1)
+    dense = tf.pad(dense, [[0, 0], [0, 1]], constant_values=PAD_ID)[:, :width]
+    first = tf.where(lengths > 0, dense[:, 0], tf.constant(OOV_ID, dense.dtype))
+    return tf.concat([first[:, None], dense[:, 1:]], axis=1)
+
+
+def count_empty(dataset: tf.data.Dataset) -> int:
+    """Number of examples whose token sequence is empty (dataset of (tokens, label))."""
+    return int(dataset.reduce(tf.constant(0, tf.int64),
+                              lambda n, ex: n + tf.cast(tf.size(ex[0]) == 0, tf.int64)))
+
+
+def drop_empty(dataset: tf.data.Dataset) -> tf.data.Dataset:
+    """Remove examples with no tokens (training only: they teach nothing and break cuDNN)."""
+    return dataset.filter(lambda tokens, label: tf.size(tokens) > 0)
+
+
+def bucket_and_pad(dataset: tf.data.Dataset, batch_size: int, max_length: int) -> tf.data.Dataset:
+    """Group (tokens [T], label) examples of similar length and right-pad each batch with 0.
+
+    Returns:
+        dataset of (int64 [B, T_bucket], label [B, ...]) batches.
+    """
+    bounds = bucket_boundaries(max_length)
+    return dataset.bucket_by_sequence_length(
+        element_length_func=lambda tokens, label: tf.shape(tokens)[0],
+        bucket_boundaries=bounds,
+        bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
+        padding_values=(tf.constant(PAD_ID, tf.int64), None),
+        drop_remainder=False)
+
+
+def training_batches(examples: tf.data.Dataset, batch_size: int, max_length: int,
+                     shuffle_buffer: int, seed: int) -> tf.data.Dataset:
+    """Shuffle (each epoch anew, seeded), bucket, pad and prefetch cached (tokens, label) examples."""
+    return (examples
+            .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+            .apply(lambda ds: bucket_and_pad(ds, batch_size, max_length))
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def evaluation_batches(examples: tf.data.Dataset, batch_size: int,
+                       max_length: int) -> tf.data.Dataset:
+    """Keep every example (empty ones get one OOV token), bucket, pad and prefetch."""
+    return (examples
+            .map(lambda tokens, label: (ensure_nonempty(tokens), label),
+                 num_parallel_calls=tf.data.AUTOTUNE)
+            .apply(lambda ds: bucket_and_pad(ds, batch_size, max_length))
+            .prefetch(tf.data.AUTOTUNE))
+
+
+def vectorized_examples(pairs: tf.data.Dataset, tokenize_batch, encode_label,
+                        batch_size: int = 512) -> tf.data.Dataset:
+    """Tokenize (text, label) string pairs in batches (faster than one by one), then unbatch and cache.
+
+    Args:
+        pairs: dataset of scalar (text, label) strings.
+        tokenize_batch: string [B] -> ragged int64 [B, (T)].
+        encode_label: label strings [B] -> label ids [B].
+    Returns:
+        cached dataset of (int64 [T], int64 []) examples.
+    """
+    return (pairs
+            .batch(batch_size)
+            .map(lambda texts, labels: (tokenize_batch(texts), encode_label(labels)),
+                 num_parallel_calls=tf.data.AUTOTUNE)
+            .unbatch()
+            .map(_dense_row, num_parallel_calls=tf.data.AUTOTUNE)
+            .cache())
+
+
+def _dense_row(tokens, label):
+    # Unbatching a ragged batch yields rank-0-ragged rows; padded_batch needs plain tensors.
+    return (tokens if isinstance(tokens, tf.Tensor) else tokens.flat_values), label

@@ -1,0 +1,101 @@
+"""In-graph tokenization: TextVectorization for text, StringLookup for labels.
+
+The same functions serve training (inside tf.data) and serving (inside the exported
+SavedModel), so a model always sees text tokenized exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import keras
+import tensorflow as tf
+
+PAD_ID = 0  # TextVectorization reserves 0 for padding ...
+OOV_ID = 1  # ... and 1 for out-of-vocabulary tokens.
+
+
+def lower_split_punct(text: tf.Tensor) -> tf.Tensor:
+    """Lower-case, drop HTML line breaks, and make punctuation separate tokens.
+
+    Keeps "!", "?", "n't"-style apostrophes and the like as evidence (they carry sentiment),
+    which Keras's default ``lower_and_strip_punctuation`` throws away.
+
+    Args:
+        text: string tensor of any shape.
+    Returns:
+        string tensor of the same shape, tokens separated by single spaces.
+    """
+    text = tf.strings.lower(text)
+    text = tf.strings.regex_replace(text, r"<br\s*/?>", " ")
+    text = tf.strings.regex_replace(text, r"([!?.,;:()\"])", r" \1 ")
+    text = tf.strings.regex_replace(text, r"[^\pL\pN'!?.,;:()\" ]+", " ")
+    return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
+
+
+def _standardizer(name: str):
+    if name == "lower_split_punct":
+        return lower_split_punct
+    if name == "none":
+        return None
+    return name  # Keras's own: "lower_and_strip_punctuation" or "lower"
+
+
+def build_text_vectorizer(standardize: str, max_tokens: int,
+                          vocabulary: list[str] | None = None) -> keras.layers.TextVectorization:
+    """A TextVectorization layer giving ragged int64 token ids (no padding: batching pads).
+
+    Args:
+        standardize: a ``VectorizeConfig.standardize`` value.
+        max_tokens: vocabulary size including padding (0) and OOV (1).
+        vocabulary: tokens to use (without padding/OOV); None = adapt later.
+    """
+    layer = keras.layers.TextVectorization(
+        max_tokens=max_tokens, standardize=_standardizer(standardize), split="whitespace",
+        output_mode="int", ragged=True)
+    if vocabulary is not None:
+        layer.set_vocabulary(vocabulary)
+        layer.build((None,))  # adapt() builds; a given vocabulary must too, or export refuses it
+    return layer
+
+
+def adapt_text_vectorizer(layer: keras.layers.TextVectorization, texts: tf.data.Dataset,
+                          batch_size: int = 1024) -> None:
+    """Build the vocabulary from a dataset of scalar strings (the training split only)."""
+    layer.adapt(texts.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+
+
+def tokenize(layer: keras.layers.TextVectorization, texts: tf.Tensor, max_length: int,
+             keep: str = "first") -> tf.RaggedTensor:
+    """Token ids of a batch of texts, truncated to ``max_length``.
+
+    Args:
+        texts: string tensor [B].
+        keep: "first" keeps the first ``max_length`` tokens, "last" the last ones.
+    Returns:
+        int64 RaggedTensor [B, (T<=max_length)]; rows may be empty.
+    """
+    ids = layer(texts)
+    if keep == "last":
+        return ids[:, -max_length:]
+    return ids[:, :max_length]
+
+
+def save_vocabulary(tokens: list[str], path: Path) -> None:
+    """One token per line (UTF-8); the run folder keeps it next to the config."""
+    path.write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
+
+
+def load_vocabulary(path: Path) -> list[str]:
+    return path.read_text(encoding="utf-8").split("\n")[:-1]
+
+
+def text_vocabulary(layer: keras.layers.TextVectorization) -> list[str]:
+    """The adapted vocabulary without the padding and OOV entries."""
+    return layer.get_vocabulary(include_special_tokens=False)
+
+
+def build_label_lookup(labels: list[str]) -> keras.layers.StringLookup:
+    """Label string -> id in [0, n_labels); an unknown label is an error, not a silent OOV."""
+    return keras.layers.StringLookup(vocabulary=list(labels), num_oov_indices=0,
+                                     output_mode="int")

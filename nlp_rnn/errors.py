@@ -1,0 +1,32 @@
+"""Errors a user can fix: the CLI prints them as one line and exits with code 2."""
+
+from __future__ import annotations
+
+
+class UserError(Exception):
+    """Base class for errors caused by the user's input (config, data, arguments)."""
+
+
+class ConfigError(UserError):
+    """A pipeline config is invalid: names the file, the key path and what is allowed."""
+
+    def __init__(self, message: str, file: str | None = None, key: str | None = None,
+                 line: int | None = None):
+        self.file, self.key, self.line, self.message = file, key, line, message
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line else f"{file}: "
+        if key:
+            where += f"{key}: "
+        super().__init__(where + message)
+
+
+class DataError(UserError):
+    """A data file is malformed: names the file and the 1-based line."""
+
+    def __init__(self, message: str, file: str | None = None, line: int | None = None):
+        self.file, self.line, self.message = file, line, message
+        where = ""
+        if file:
+            where = f"{file}:{line}: " if line else f"{file}: "
+        super().__init__(where + message)

@@ -1,0 +1,34 @@
+"""Figures written to run folders and TensorBoard (matplotlib, headless)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+
+
+def confusion_matrix_png(matrix: np.ndarray, labels: list[str], title: str = "") -> bytes:
+    """A labelled confusion-matrix heatmap (rows = gold, columns = predicted) as PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    size = max(3.5, 0.6 * len(labels) + 2)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("gold")
+    if title:
+        ax.set_title(title)
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (i, j), value in np.ndenumerate(matrix):
+        ax.text(j, i, str(value), ha="center", va="center",
+                color="white" if value > threshold else "black")
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()

@@ -1,0 +1,74 @@
+"""Use an exported SavedModel: predict on raw text, evaluate on a labelled file.
+
+Only ``tf.saved_model.load`` and the exported signatures are used here, exactly what TF Serving
+would run; the Keras model is never rebuilt.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nlp_rnn.data import readers
+from nlp_rnn.errors import UserError
+
+
+def load_exported(model_dir: str):
+    """(version folder, nlp-rnn metadata, ``serving_default`` signature) of an exported model."""
+    import tensorflow as tf
+
+    from nlp_rnn.export import read_metadata, resolve_model_dir
+
+    version_dir = resolve_model_dir(model_dir)
+    metadata = read_metadata(version_dir)
+    loaded = tf.saved_model.load(str(version_dir))
+    return version_dir, metadata, loaded.signatures["serving_default"]
+
+
+def read_inputs(texts: list[str], input_file: str | None) -> list[str]:
+    """Texts from the command line plus, if given, a .txt file (a line each) or .jsonl ("text")."""
+    items = list(texts)
+    if input_file:
+        if input_file.endswith((".jsonl", ".jsonl.gz", ".json")):
+            items.extend(text for text, _ in readers.read_jsonl(input_file, "text", None))
+        else:
+            items.extend(readers.read_lines(input_file))
+    if not items:
+        raise UserError("nothing to predict: give TEXT arguments or --input FILE")
+    return items
+
+
+def predict(model_dir: str, texts: list[str], batch_size: int = 256) -> list[dict]:
+    """One JSON-ready dict per text, e.g. {"text", "label", "probabilities": {label: p}}."""
+    import tensorflow as tf
+
+    _, metadata, classify = load_exported(model_dir)
+    if metadata["task"] != "classification":
+        raise UserError(f"predict does not support task {metadata['task']!r} yet")
+    labels, results = metadata["labels"], []
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start:start + batch_size]
+        out = classify(text=tf.constant(batch, dtype=tf.string))
+        for text, label, probs in zip(batch, out["label"].numpy(),
+                                      out["probabilities"].numpy()):
+            results.append({"text": text, "label": label.decode("utf-8"),
+                            "probabilities": {n: round(float(p), 6)
+                                              for n, p in zip(labels, probs)}})
+    return results
+
+
+def evaluate(model_dir: str, data: str, data_format: str = "auto", text_column: str | None = None,
+             label_column: str | None = None) -> dict:
+    """The task's metrics of an exported model on a labelled file (the same code a run uses)."""
+    from nlp_rnn.data.sources import labelled_source
+    from nlp_rnn.tasks import TASKS
+
+    version_dir, metadata, classify = load_exported(model_dir)
+    task = TASKS[metadata["task"]]
+    if not Path(data).exists() and not data.startswith(("tfds:", "builtin:")):
+        raise UserError(f"{data}: file not found")
+    source = labelled_source(data, "dev", data_format,
+                             text_column or metadata.get("text_column", "text"),
+                             label_column or metadata.get("label_column", "label"))
+    metrics = task.evaluate(classify, source.dataset(), metadata["labels"])
+    return {"model": str(version_dir), "data": data, "task": metadata["task"],
+            **{k: v for k, v in metrics.items() if k != "samples"}}

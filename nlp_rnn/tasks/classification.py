@@ -1,0 +1,234 @@
+"""Text classification (N->1), e.g. sentiment: embedding -> RNN stack -> pooling -> softmax.
+
+A task module holds no batching or padding (data/batching.py does that) and no recurrent
+layer choice (layers/rnn.py does that). Every task module offers the same functions:
+``load_data``, ``build_vectorizers``, ``make_datasets``, ``build_model``, ``compile_args``,
+``serving_endpoints``, ``evaluate`` and ``write_summaries``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nlp_rnn.config import ClassificationPipeline
+from nlp_rnn.data import batching, vectorize
+from nlp_rnn.data.sources import LabelledSource, labelled_source
+from nlp_rnn.errors import DataError
+from nlp_rnn.layers.pooling import SequencePooling
+from nlp_rnn.layers.rnn import rnn_stack
+
+MAIN_METRIC = "accuracy"
+MONITOR = ("val_accuracy", "max")  # what early stopping and the best checkpoint follow
+
+
+@dataclass(frozen=True)
+class Data:
+    train: LabelledSource
+    dev: LabelledSource
+
+
+@dataclass
+class Vectorizers:
+    text: keras.layers.TextVectorization
+    labels: list[str]
+    label_lookup: keras.layers.StringLookup
+
+
+# ---- data --------------------------------------------------------------------------------
+
+
+def load_data(config: ClassificationPipeline) -> Data:
+    """Open the train and dev sources (local files are validated here, before training)."""
+    data = config.data
+    train = labelled_source(data.train, "train", data.format, data.text_column, data.label_column)
+    dev = labelled_source(data.dev, "dev", data.format, data.text_column, data.label_column)
+    unknown = set(dev.labels) - set(train.labels)
+    if unknown:
+        raise DataError(f"dev has labels never seen in training: {', '.join(sorted(unknown))} "
+                        f"(training labels: {', '.join(train.labels)})", data.dev)
+    if len(train.labels) < 2:
+        raise DataError(f"training data needs at least 2 labels, found {list(train.labels)}",
+                        data.train)
+    return Data(train, dev)
+
+
+def build_vectorizers(config: ClassificationPipeline, data: Data,
+                      vocab_dir: Path) -> Vectorizers:
+    """Adapt the text vectorizer on training text only, or reload it from ``vocab_dir`` (resume)."""
+    vec = config.vectorize
+    vocab_file, labels_file = vocab_dir / "vocab.txt", vocab_dir / "labels.txt"
+    if vocab_file.exists() and labels_file.exists():
+        text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens,
+                                               vectorize.load_vocabulary(vocab_file))
+        labels = vectorize.load_vocabulary(labels_file)
+    else:
+        text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens)
+        vectorize.adapt_text_vectorizer(text, data.train.dataset().map(lambda t, y: t))
+        labels = list(data.train.labels)
+        vocab_dir.mkdir(parents=True, exist_ok=True)
+        vectorize.save_vocabulary([str(t) for t in vectorize.text_vocabulary(text)], vocab_file)
+        vectorize.save_vocabulary(labels, labels_file)
+    return Vectorizers(text, labels, vectorize.build_label_lookup(labels))
+
+
+def _tokenizer(config: ClassificationPipeline, vectorizers: Vectorizers):
+    vec = config.vectorize
+    return lambda texts: vectorize.tokenize(vectorizers.text, texts, vec.max_length, vec.keep)
+
+
+def make_datasets(config: ClassificationPipeline, data: Data, vectorizers: Vectorizers):
+    """Vectorized, cached, bucketed train and dev batches.
+
+    Returns:
+        (train batches, dev batches, number of training examples dropped as empty).
+    """
+    tokenize = _tokenizer(config, vectorizers)
+    train = batching.vectorized_examples(data.train.dataset(), tokenize, vectorizers.label_lookup)
+    dev = batching.vectorized_examples(data.dev.dataset(), tokenize, vectorizers.label_lookup)
+    dropped = batching.count_empty(train)  # also fills the cache
+    train = batching.training_batches(batching.drop_empty(train), config.train.batch_size,
+                                      config.vectorize.max_length, config.train.shuffle_buffer,
+                                      config.seed)
+    dev = batching.evaluation_batches(dev, config.train.batch_size, config.vectorize.max_length)
+    return train, dev, dropped
+
+
+# ---- model -------------------------------------------------------------------------------
+
+
+def build_model(config: ClassificationPipeline, vectorizers: Vectorizers) -> keras.Model:
+    """tokens int64 [B, T] (0 = padding) -> class probabilities float32 [B, n_labels]."""
+    m = config.model
+    tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
+    mask = keras.ops.not_equal(tokens, vectorize.PAD_ID)
+    x = keras.layers.Embedding(vectorizers.text.vocabulary_size(), m.embedding_dim,
+                               name="embedding")(tokens)
+    if m.embedding_dropout:
+        x = keras.layers.SpatialDropout1D(m.embedding_dropout, name="embedding_dropout")(x)
+    if m.conv is not None:
+        # "same" padding keeps one output per token, so the token mask still applies.
+        x = keras.layers.Conv1D(m.conv.filters, m.conv.kernel_size, padding="same",
+                                activation="relu", name="conv")(x)
+    last_only = m.pooling == "last"
+    x = rnn_stack(x, mask, **m.rnn.model_dump(), return_sequences=not last_only, name="encoder")
+    if not last_only:
+        x = SequencePooling(m.pooling, name="pooling")(x, mask=mask)
+    if m.dropout:
+        x = keras.layers.Dropout(m.dropout, name="dropout")(x)
+    if m.hidden_units:
+        x = keras.layers.Dense(m.hidden_units, activation="relu", name="hidden")(x)
+    probabilities = keras.layers.Dense(len(vectorizers.labels), activation="softmax",
+                                       dtype="float32", name="probabilities")(x)
+    return keras.Model(tokens, probabilities, name=f"{config.name}_classifier")
+
+
+def compile_args(config: ClassificationPipeline) -> dict:
+    return {"loss": keras.losses.SparseCategoricalCrossentropy(),
+            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+
+# ---- serving and evaluation ----------------------------------------------------------------
+
+
+def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
+                      config: ClassificationPipeline) -> dict:
+    """``serving_default``: text string [None] -> label string [None], label_id int32 [None],
+    probabilities float32 [None, n_labels]."""
+    tokenize = _tokenizer(config, vectorizers)
+    label_names = tf.constant(vectorizers.labels)
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def classify(text):
+        tokens = batching.pad_batch(tokenize(text))
+        probabilities = model(tokens, training=False)
+        label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
+        return {"label": tf.gather(label_names, label_id), "label_id": label_id,
+                "probabilities": probabilities}
+
+    return {"serving_default": classify}
+
+
+def predict_labels(classify, texts: tf.data.Dataset, batch_size: int = 256) -> dict:
+    """Run a ``serving_default``-shaped function over a dataset of scalar strings."""
+    labels, probabilities = [], []
+    for batch in texts.batch(batch_size):
+        out = classify(text=batch)
+        labels.extend(x.decode("utf-8") for x in out["label"].numpy())
+        probabilities.append(out["probabilities"].numpy())
+    width = probabilities[0].shape[1] if probabilities else 0
+    return {"labels": labels,
+            "probabilities": np.concatenate(probabilities) if probabilities
+            else np.zeros((0, width))}
+
+
+def evaluate(classify, pairs: tf.data.Dataset, label_names: list[str]) -> dict:
+    """Accuracy, macro-F1, per-label report and confusion matrix of ``classify`` on (text, label) pairs.
+
+    The same function scores a run's dev split and an exported model in ``nlp-rnn evaluate``,
+    so the two agree by construction.
+    """
+    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
+
+    texts, gold = [], []
+    for text, label in pairs.as_numpy_iterator():
+        texts.append(text.decode("utf-8"))
+        gold.append(label.decode("utf-8"))
+    unknown = sorted(set(gold) - set(label_names))
+    if unknown:
+        raise DataError(f"labels the model does not know: {', '.join(unknown[:10])} "
+                        f"(model labels: {', '.join(label_names)})")
+    predicted = predict_labels(classify, tf.data.Dataset.from_tensor_slices(texts))["labels"] \
+        if texts else []
+    if not texts:
+        raise DataError("no examples to evaluate")
+    report = classification_report(gold, predicted, labels=label_names, output_dict=True,
+                                   zero_division=0)
+    return {
+        "examples": len(gold),
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "macro_f1": float(f1_score(gold, predicted, labels=label_names, average="macro",
+                                   zero_division=0)),
+        "per_label": {name: {k: float(v) for k, v in report[name].items()}
+                      for name in label_names},
+        "confusion_matrix": {"labels": label_names,
+                             "matrix": confusion_matrix(gold, predicted,
+                                                        labels=label_names).tolist()},
+        "samples": [{"text": t, "gold": g, "predicted": p}
+                    for t, g, p in list(zip(texts, gold, predicted))[:12]],
+    }
+
+
+def headline(metrics: dict) -> dict:
+    """The numbers shown in the run summary table."""
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
+
+
+def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
+    """TensorBoard text (sample predictions) and image (confusion matrix) summaries; PNG too."""
+    from nlp_rnn.plots import confusion_matrix_png
+
+    rows = ["| text | gold | predicted |", "|---|---|---|"]
+    for s in metrics["samples"]:
+        text = s["text"][:300].replace("|", "\\|").replace("\n", " ")
+        mark = "" if s["gold"] == s["predicted"] else " ✗"
+        rows.append(f"| {text} | {s['gold']} | {s['predicted']}{mark} |")
+    cm = metrics["confusion_matrix"]
+    png = confusion_matrix_png(np.array(cm["matrix"]), cm["labels"],
+                               title=f"dev confusion matrix (accuracy {metrics['accuracy']:.3f})")
+    (run_dir / "confusion_matrix.png").write_bytes(png)
+    writer = tf.summary.create_file_writer(str(log_dir / "validation"))
+    with writer.as_default():
+        tf.summary.text("dev_predictions", "\n".join(rows), step=0)
+        tf.summary.image("confusion_matrix", tf.image.decode_png(png, channels=4)[None], step=0)
+    writer.flush()
+
+
+def export_metadata(config: ClassificationPipeline, vectorizers: Vectorizers) -> dict:
+    """What ``nlp-rnn predict/evaluate`` need to know about an exported classifier."""
+    return {"labels": vectorizers.labels, "text_column": config.data.text_column,
+            "label_column": config.data.label_column, "format": config.data.format}

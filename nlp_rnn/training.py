@@ -1,0 +1,106 @@
+"""Compile and fit with the standard callbacks: TensorBoard, best checkpoint, early stopping,
+BackupAndRestore (a re-run resumes where a killed one stopped) and a CSV history."""
+
+from __future__ import annotations
+
+import csv
+import sys
+import warnings
+from pathlib import Path
+
+import keras
+
+from nlp_rnn.config import TrainConfig
+
+BEST_WEIGHTS = "checkpoints/best.weights.h5"
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python, NumPy and TensorFlow (keras.utils.set_random_seed does all three)."""
+    keras.utils.set_random_seed(seed)
+
+
+def set_precision(mixed: bool) -> None:
+    """``mixed_float16`` computes in float16 and keeps float32 weights; outputs stay float32."""
+    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+
+
+def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
+    cls = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+           "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[train.optimizer]
+    return cls(learning_rate=train.learning_rate, clipnorm=train.clipnorm)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds ``learning_rate`` to the epoch logs, so TensorBoard and the CSV history plot it."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = float(keras.ops.convert_to_numpy(
+                self.model.optimizer.learning_rate))
+
+
+def best_so_far(history_csv: Path, monitor: str, mode: str) -> float | None:
+    """The best ``monitor`` value in an earlier (interrupted) attempt's CSV history."""
+    if not history_csv.exists():
+        return None
+    with history_csv.open() as f:
+        values = [float(row[monitor]) for row in csv.DictReader(f) if row.get(monitor)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def standard_callbacks(run_dir: Path, train: TrainConfig, monitor: str, mode: str,
+                       log_dir: Path) -> list[keras.callbacks.Callback]:
+    history_csv = run_dir / "history.csv"
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+    callbacks = [
+        LearningRateLogger(),  # before TensorBoard and CSVLogger, which read the logs it adds
+        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / BEST_WEIGHTS), monitor=monitor, mode=mode, save_best_only=True,
+            save_weights_only=True,
+            initial_value_threshold=best_so_far(history_csv, monitor, mode)),
+        keras.callbacks.TensorBoard(str(log_dir), write_graph=False, update_freq="epoch",
+                                    profile_batch=0),
+        keras.callbacks.CSVLogger(str(history_csv), append=True),
+    ]
+    if train.early_stopping_patience:
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor=monitor, mode=mode, patience=train.early_stopping_patience))
+    return callbacks
+
+
+def read_history(history_csv: Path) -> list[dict]:
+    """Per-epoch metrics of all attempts of a run (a resumed run appends to the same file)."""
+    if not history_csv.exists():
+        return []
+    with history_csv.open() as f:
+        rows = [{k: float(v) for k, v in row.items() if v != ""} for row in csv.DictReader(f)]
+    by_epoch = {int(row["epoch"]): row for row in rows}  # a repeated epoch: keep the latest
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
+        monitor: tuple[str, str], compile_args: dict, log_dir: Path,
+        extra_callbacks: list = ()) -> list[dict]:
+    """Compile and train ``model``; load the best epoch's weights at the end.
+
+    Returns:
+        per-epoch metrics (dicts with "epoch", "loss", "val_...").
+    """
+    name, mode = monitor
+    model.compile(optimizer=make_optimizer(train), steps_per_execution=train.steps_per_execution,
+                  **compile_args)
+    callbacks = standard_callbacks(run_dir, train, name, mode, log_dir) + list(extra_callbacks)
+    with warnings.catch_warnings():
+        # tf.data input has unknown length by design (bucketing); Keras warns about it each epoch.
+        warnings.filterwarnings("ignore", message=".*ran out of data.*")
+        warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+        model.fit(train_ds, validation_data=dev_ds, epochs=train.epochs, callbacks=callbacks,
+                  verbose=1 if sys.stdout.isatty() else 2)
+    best = run_dir / BEST_WEIGHTS
+    if best.exists():
+        model.load_weights(str(best))
+    return read_history(run_dir / "history.csv")

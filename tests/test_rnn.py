@@ -1,0 +1,122 @@
+"""The shared RNN stack, pooling, and cuDNN eligibility of every shipped pipeline's model."""
+
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from nlp_rnn.config import BUILTIN_PIPELINES, load_pipeline, shipped_pipelines
+from nlp_rnn.data import vectorize
+from nlp_rnn.layers.pooling import SequencePooling
+from nlp_rnn.layers.rnn import (cudnn_report, describe_cudnn, keras_cudnn_args_ok,
+                                recurrent_layers, rnn_stack)
+from nlp_rnn.tasks import TASKS, classification
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tiny_vectorizers(labels=("neg", "pos")):
+    text = vectorize.build_text_vectorizer("lower_split_punct", 50, ["good", "bad", "not"])
+    return classification.Vectorizers(text, list(labels), vectorize.build_label_lookup(labels))
+
+
+def shipped_configs():
+    sources = list(BUILTIN_PIPELINES) + [str(p) for p in shipped_pipelines(REPO / "pipelines")]
+    configs = []
+    for source in sources:
+        try:
+            configs.append(load_pipeline(source))
+        except Exception as exc:  # a pipeline whose shared data is absent here
+            if "file not found" in str(exc):
+                continue
+            raise
+    return configs
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru", "simple_rnn"])
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_rnn_stack_shapes(cell, bidirectional):
+    inputs = keras.Input((None, 6))
+    seq = rnn_stack(inputs, cell=cell, units=5, layers=2, bidirectional=bidirectional)
+    last, states = rnn_stack(inputs, cell=cell, units=5, layers=2, bidirectional=bidirectional,
+                             return_sequences=False, return_state=True, name="b")
+    width = 10 if bidirectional else 5
+    assert tuple(seq.shape) == (None, None, width)
+    assert tuple(last.shape) == (None, width)
+    per_direction = 2 if cell == "lstm" else 1
+    assert len(states) == per_direction * (2 if bidirectional else 1)
+    model = keras.Model(inputs, [seq, last])
+    assert len(recurrent_layers(model)) == 4 * (2 if bidirectional else 1)
+
+
+def test_every_shipped_pipeline_builds_cudnn_eligible_layers():
+    configs = shipped_configs()
+    names = {c.name for c in configs}
+    assert "sentiment" in names and "imdb" in names  # the shipped set is really checked
+    for config in configs:
+        model = TASKS[config.task].build_model(config, tiny_vectorizers())
+        layers = recurrent_layers(model)
+        assert layers, config.name
+        for layer in layers:
+            assert keras_cudnn_args_ok(layer), f"{config.name}: {layer.name}"  # Keras's own test
+            assert not layer.cell.recurrent_dropout and layer.use_cudnn in ("auto", True)
+        assert all(s.eligible for s in cudnn_report(model)), describe_cudnn(cudnn_report(model))
+
+
+def test_report_names_the_layer_and_reason_when_config_breaks_cudnn():
+    config = load_pipeline("sentiment", ["model.rnn.recurrent_dropout=0.2",
+                                         "model.rnn.layers=2"])
+    report = cudnn_report(classification.build_model(config, tiny_vectorizers()))
+    assert report and not any(s.eligible for s in report)
+    text = describe_cudnn(report)
+    assert "0/4" in text and "recurrent_dropout=0.2" in text and "encoder_lstm_1" in text
+
+
+def test_simple_rnn_is_reported_without_cudnn_kernel():
+    config = load_pipeline("sentiment", ["model.rnn.cell=simple_rnn"])
+    report = cudnn_report(classification.build_model(config, tiny_vectorizers()))
+    assert all(not s.eligible and "no cuDNN kernel" in s.reasons[0] for s in report)
+
+
+@pytest.mark.parametrize("mode", ["max", "mean", "max_mean", "attention"])
+def test_pooling_ignores_padding(mode):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(1, 4, 3)).astype("float32")
+    padded = np.concatenate([values, 100 * np.ones((1, 3, 3), "float32")], axis=1)
+    mask = np.array([[True] * 4 + [False] * 3])
+    layer = SequencePooling(mode)
+    short = layer(values, mask=np.ones((1, 4), bool))
+    long = layer(padded, mask=mask)
+    np.testing.assert_allclose(np.asarray(short), np.asarray(long), rtol=1e-5, atol=1e-6)
+    if mode == "max":
+        np.testing.assert_allclose(np.asarray(short)[0], values[0].max(axis=0), rtol=1e-6)
+    if mode == "mean":
+        np.testing.assert_allclose(np.asarray(short)[0], values[0].mean(axis=0), rtol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["last", "attention"])
+def test_classifier_variants_build_and_serialize(pooling):
+    overrides = [f"model.pooling={pooling}", "model.conv.filters=8", "model.conv.kernel_size=3",
+                 "model.hidden_units=4", "model.rnn.cell=gru"]
+    config = load_pipeline("sentiment", overrides)
+    model = classification.build_model(config, tiny_vectorizers(["a", "b", "c"]))
+    out = model(np.array([[2, 3, 4, 0], [4, 0, 0, 0]]))
+    assert out.shape == (2, 3)
+    np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
+    assert keras.Model.from_config(model.get_config()).count_params() == model.count_params()
+
+
+def test_mixed_float16_builds_and_trains_a_step():
+    from nlp_rnn.training import set_precision
+
+    set_precision(True)
+    try:
+        config = load_pipeline("sentiment", ["train.mixed_precision=true"])
+        model = classification.build_model(config, tiny_vectorizers())
+        model.compile("adam", **classification.compile_args(config))
+        logs = model.fit(np.array([[2, 3, 0], [4, 0, 0]]), np.array([0, 1]), epochs=1, verbose=0)
+        assert np.isfinite(logs.history["loss"][0])
+        assert model.output.dtype == "float32"
+    finally:
+        set_precision(False)
