@@ -32,7 +32,33 @@ def user_errors(fn):
 
 
 def quiet_tensorflow() -> None:
+    """Import TensorFlow without its C++ start-up chatter (replayed if the import fails).
+
+    The oneDNN/CUDA notices are written before absl logging is configured, so
+    TF_CPP_MIN_LOG_LEVEL cannot hide them; capturing file descriptor 2 can.
+    """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if "tensorflow" in sys.modules:
+        return
+    import tempfile
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import keras  # noqa: F401  (imports tensorflow)
+            import tensorflow as tf
+
+            tf.constant(0)  # the CUDA probe happens on first use
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.buffer.write(captured.read())
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -125,8 +151,10 @@ def predict_command(model_dir, texts, input_file, output_file):
     Prints one JSON object per text, e.g.
     {"text": "...", "label": "positive", "probabilities": {...}}.
     """
+    from nlp_rnn.export import read_metadata, resolve_model_dir
     from nlp_rnn.serving import predict, read_inputs
 
+    read_metadata(resolve_model_dir(model_dir))  # a wrong path fails before TensorFlow loads
     items = read_inputs(list(texts), input_file)
     quiet_tensorflow()
     lines = [json.dumps(r, ensure_ascii=False) for r in predict(model_dir, items)]
@@ -154,8 +182,11 @@ def predict_command(model_dir, texts, input_file, output_file):
 @user_errors
 def evaluate_command(model_dir, data, data_format, text_column, label_column, as_json):
     """Score an exported SavedModel on labelled data it has never seen."""
-    quiet_tensorflow()
+    from nlp_rnn.export import read_metadata, resolve_model_dir
     from nlp_rnn.serving import evaluate
+
+    read_metadata(resolve_model_dir(model_dir))  # a wrong path fails before TensorFlow loads
+    quiet_tensorflow()
 
     metrics = evaluate(model_dir, data, data_format, text_column, label_column)
     if as_json:

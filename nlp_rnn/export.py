@@ -13,9 +13,6 @@ import shutil
 import tempfile
 from pathlib import Path
 
-import keras
-import tensorflow as tf
-
 from nlp_rnn.errors import UserError
 
 METADATA_FILE = "assets.extra/nlp_rnn.json"  # TF Serving ignores assets.extra/
@@ -28,7 +25,7 @@ def versions(model_root: Path) -> list[int]:
     return sorted(int(p.name) for p in model_root.iterdir() if p.name.isdigit() and p.is_dir())
 
 
-def export_saved_model(model: keras.Model, endpoints: dict, trackables: list, export_root: str,
+def export_saved_model(model, endpoints: dict, trackables: list, export_root: str,
                        name: str, sample_inputs: dict, metadata: dict) -> Path:
     """Write ``endpoints`` (tf.functions with input signatures) as a new SavedModel version.
 
@@ -39,6 +36,8 @@ def export_saved_model(model: keras.Model, endpoints: dict, trackables: list, ex
     Returns:
         the version folder, e.g. ``saved_models/imdb/3``.
     """
+    import keras
+
     model_root = Path(export_root) / name
     model_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=model_root))
@@ -68,6 +67,8 @@ def export_saved_model(model: keras.Model, endpoints: dict, trackables: list, ex
 
 def check_saved_model(path: Path, sample_inputs: dict) -> dict:
     """Reload a SavedModel and call ``serving_default`` once; raise if it does not work."""
+    import tensorflow as tf
+
     loaded = tf.saved_model.load(str(path))
     outputs = loaded.signatures["serving_default"](**sample_inputs)
     if not outputs:

@@ -133,7 +133,9 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         data = task.load_data(config)
         log(f"[{config.name}] train {data.train.count} examples from {data.train.spec}; "
             f"dev {data.dev.count} from {data.dev.spec}; labels: {', '.join(data.train.labels)}")
+        log(f"[{config.name}] building the vocabulary from the training split ...")
         vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
+        log(f"[{config.name}] tokenizing and caching the training data ...")
         train_ds, dev_ds, dropped = task.make_datasets(config, data, vectorizers)
         notes = []
         if dropped:
@@ -154,6 +156,8 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         train_seconds = time.perf_counter() - start
 
         # evaluation through the serving function itself, so `nlp-rnn evaluate` agrees
+        log(f"[{config.name}] trained {len(history)} epochs in {train_seconds:.0f} s; "
+            "evaluating the best epoch on dev ...")
         endpoints = task.serving_endpoints(model, vectorizers, config)
         metrics = task.evaluate(endpoints["serving_default"], data.dev.dataset(),
                                 vectorizers.labels)

@@ -14,12 +14,12 @@ from nlp_rnn.errors import UserError
 
 def load_exported(model_dir: str):
     """(version folder, nlp-rnn metadata, ``serving_default`` signature) of an exported model."""
-    import tensorflow as tf
-
     from nlp_rnn.export import read_metadata, resolve_model_dir
 
-    version_dir = resolve_model_dir(model_dir)
+    version_dir = resolve_model_dir(model_dir)  # fails fast, before TensorFlow loads
     metadata = read_metadata(version_dir)
+    import tensorflow as tf
+
     loaded = tf.saved_model.load(str(version_dir))
     return version_dir, metadata, loaded.signatures["serving_default"]
 
