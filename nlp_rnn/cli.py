@@ -130,9 +130,11 @@ def list_command(folder):
     click.echo(f"\nPipeline files in {folder}/:" if files else f"\nNo pipeline files in {folder}/")
     for path in files:
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except (yaml.YAMLError, OSError, UnicodeDecodeError):
             raw = {"description": "(invalid YAML)"}
+        if not isinstance(raw, dict):
+            raw = {"description": "(not a pipeline: top level is not a mapping)"}
         click.echo(f"  {str(path):<28} {str(raw.get('task', '')):<15} "
                    f"{raw.get('description', '')}")
 

@@ -8,6 +8,7 @@ so they are checked exactly like keys written in the file.
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from importlib import resources
@@ -192,8 +193,6 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Return a copy of ``raw`` with each ``--set KEY=VALUE`` applied."""
-    import copy
-
     result = copy.deepcopy(raw)
     for text in overrides:
         path, value = parse_override(text)
@@ -250,7 +249,7 @@ def is_local_path(spec: str) -> bool:
 
 def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> None:
     """Local data paths must exist; built-in corpora must be known."""
-    from nlp_rnn.data.builtin import BUILTIN_CORPORA
+    from nlp_rnn.data.builtin import BUILTIN_CORPORA, SPLITS
 
     data = getattr(config, "data", None)
     if data is None:
@@ -261,10 +260,13 @@ def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> No
             continue
         line = lines.get(("data", field))
         if value.startswith("builtin:"):
-            corpus = value.split(":")[1]
+            corpus, _, split = value[len("builtin:"):].partition(":")
             if corpus not in BUILTIN_CORPORA:
                 raise ConfigError(f"unknown built-in corpus {corpus!r}; known: "
                                   + ", ".join(sorted(BUILTIN_CORPORA)), file, f"data.{field}", line)
+            if split and split not in SPLITS:
+                raise ConfigError(f"unknown split {split!r} of built-in corpus {corpus!r}; "
+                                  "known: " + ", ".join(SPLITS), file, f"data.{field}", line)
         elif is_local_path(value) and not Path(value).exists():
             raise ConfigError(f"file not found: {value} (relative paths are resolved from "
                               f"{os.getcwd()})", file, f"data.{field}", line)
@@ -288,7 +290,7 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
         raise ConfigError(f"task must be one of {', '.join(PIPELINE_CLASSES)} (got {task!r})",
                           file, "task", lines.get(("task",)))
     cls = PIPELINE_CLASSES[task]
-    raw = dict(raw)
+    raw = copy.deepcopy(raw)  # env expansion must not touch the caller's mapping
     try:
         _expand_data_paths(raw)
     except ConfigError as exc:
@@ -344,14 +346,20 @@ def load_pipeline(source: str, overrides: list[str] = (), seed: int | None = Non
         file = source
     if not isinstance(raw, dict):
         raise ConfigError("a pipeline must be a YAML mapping (key: value lines)", file)
-    extra = list(overrides)
+    raw = apply_overrides(raw, list(overrides))
     if seed is not None:
-        extra.append(f"seed={seed}")
+        raw["seed"] = seed
     if output_dir is not None:
-        extra.append(f"output_dir={output_dir}")
-    if extra:
-        raw = apply_overrides(raw, extra)
-    return validate_config(raw, file, text)
+        raw["output_dir"] = output_dir  # taken literally: not parsed as YAML like --set
+    overridden = {tuple(parse_override(o)[0]): o for o in overrides}
+    try:
+        return validate_config(raw, file, text)
+    except ConfigError as err:
+        path = tuple((err.key or "").split("."))
+        for n in range(len(path), 0, -1):
+            if path[:n] in overridden:
+                raise ConfigError(err.message, f"--set {overridden[path[:n]]}", err.key) from None
+        raise
 
 
 def config_to_yaml(config: BaseModel) -> str:
