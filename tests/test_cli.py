@@ -20,7 +20,7 @@ from click.testing import CliRunner, Result
 
 from nlp_rnn.cli import main
 
-CSV = "text,label\ngood movie,positive\nbad movie,negative\nnot bad at all,positive\n"
+from conftest import CSV, cli_in_fresh_interpreter
 
 
 def invoke(*args: str) -> Result:
@@ -50,19 +50,9 @@ def assert_user_error(result: Result, *expected: str) -> str:
 
 
 @pytest.fixture
-def tiny_pipeline(tmp_path: Path):
+def tiny_pipeline(write_pipeline):
     """tiny_pipeline(extra) -> a classification pipeline file; ``extra`` starts on line 6."""
-    train, dev = tmp_path / "train.csv", tmp_path / "dev.csv"
-    train.write_text(CSV)
-    dev.write_text(CSV)
-
-    def write(extra: str = "", name: str = "tiny.yaml") -> Path:
-        path = tmp_path / name
-        path.write_text(f"name: tiny\ntask: classification\ndata:\n  train: {train}\n"
-                        f"  dev: {dev}\n" + extra)
-        return path
-
-    return write
+    return write_pipeline
 
 
 # ---- help and imports -----------------------------------------------------------------------
@@ -101,18 +91,9 @@ def test_unknown_command_is_a_usage_error():
 
 
 def test_help_list_and_dry_run_do_not_import_tensorflow(tmp_path):
-    code = ("import sys\n"
-            "from click.testing import CliRunner\n"
-            "from nlp_rnn.cli import main\n"
-            "for args in (['--help'], ['run', 'pipeline', '--help'], ['predict', '--help'],\n"
-            "             ['evaluate', '--help'], ['list'], ['run', 'pipeline', '--dry-run']):\n"
-            "    result = CliRunner().invoke(main, args)\n"
-            "    assert result.exit_code == 0, (args, result.output)\n"
-            "print('tensorflow' in sys.modules)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "False"
+    invocations = [['--help'], ['run', 'pipeline', '--help'], ['predict', '--help'],
+                   ['evaluate', '--help'], ['list'], ['run', 'pipeline', '--dry-run']]
+    assert cli_in_fresh_interpreter(tmp_path, invocations, exit_code=0) is False
 
 
 def test_console_script_help(tmp_path):
@@ -300,19 +281,10 @@ def test_evaluate_nonexistent_model_dir(tmp_path):
 
 
 def test_bad_model_dir_fails_before_tensorflow_loads(tmp_path):
-    code = ("import sys\n"
-            "from click.testing import CliRunner\n"
-            "from nlp_rnn.cli import main\n"
-            "for args in (['predict', 'no_model', 'text'], ['predict', 'no_model'],\n"
-            "             ['evaluate', 'no_model', '--data', 'x.csv']):\n"
-            "    result = CliRunner().invoke(main, args)\n"
-            "    assert result.exit_code == 2, (args, result.output)\n"
-            "    assert 'no_model: not a SavedModel' in result.stderr, (args, result.stderr)\n"
-            "print('tensorflow' in sys.modules)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "False"
+    invocations = [['predict', 'no_model', 'text'], ['predict', 'no_model'],
+                   ['evaluate', 'no_model', '--data', 'x.csv']]
+    assert cli_in_fresh_interpreter(tmp_path, invocations, exit_code=2,
+                                    expect_in_stderr="no_model: not a SavedModel") is False
 
 
 def test_evaluate_requires_data(tmp_path):

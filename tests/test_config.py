@@ -26,34 +26,7 @@ from nlp_rnn.config import (
 )
 from nlp_rnn.errors import ConfigError, UserError
 
-CSV = "text,label\ngood movie,positive\nbad movie,negative\nnot bad at all,positive\n"
-
-
-@pytest.fixture
-def data_files(tmp_path: Path) -> tuple[Path, Path]:
-    """Tiny labelled CSV files for data.train / data.dev."""
-    train, dev = tmp_path / "train.csv", tmp_path / "dev.csv"
-    train.write_text(CSV)
-    dev.write_text(CSV)
-    return train, dev
-
-
-@pytest.fixture
-def write_pipeline(tmp_path: Path, data_files):
-    """write_pipeline(extra, name=...) -> path of a classification pipeline.
-
-    Lines 1-5 are always: name, task, data:, train:, dev:; ``extra`` starts on line 6.
-    """
-    train, dev = data_files
-
-    def write(extra: str = "", name: str = "tiny.yaml") -> Path:
-        path = tmp_path / name
-        path.write_text(f"name: tiny\ntask: classification\ndata:\n  train: {train}\n"
-                        f"  dev: {dev}\n" + extra)
-        return path
-
-    return write
-
+from conftest import CSV
 
 def config_error(source, overrides=(), **kwargs) -> ConfigError:
     with pytest.raises(ConfigError) as info:

@@ -1,0 +1,54 @@
+"""Fixtures shared by the test modules."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CSV = "text,label\ngood movie,positive\nbad movie,negative\nnot bad at all,positive\n"
+
+
+@pytest.fixture
+def data_files(tmp_path: Path) -> tuple[Path, Path]:
+    """Tiny labelled CSV files for data.train / data.dev."""
+    train, dev = tmp_path / "train.csv", tmp_path / "dev.csv"
+    train.write_text(CSV)
+    dev.write_text(CSV)
+    return train, dev
+
+
+@pytest.fixture
+def write_pipeline(tmp_path: Path, data_files):
+    """write_pipeline(extra, name=...) -> path of a classification pipeline.
+
+    Lines 1-5 are always: name, task, data:, train:, dev:; ``extra`` starts on line 6.
+    """
+    train, dev = data_files
+
+    def write(extra: str = "", name: str = "tiny.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(f"name: tiny\ntask: classification\ndata:\n  train: {train}\n"
+                        f"  dev: {dev}\n" + extra)
+        return path
+
+    return write
+
+
+def cli_in_fresh_interpreter(cwd: Path, invocations: list[list[str]], exit_code: int,
+                             expect_in_stderr: str = "") -> bool:
+    """Run CLI invocations in a new interpreter; return whether TensorFlow got imported."""
+    code = ("import sys\n"
+            "from click.testing import CliRunner\n"
+            "from nlp_rnn.cli import main\n"
+            f"for args in {invocations!r}:\n"
+            "    result = CliRunner().invoke(main, args)\n"
+            f"    assert result.exit_code == {exit_code}, (args, result.output)\n"
+            f"    assert {expect_in_stderr!r} in result.stderr, (args, result.stderr)\n"
+            "print('tensorflow' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip() == "True"
