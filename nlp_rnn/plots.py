@@ -14,7 +14,7 @@ def confusion_matrix_png(matrix: np.ndarray, labels: list[str], title: str = "")
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    size = max(3.5, 0.6 * len(labels) + 2)
+    size = max(4.5, 0.6 * len(labels) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size), dpi=100)
     ax.imshow(matrix, cmap="Blues")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")

@@ -218,8 +218,8 @@ def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
         mark = "" if s["gold"] == s["predicted"] else " ✗"
         rows.append(f"| {text} | {s['gold']} | {s['predicted']}{mark} |")
     cm = metrics["confusion_matrix"]
-    png = confusion_matrix_png(np.array(cm["matrix"]), cm["labels"],
-                               title=f"dev confusion matrix (accuracy {metrics['accuracy']:.3f})")
+    title = f"dev confusion matrix\naccuracy {metrics['accuracy']:.4f}"
+    png = confusion_matrix_png(np.array(cm["matrix"]), cm["labels"], title=title)
     (run_dir / "confusion_matrix.png").write_bytes(png)
     writer = tf.summary.create_file_writer(str(log_dir / "validation"))
     with writer.as_default():
