@@ -176,9 +176,9 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
                 {"text": tf.constant(["a sample input", ""])}, metadata)
             log(f"[{config.name}] exported SavedModel to {export_path}")
 
-        best = max(history, key=lambda row: row.get(task.MONITOR[0], float("-inf")),
-                   default={}) if task.MONITOR[1] == "max" else \
-            min(history, key=lambda row: row.get(task.MONITOR[0], float("inf")), default={})
+        key, mode = task.MONITOR
+        scored = [row for row in history if key in row]
+        best = (max if mode == "max" else min)(scored, key=lambda row: row[key]) if scored else {}
         summary = {"dev": {k: v for k, v in metrics.items() if k != "samples"},
                    "headline": headline, "epochs_run": len(history),
                    "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,

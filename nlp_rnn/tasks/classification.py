@@ -182,10 +182,9 @@ def evaluate(classify, pairs: tf.data.Dataset, label_names: list[str]) -> dict:
     if unknown:
         raise DataError(f"labels the model does not know: {', '.join(unknown[:10])} "
                         f"(model labels: {', '.join(label_names)})")
-    predicted = predict_labels(classify, tf.data.Dataset.from_tensor_slices(texts))["labels"] \
-        if texts else []
     if not texts:
         raise DataError("no examples to evaluate")
+    predicted = predict_labels(classify, tf.data.Dataset.from_tensor_slices(texts))["labels"]
     report = classification_report(gold, predicted, labels=label_names, output_dict=True,
                                    zero_division=0)
     return {
