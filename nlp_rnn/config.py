@@ -95,6 +95,7 @@ class TrainConfig(Section):
     batch_size: int = Field(64, ge=1)
     optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
     learning_rate: float = Field(1e-3, gt=0.0)
+    lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="learning rate x this, each epoch")
     clipnorm: Optional[float] = Field(1.0, gt=0.0)
     early_stopping_patience: Optional[int] = Field(2, ge=1)
     mixed_precision: bool = False

@@ -66,6 +66,10 @@ def standard_callbacks(run_dir: Path, train: TrainConfig, monitor: str, mode: st
                                     profile_batch=0),
         keras.callbacks.CSVLogger(str(history_csv), append=True),
     ]
+    if train.lr_decay != 1.0:
+        # A function of the epoch index alone, so a resumed run continues the same schedule.
+        callbacks.insert(0, keras.callbacks.LearningRateScheduler(
+            lambda epoch: train.learning_rate * train.lr_decay ** epoch))
     if train.early_stopping_patience:
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode, patience=train.early_stopping_patience))

@@ -105,3 +105,14 @@ def test_rerun_after_crash_resumes_in_the_same_folder(tmp_path, monkeypatch):
     assert epochs_started == [2]  # epochs 0 and 1 were not repeated
     assert [int(row["epoch"]) for row in json.loads(
         (run_dir / "metrics.json").read_text())["history"]] == [0, 1, 2]
+
+
+def test_lr_decay_is_applied_per_epoch_and_logged(tmp_path):
+    config = load_pipeline("sentiment", SMALL + ["train.epochs=3", "train.lr_decay=0.5",
+                                                 "train.learning_rate=0.004",
+                                                 "train.early_stopping_patience=null",
+                                                 "export.enabled=false"],
+                           output_dir=str(tmp_path / "runs"))
+    result = run_pipeline(config, log=lambda line: None)
+    history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
+    assert [row["learning_rate"] for row in history] == pytest.approx([0.004, 0.002, 0.001])
