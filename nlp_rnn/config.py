@@ -78,6 +78,7 @@ class ConvConfig(Section):
 
 
 class ClassificationModel(Section):
+    token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="word dropout rate (training)")
     embedding_dim: int = Field(128, ge=1)
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     conv: Optional[ConvConfig] = None

@@ -120,3 +120,16 @@ def test_mixed_float16_builds_and_trains_a_step():
         assert model.output.dtype == "float32"
     finally:
         set_precision(False)
+
+
+def test_token_dropout_replaces_only_real_tokens_and_only_in_training():
+    from nlp_rnn.layers.token_dropout import TokenDropout
+
+    tokens = np.array([[5, 6, 7, 8, 9, 10, 0, 0]] * 500, dtype="int64")
+    layer = TokenDropout(0.3, oov_id=1, pad_id=0, seed=3)
+    np.testing.assert_array_equal(np.asarray(layer(tokens, training=False)), tokens)
+    dropped = np.asarray(layer(tokens, training=True))
+    assert (dropped[:, 6:] == 0).all()  # padding untouched
+    changed = dropped[:, :6] != tokens[:, :6]
+    assert (dropped[:, :6][changed] == 1).all()
+    assert 0.25 < changed.mean() < 0.35

@@ -21,6 +21,7 @@ from nlp_rnn.data.sources import LabelledSource, labelled_source
 from nlp_rnn.errors import DataError
 from nlp_rnn.layers.pooling import SequencePooling
 from nlp_rnn.layers.rnn import rnn_stack
+from nlp_rnn.layers.token_dropout import TokenDropout
 
 MAIN_METRIC = "accuracy"
 MONITOR = ("val_accuracy", "max")  # what early stopping and the best checkpoint follow
@@ -106,8 +107,12 @@ def build_model(config: ClassificationPipeline, vectorizers: Vectorizers) -> ker
     m = config.model
     tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
     mask = keras.ops.not_equal(tokens, vectorize.PAD_ID)
+    x = tokens
+    if m.token_dropout:
+        x = TokenDropout(m.token_dropout, vectorize.OOV_ID, vectorize.PAD_ID, seed=config.seed,
+                         name="token_dropout")(x)
     x = keras.layers.Embedding(vectorizers.text.vocabulary_size(), m.embedding_dim,
-                               name="embedding")(tokens)
+                               name="embedding")(x)
     if m.embedding_dropout:
         x = keras.layers.SpatialDropout1D(m.embedding_dropout, name="embedding_dropout")(x)
     if m.conv is not None:
