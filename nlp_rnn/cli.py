@@ -101,9 +101,8 @@ def run_pipeline_command(pipelines, overrides, output_dir, seed, dry_run):
 
     sources = list(pipelines) or list(BUILTIN_PIPELINES)
     configs = [load_pipeline(s, list(overrides), seed, output_dir) for s in sources]
-    if dry_run:
-        for config in configs:
-            click.echo(f"# {config.name}\n{config_to_yaml(config)}")
+    if dry_run:  # one YAML document per pipeline
+        click.echo("---\n".join(f"# {c.name}\n{config_to_yaml(c)}" for c in configs), nl=False)
         return
     quiet_tensorflow()
     from nlp_rnn.pipeline import run_pipelines, summary_table
@@ -146,12 +145,19 @@ def list_command(folder):
               help="Texts to predict: .txt (one per line) or .jsonl with a \"text\" key.")
 @click.option("--output", "output_file", type=click.Path(),
               help="Write JSON lines here instead of stdout.")
+@click.option("--max-length", type=click.IntRange(1, 10000), default=None,
+              help="Language models: tokens to generate (default: the pipeline's).")
+@click.option("--temperature", type=click.FloatRange(0.0), default=None,
+              help="Language models: sampling temperature; 0 = greedy.")
+@click.option("--top-k", type=click.IntRange(0), default=None,
+              help="Language models: sample among the k most likely tokens; 0 = all.")
 @user_errors
-def predict_command(model_dir, texts, input_file, output_file):
+def predict_command(model_dir, texts, input_file, output_file, max_length, temperature, top_k):
     """Predict with an exported SavedModel (MODEL_DIR = saved_models/NAME[/VERSION]).
 
-    Prints one JSON object per text, e.g.
-    {"text": "...", "label": "positive", "probabilities": {...}}.
+    Prints one JSON object per text: for a classifier
+    {"text": "...", "label": "positive", "probabilities": {...}}; for a language model the
+    TEXTs are prompts: {"prompt": "...", "continuation": "..."}.
     """
     from nlp_rnn.export import read_metadata, resolve_model_dir
     from nlp_rnn.serving import predict, read_inputs
@@ -159,7 +165,9 @@ def predict_command(model_dir, texts, input_file, output_file):
     read_metadata(resolve_model_dir(model_dir))  # a wrong path fails before TensorFlow loads
     items = read_inputs(list(texts), input_file)
     quiet_tensorflow()
-    lines = [json.dumps(r, ensure_ascii=False) for r in predict(model_dir, items)]
+    generation = {"max_length": max_length, "temperature": temperature, "top_k": top_k}
+    lines = [json.dumps(r, ensure_ascii=False) for r in predict(model_dir, items,
+                                                                generation=generation)]
     if output_file:
         tmp = f"{output_file}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:

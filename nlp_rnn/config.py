@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nlp_rnn.errors import ConfigError
 
-BUILTIN_PIPELINES = ("sentiment",)  # run in this order by `nlp-rnn run pipeline` with no file
+BUILTIN_PIPELINES = ("sentiment", "lm")  # run in this order by `nlp-rnn run pipeline` with no file
 SOURCE_PREFIXES = ("tfds:", "builtin:")
 
 
@@ -130,8 +130,57 @@ class ClassificationPipeline(PipelineBase):
     model: ClassificationModel = ClassificationModel()
 
 
-PIPELINE_CLASSES: dict[str, type[PipelineBase]] = {"classification": ClassificationPipeline}
-PipelineConfig = Union[ClassificationPipeline]
+# ---- language model ----------------------------------------------------------------------
+
+
+class TextData(Section):
+    """Plain text: a path, a list of paths, or ``builtin:NAME[:SPLIT]``."""
+
+    train: Union[str, list[str]]
+    dev: Optional[Union[str, list[str]]] = None
+    # With no dev text, the last part of the training text is held out (contiguous, never
+    # shuffled into training, so held-out perplexity measures unseen continuations).
+    holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5)
+
+
+class TextVectorizeConfig(Section):
+    level: Literal["char", "word"] = "char"
+    max_tokens: int = Field(10000, ge=3, description="vocabulary size incl. padding and OOV")
+    lowercase: bool = True
+    letters_only: bool = False  # d2l-style: every run of non-letters becomes one space
+    sequence_length: int = Field(64, ge=2, description="tokens per training window")
+
+
+class CausalRnnConfig(RnnConfig):
+    """A language model reads left to right: the stack cannot be bidirectional."""
+
+    bidirectional: Literal[False] = False
+
+
+class LanguageModelModel(Section):
+    embedding_dim: int = Field(64, ge=1)
+    rnn: CausalRnnConfig = CausalRnnConfig()
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class GenerationConfig(Section):
+    prompts: list[str] = ["the "]
+    max_length: int = Field(120, ge=1, le=10000)
+    temperature: float = Field(0.8, ge=0.0, description="0 = greedy")
+    top_k: int = Field(0, ge=0, description="sample among the k most likely; 0 = all")
+
+
+class LanguageModelPipeline(PipelineBase):
+    task: Literal["language_model"]
+    data: TextData
+    vectorize: TextVectorizeConfig = TextVectorizeConfig()
+    model: LanguageModelModel = LanguageModelModel()
+    generation: GenerationConfig = GenerationConfig()
+
+
+PIPELINE_CLASSES: dict[str, type[PipelineBase]] = {
+    "classification": ClassificationPipeline, "language_model": LanguageModelPipeline}
+PipelineConfig = Union[ClassificationPipeline, LanguageModelPipeline]
 
 
 # ---- loading -----------------------------------------------------------------------------
@@ -256,10 +305,7 @@ def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> No
     data = getattr(config, "data", None)
     if data is None:
         return
-    for field in type(data).model_fields:
-        value = getattr(data, field)
-        if field not in ("train", "dev") or not isinstance(value, str):
-            continue
+    for field, value in _data_specs(data):
         line = lines.get(("data", field))
         if value.startswith("builtin:"):
             corpus, _, split = value[len("builtin:"):].partition(":")
@@ -274,12 +320,26 @@ def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> No
                               f"{os.getcwd()})", file, f"data.{field}", line)
 
 
+def _data_specs(data: BaseModel) -> list[tuple[str, str]]:
+    """(field, spec) for every data source named in a ``data:`` section (lists flattened)."""
+    specs = []
+    for field in ("train", "dev"):
+        value = getattr(data, field, None)
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, str):
+                specs.append((field, item))
+    return specs
+
+
 def _expand_data_paths(raw: dict) -> None:
     data = raw.get("data")
     if isinstance(data, dict):
         for key, value in data.items():
             if isinstance(value, str):
                 data[key] = expand_env(value, f"data.{key}")
+            elif isinstance(value, list):
+                data[key] = [expand_env(v, f"data.{key}") if isinstance(v, str) else v
+                             for v in value]
 
 
 def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -> PipelineConfig:

@@ -131,8 +131,7 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
     try:
         # data and vocabulary
         data = task.load_data(config)
-        log(f"[{config.name}] train {data.train.count} examples from {data.train.spec}; "
-            f"dev {data.dev.count} from {data.dev.spec}; labels: {', '.join(data.train.labels)}")
+        log(f"[{config.name}] {data.describe()}")
         log(f"[{config.name}] building the vocabulary from the training split ...")
         vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
         log(f"[{config.name}] tokenizing and caching the training data ...")
@@ -152,28 +151,26 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         # training
         start = time.perf_counter()
         history = training.fit(model, train_ds, dev_ds, config.train, run_dir, task.MONITOR,
-                               task.compile_args(config), log_dir)
+                               task.compile_args(config), log_dir,
+                               task.callbacks(model, vectorizers, config, log_dir))
         train_seconds = time.perf_counter() - start
 
         # evaluation through the serving function itself, so `nlp-rnn evaluate` agrees
         log(f"[{config.name}] trained {len(history)} epochs in {train_seconds:.0f} s; "
             "evaluating the best epoch on dev ...")
         endpoints = task.serving_endpoints(model, vectorizers, config)
-        metrics = task.evaluate(endpoints["serving_default"], data.dev.dataset(),
-                                vectorizers.labels)
+        metrics = task.evaluate_run(model, endpoints, data, vectorizers, dev_ds, config)
         headline = task.headline(metrics)
         write_hparams(log_dir, config, f"{config.name}/{run_dir.name}", headline)
         task.write_summaries(metrics, run_dir, log_dir)
 
         export_path = None
         if config.export.enabled:
-            import tensorflow as tf
-
             metadata = {"task": config.task, "name": config.name, "run_dir": str(run_dir),
                         "dev_metrics": headline, **task.export_metadata(config, vectorizers)}
             export_path = export_saved_model(
-                model, endpoints, [vectorizers.text], config.export.dir, config.export_name,
-                {"text": tf.constant(["a sample input", ""])}, metadata)
+                model, endpoints, task.trackables(vectorizers), config.export.dir,
+                config.export_name, task.export_inputs(vectorizers, config), metadata)
             log(f"[{config.name}] exported SavedModel to {export_path}")
 
         key, mode = task.MONITOR

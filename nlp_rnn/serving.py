@@ -37,23 +37,43 @@ def read_inputs(texts: list[str], input_file: str | None) -> list[str]:
     return items
 
 
-def predict(model_dir: str, texts: list[str], batch_size: int = 256) -> list[dict]:
-    """One JSON-ready dict per text, e.g. {"text", "label", "probabilities": {label: p}}."""
+def predict(model_dir: str, texts: list[str], batch_size: int = 256,
+            generation: dict | None = None) -> list[dict]:
+    """One JSON-ready dict per input text.
+
+    Classification: {"text", "label", "probabilities": {label: p}}. Language model:
+    {"prompt", "continuation"}; ``generation`` may override max_length, temperature, top_k.
+    """
     import tensorflow as tf
 
-    _, metadata, classify = load_exported(model_dir)
-    if metadata["task"] != "classification":
-        raise UserError(f"predict does not support task {metadata['task']!r} yet")
-    labels, results = metadata["labels"], []
+    _, metadata, signature = load_exported(model_dir)
+    results = []
     for start in range(0, len(texts), batch_size):
         batch = texts[start:start + batch_size]
-        out = classify(text=tf.constant(batch, dtype=tf.string))
-        for text, label, probs in zip(batch, out["label"].numpy(),
-                                      out["probabilities"].numpy()):
-            results.append({"text": text, "label": label.decode("utf-8"),
-                            "probabilities": {n: round(float(p), 6)
-                                              for n, p in zip(labels, probs)}})
+        if metadata["task"] == "classification":
+            results.extend(_classify(signature, metadata["labels"], batch))
+        elif metadata["task"] == "language_model":
+            options = {k: metadata[k] for k in ("max_length", "temperature", "top_k")}
+            options.update({k: v for k, v in (generation or {}).items() if v is not None})
+            out = signature(prompt=tf.constant(batch, dtype=tf.string),
+                            max_length=tf.constant(options["max_length"], tf.int32),
+                            temperature=tf.constant(options["temperature"], tf.float32),
+                            top_k=tf.constant(options["top_k"], tf.int32))
+            results.extend({"prompt": p, "continuation": c.decode("utf-8")}
+                           for p, c in zip(batch, out["continuation"].numpy()))
+        else:
+            raise UserError(f"predict does not support task {metadata['task']!r}")
     return results
+
+
+def _classify(signature, labels: list[str], batch: list[str]) -> list[dict]:
+    import tensorflow as tf
+
+    out = signature(text=tf.constant(batch, dtype=tf.string))
+    return [{"text": text, "label": label.decode("utf-8"),
+             "probabilities": {n: round(float(p), 6) for n, p in zip(labels, probs)}}
+            for text, label, probs in zip(batch, out["label"].numpy(),
+                                          out["probabilities"].numpy())]
 
 
 def evaluate(model_dir: str, data: str, data_format: str = "auto", text_column: str | None = None,
@@ -63,6 +83,9 @@ def evaluate(model_dir: str, data: str, data_format: str = "auto", text_column: 
     from nlp_rnn.tasks import TASKS
 
     version_dir, metadata, classify = load_exported(model_dir)
+    if metadata["task"] != "classification":
+        raise UserError(f"evaluate supports classification models; {model_dir} is a "
+                        f"{metadata['task']} model")
     task = TASKS[metadata["task"]]
     if not Path(data).exists() and not data.startswith(("tfds:", "builtin:")):
         raise UserError(f"{data}: file not found")

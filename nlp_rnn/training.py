@@ -97,7 +97,8 @@ def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
     name, mode = monitor
     model.compile(optimizer=make_optimizer(train), steps_per_execution=train.steps_per_execution,
                   **compile_args)
-    callbacks = standard_callbacks(run_dir, train, name, mode, log_dir) + list(extra_callbacks)
+    # Task callbacks first: those that add to the epoch logs must run before TensorBoard/CSV.
+    callbacks = list(extra_callbacks) + standard_callbacks(run_dir, train, name, mode, log_dir)
     with warnings.catch_warnings():
         # tf.data input has unknown length by design (bucketing); Keras warns about it each epoch.
         warnings.filterwarnings("ignore", message=".*ran out of data.*")

@@ -197,7 +197,10 @@ def test_dry_run_prints_resolved_default_config_with_overrides(tmp_path, monkeyp
     assert result.exit_code == 0, describe(result)
     assert result.stdout.startswith("# sentiment\n")
     assert "epochs: 2" in result.stdout and "seed: 7" in result.stdout
-    resolved = yaml.safe_load(result.stdout)  # the "# sentiment" header is a YAML comment
+    documents = list(yaml.safe_load_all(result.stdout))  # one document per built-in pipeline
+    assert [d["name"] for d in documents] == ["sentiment", "lm"]
+    assert all(d["train"]["epochs"] == 2 and d["seed"] == 7 for d in documents)
+    resolved = documents[0]
     assert resolved["name"] == "sentiment" and resolved["task"] == "classification"
     assert resolved["train"]["epochs"] == 2 and resolved["seed"] == 7
     assert resolved["train"]["batch_size"] == 32  # from the built-in file
@@ -213,10 +216,10 @@ def test_dry_run_of_a_file_and_a_builtin(tiny_pipeline, tmp_path, monkeypatch):
     result = invoke("run", "pipeline", "--dry-run", str(path), "builtin:sentiment",
                     "--output-dir", "elsewhere", "--set", "model.rnn.cell=gru")
     assert result.exit_code == 0, describe(result)
-    documents = result.stdout.split("\n# ")
-    assert result.stdout.startswith("# tiny\n") and documents[1].startswith("sentiment\n")
-    for text in (result.stdout.split("# sentiment\n")[0], result.stdout.split("# sentiment\n")[1]):
-        resolved = yaml.safe_load(text)
+    assert result.stdout.startswith("# tiny\n") and "---\n# sentiment\n" in result.stdout
+    documents = list(yaml.safe_load_all(result.stdout))
+    assert [d["name"] for d in documents] == ["tiny", "sentiment"]
+    for resolved in documents:
         assert resolved["output_dir"] == "elsewhere"
         assert resolved["model"]["rnn"]["cell"] == "gru"
     assert not (tmp_path / "elsewhere").exists()
@@ -226,7 +229,7 @@ def test_dry_run_of_a_file_and_a_builtin(tiny_pipeline, tmp_path, monkeypatch):
 def test_dry_run_output_dir_is_taken_literally(output_dir):
     result = invoke("run", "pipeline", "--dry-run", "--output-dir", output_dir)
     assert result.exit_code == 0, describe(result)
-    assert yaml.safe_load(result.stdout)["output_dir"] == output_dir
+    assert all(d["output_dir"] == output_dir for d in yaml.safe_load_all(result.stdout))
 
 
 # ---- predict / evaluate: argument errors --------------------------------------------------

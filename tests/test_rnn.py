@@ -50,12 +50,22 @@ def test_rnn_stack_shapes(cell, bidirectional):
     assert len(recurrent_layers(model)) == 4 * (2 if bidirectional else 1)
 
 
+def tiny_vectorizers_for(task):
+    if task == "language_model":
+        from nlp_rnn.tasks import language_model
+
+        tokens = ["", "[UNK]", "a", "b"]
+        return language_model.Vectorizers(tokens, keras.layers.StringLookup(
+            vocabulary=tokens[2:], mask_token="", num_oov_indices=1), "char")
+    return tiny_vectorizers()
+
+
 def test_every_shipped_pipeline_builds_cudnn_eligible_layers():
     configs = shipped_configs()
     names = {c.name for c in configs}
-    assert "sentiment" in names and "imdb" in names  # the shipped set is really checked
+    assert {"sentiment", "imdb", "lm"} <= names  # the shipped set is really checked
     for config in configs:
-        model = TASKS[config.task].build_model(config, tiny_vectorizers())
+        model = TASKS[config.task].build_model(config, tiny_vectorizers_for(config.task))
         layers = recurrent_layers(model)
         assert layers, config.name
         for layer in layers:

@@ -118,3 +118,26 @@ def vectorized_examples(pairs: tf.data.Dataset, tokenize_batch, encode_label,
 def _dense_row(tokens, label):
     # Unbatching a ragged batch yields rank-0-ragged rows; padded_batch needs plain tensors.
     return (tokens if isinstance(tokens, tf.Tensor) else tokens.flat_values), label
+
+
+def token_windows(ids: tf.Tensor, length: int) -> tf.data.Dataset:
+    """Cut a token stream into non-overlapping (inputs, next-token targets) windows.
+
+    Args:
+        ids: int64 [N] token ids of a whole text.
+        length: tokens per window.
+    Returns:
+        cached dataset of (int64 [length], int64 [length]); targets are inputs shifted by one.
+    """
+    return (tf.data.Dataset.from_tensor_slices(ids)
+            .batch(length + 1, drop_remainder=True)
+            .map(lambda w: (w[:-1], w[1:]), num_parallel_calls=tf.data.AUTOTUNE)
+            .cache())
+
+
+def window_batches(windows: tf.data.Dataset, batch_size: int, shuffle_buffer: int | None = None,
+                   seed: int = 0) -> tf.data.Dataset:
+    """Batch fixed-length windows (no padding needed); shuffle when training."""
+    if shuffle_buffer:
+        windows = windows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    return windows.batch(batch_size).prefetch(tf.data.AUTOTUNE)

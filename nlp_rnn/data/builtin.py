@@ -214,8 +214,21 @@ def sentiment_examples(split: str, size: int | None = None, seed: int = 0) -> li
     return examples
 
 
-BUILTIN_CORPORA: dict[str, Callable[..., list[tuple[str, str]]]] = {
+def review_lines(split: str, size: int | None = None, seed: int = 0) -> list[tuple[str, None]]:
+    """Unlabelled review sentences from the same grammar, one per line: the built-in LM corpus.
+
+    A language model has to learn the grammar's agreement and clause structure (", but it
+    ..." after "at first") to predict the next character, so its perplexity falls well below
+    that of a unigram model. Returns (text, None) pairs like the labelled corpora.
+    """
+    sizes = {"train": 6000, "dev": 600, "test": 600}
+    examples = sentiment_examples(split, sizes[split] if size is None else size, seed)
+    return [(text, None) for text, _ in examples]
+
+
+BUILTIN_CORPORA: dict[str, Callable[..., list[tuple[str, str | None]]]] = {
     "sentiment": sentiment_examples,
+    "reviews": review_lines,
 }
 
 

@@ -95,3 +95,37 @@ def labelled_source(spec: str, role: str, fmt: str = "auto", text_column: str = 
     if spec.startswith("tfds:"):
         return _tfds_source(spec, role)
     return _file_source(spec, fmt, text_column, label_column)
+
+
+def _read_text(spec: str) -> str:
+    if spec.startswith("builtin:"):
+        name, split = split_spec(spec, "builtin:", "train")
+        return "\n".join(text for text, _ in builtin_examples(name, split))
+    try:
+        with readers.open_text(spec) as f:
+            return f.read()
+    except FileNotFoundError:
+        raise DataError("file not found", spec) from None
+
+
+def plain_texts(train, dev=None, holdout_fraction: float = 0.1) -> tuple[str, str]:
+    """(training text, held-out text) for a language model.
+
+    Args:
+        train, dev: a spec or a list of specs (paths or ``builtin:NAME[:SPLIT]``); files are
+            concatenated in order.
+        holdout_fraction: without ``dev``, the last part of the training text (cut at a line
+            break) is held out: contiguous, so it measures genuinely unseen continuations.
+    """
+    as_list = lambda value: value if isinstance(value, list) else [value]  # noqa: E731
+    text = "\n".join(_read_text(spec) for spec in as_list(train))
+    if dev:
+        held_out = "\n".join(_read_text(spec) for spec in as_list(dev))
+    else:
+        cut = int(len(text) * (1 - holdout_fraction))
+        cut = text.rfind("\n", 0, cut) + 1 or cut
+        text, held_out = text[:cut], text[cut:]
+    if not text.strip() or not held_out.strip():
+        raise DataError("a language model needs non-empty training and held-out text",
+                        str(train))
+    return text, held_out

@@ -2,8 +2,10 @@
 
 A task module holds no batching or padding (data/batching.py does that) and no recurrent
 layer choice (layers/rnn.py does that). Every task module offers the same functions:
-``load_data``, ``build_vectorizers``, ``make_datasets``, ``build_model``, ``compile_args``,
-``serving_endpoints``, ``evaluate`` and ``write_summaries``.
+``load_data`` (whose result has ``describe()``), ``build_vectorizers``, ``make_datasets``,
+``build_model``, ``compile_args``, ``callbacks``, ``serving_endpoints``, ``evaluate_run``,
+``headline``, ``write_summaries``, ``export_inputs``, ``trackables``, ``export_metadata`` and
+``train_tokens``; pipeline.py drives them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ MONITOR = ("val_accuracy", "max")  # what early stopping and the best checkpoint
 class Data:
     train: LabelledSource
     dev: LabelledSource
+
+    def describe(self) -> str:
+        return (f"train {self.train.count} examples from {self.train.spec}; dev {self.dev.count} "
+                f"from {self.dev.spec}; labels: {', '.join(self.train.labels)}")
 
 
 @dataclass
@@ -137,6 +143,10 @@ def compile_args(config: ClassificationPipeline) -> dict:
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
 
 
+def callbacks(model, vectorizers, config, log_dir) -> list:
+    return []
+
+
 # ---- serving and evaluation ----------------------------------------------------------------
 
 
@@ -207,6 +217,12 @@ def evaluate(classify, pairs: tf.data.Dataset, label_names: list[str]) -> dict:
     }
 
 
+def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_batches,
+                 config: ClassificationPipeline) -> dict:
+    """Dev metrics of the best epoch, computed through the serving function on raw dev text."""
+    return evaluate(endpoints["serving_default"], data.dev.dataset(), vectorizers.labels)
+
+
 def headline(metrics: dict) -> dict:
     """The numbers shown in the run summary table."""
     return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
@@ -230,6 +246,21 @@ def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
         tf.summary.text("dev_predictions", "\n".join(rows), step=0)
         tf.summary.image("confusion_matrix", tf.image.decode_png(png, channels=4)[None], step=0)
     writer.flush()
+
+
+def export_inputs(vectorizers: Vectorizers, config: ClassificationPipeline) -> dict:
+    return {"text": tf.constant(["a sample input", ""])}
+
+
+def trackables(vectorizers: Vectorizers) -> list:
+    return [vectorizers.text]
+
+
+def train_tokens(data: Data, config: ClassificationPipeline, vectorizers: Vectorizers) -> int:
+    """Tokens in the training split after truncation (for tokens/s figures)."""
+    tokenize = _tokenizer(config, vectorizers)
+    lengths = data.train.dataset().batch(1024).map(lambda t, y: tokenize(t).row_lengths())
+    return int(sum(int(tf.reduce_sum(n)) for n in lengths))
 
 
 def export_metadata(config: ClassificationPipeline, vectorizers: Vectorizers) -> dict:

@@ -1,0 +1,598 @@
+"""The long-term-dependency experiment behind ``nlp-rnn diagnose long-range``.
+
+Task ("recall the first token"): position 0 of every sequence holds the answer, a symbol in
+1..n_symbols; positions 1..T-1 hold distractors drawn from the disjoint range
+n_symbols+1..2*n_symbols, so nothing after position 0 says anything about the answer and the
+model must carry it across all T-1 steps. Chance accuracy is 1/n_symbols. It is preferred to
+the adding problem here because the answer is a class, so "failed" reads directly as
+"accuracy at chance", and a 32-unit model learns it in a few hundred steps when it can learn
+it at all, which is what fits the 15-minute CPU budget.
+
+For each cell (SimpleRNN, LSTM, GRU) and each length the same model (Embedding -> one
+recurrent layer -> softmax) is trained with the same step budget, and the gradient norm
+‖∂L/∂h_t‖ is measured at every step t, at initialisation and after training, with and
+without gradient clipping.
+
+Gate bias ("chrono" initialisation). With Keras's default biases an LSTM forgets ~27% of its
+cell state per step (forget bias 1 -> sigmoid(1) = 0.73) and a GRU keeps ~50% (update bias
+0), so at initialisation their gradient at step 0 of a 100-step sequence is ~1e-9 (LSTM) and
+~1e-30 (GRU) of the last step's: more vanished than SimpleRNN's, whose orthogonal recurrent
+kernel and small inputs make it nearly linear and norm-preserving at initialisation. Within
+this budget such gated models stay at chance from length 100 on. What the theory credits the
+gates with is that their memory time scale is a parameter: initialising the gate biases to
+the task's range (Tallec & Ollivier 2018, "Can recurrent neural networks warp time?":
+forget bias log U(1, T-1), input bias its negative; for the GRU the update-gate bias) opens
+an additive, near-identity path for the gradient. SimpleRNN has no such parameter. Runs use
+chrono biases by default and the full grid adds Keras-default-bias LSTM/GRU runs at the
+longest length, so the table always shows what the initialisation contributes.
+
+Gradient measurement. ∂L/∂h_t for t < T is the gradient that reaches h_t through the
+recurrence only (h_t -> h_{t+1} -> ... -> h_T -> loss). The Keras layer hides its per-step
+states inside a while loop, so ``gradient_norms`` re-runs the layer's own cell step by step
+under a ``tf.GradientTape``, on a float64 copy of its weights (the vanished gradients are
+below float32's smallest number, ~1e-45, and would read as exact zeros).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+CELLS = ("simple_rnn", "lstm", "gru")
+GATED = ("lstm", "gru")
+DEFAULT_LENGTHS = (10, 50, 100, 200)
+QUICK_LENGTHS = (5, 20)
+CLIPNORM = 1.0
+GATE_BIASES = ("chrono", "keras")
+TABLE_COLUMNS = ("cell", "length", "clipnorm", "gate_bias", "accuracy", "chance", "steps",
+                 "seconds")
+COLORS = {"simple_rnn": "tab:red", "lstm": "tab:blue", "gru": "tab:green"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The fixed training budget of one run (the same for every cell and length).
+
+    Args:
+        batch_size: examples per optimizer step.
+        max_steps: optimizer steps at most (fresh examples every step, never repeated).
+        eval_every: steps between validation checks for early stopping.
+        target_accuracy: stop once validation accuracy reaches this (saves the time that
+            converged LSTM/GRU runs would waste; failing runs use all of ``max_steps``).
+        learning_rate: Adam's learning rate.
+        n_val: validation examples (early stopping only).
+        n_test: test examples (the reported accuracy).
+        n_grad: examples the gradient norms are averaged over.
+    """
+
+    batch_size: int = 64
+    max_steps: int = 600
+    eval_every: int = 50
+    target_accuracy: float = 0.99
+    learning_rate: float = 1e-2
+    n_val: int = 256
+    n_test: int = 1000
+    n_grad: int = 128
+
+
+DEFAULT_BUDGET = Budget()
+QUICK_BUDGET = Budget(batch_size=32, max_steps=60, eval_every=30, n_val=64, n_test=128,
+                      n_grad=32)
+
+
+# ---- task and model ----------------------------------------------------------------------
+
+
+def recall_task(n_examples: int, length: int, n_symbols: int = 8,
+                seed: int | Sequence[int] = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Sequences whose class is their first token, followed by ``length - 1`` distractors.
+
+    Args:
+        n_examples: N.
+        length: T >= 1.
+        n_symbols: number of classes; answers are tokens 1..n_symbols, distractors tokens
+            n_symbols+1..2*n_symbols (token 0 is never used, like padding elsewhere).
+        seed: NumPy seed (an int or a sequence of ints).
+    Returns:
+        x: int32 [N, T], x[:, 0] = y + 1.
+        y: int32 [N], the class index in 0..n_symbols-1.
+    """
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, n_symbols, size=n_examples)
+    x = rng.integers(n_symbols + 1, 2 * n_symbols + 1, size=(n_examples, length))
+    x[:, 0] = y + 1
+    return x.astype(np.int32), y.astype(np.int32)
+
+
+def vocabulary_size(n_symbols: int) -> int:
+    """Token ids 0..2*n_symbols."""
+    return 2 * n_symbols + 1
+
+
+def build_model(cell: str, length: int, units: int = 32, n_symbols: int = 8,
+                embedding_dim: int = 16, gate_bias: str = "chrono", seed: int = 0):
+    """Embedding -> one recurrent layer (last state) -> softmax over the n_symbols classes.
+
+    Args:
+        cell: "simple_rnn", "lstm" or "gru" (built by ``nlp_rnn.layers.rnn.recurrent_layer``).
+        length: T, the fixed sequence length (also the chrono bias range).
+        gate_bias: "chrono" (gate biases set to the range 1..T-1, see the module docstring)
+            or "keras" (Keras's defaults). Ignored for SimpleRNN, which has no gates.
+        seed: seeds the chrono biases (Keras weights follow the global seed).
+    Returns:
+        An uncompiled keras.Model: int32 [B, T] -> float32 probabilities [B, n_symbols], with
+        layers named "embedding", "rnn" and "head".
+    """
+    import keras
+
+    from nlp_rnn.layers.rnn import recurrent_layer
+
+    inputs = keras.Input((length,), dtype="int32", name="tokens")
+    x = keras.layers.Embedding(vocabulary_size(n_symbols), embedding_dim, name="embedding")(inputs)
+    rnn = recurrent_layer(cell, units, return_sequences=False, name="rnn")
+    outputs = keras.layers.Dense(n_symbols, activation="softmax", name="head")(rnn(x))
+    model = keras.Model(inputs, outputs, name=f"recall_{cell}_{length}")
+    if gate_bias == "chrono" and cell in GATED:
+        chrono_init(rnn, length, np.random.default_rng([seed, length]))
+    return model
+
+
+def chrono_init(layer, max_lag: int, rng: np.random.Generator) -> None:
+    """Set a built LSTM/GRU layer's gate biases to remember for 1..max_lag-1 steps.
+
+    Tallec & Ollivier (2018): a unit whose forget gate is sigmoid(log τ) = τ/(1+τ) keeps its
+    state for about τ steps; drawing log τ per unit from log U(1, max_lag-1) spreads the
+    units over the time scales the task can need. LSTM: forget bias log τ, input bias
+    -log τ. GRU (h = z*h_prev + (1-z)*candidate): update-gate input bias log τ, its
+    recurrent bias 0.
+
+    Args:
+        layer: a built keras.layers.LSTM or keras.layers.GRU (reset_after=True).
+        max_lag: the longest dependency, T.
+        rng: draws τ.
+    """
+    import keras
+
+    cell = layer.cell
+    units = cell.units
+    log_tau = np.log(rng.uniform(1.0, max(2.0, max_lag - 1.0), size=units))
+    bias = keras.ops.convert_to_numpy(cell.bias).copy()
+    if isinstance(layer, keras.layers.LSTM):  # bias layout: [i, f, c, o]
+        bias[:units] = -log_tau
+        bias[units:2 * units] = log_tau
+    elif isinstance(layer, keras.layers.GRU):  # bias [2, 3H]: (input, recurrent) x [z, r, h]
+        bias[0, :units] = log_tau
+        bias[1, :units] = 0.0
+    else:
+        raise ValueError(f"chrono initialisation needs an LSTM or GRU layer, got {layer!r}")
+    cell.bias.assign(bias)
+
+
+# ---- gradient norms through the recurrence ------------------------------------------------
+
+
+def _float64_parts(model):
+    """The model's embedding, a float64 twin of its recurrent cell, and its head's weights.
+
+    The twin is the layer's own cell class rebuilt from its config (no new cell choice is
+    made here) with the trained weights cast to float64, so per-step gradients of 1e-60 stay
+    representable.
+    """
+    import tensorflow as tf
+
+    cell = model.get_layer("rnn").cell
+    twin = type(cell).from_config({**cell.get_config(), "dtype": "float64"})
+    twin.build((None, int(cell.kernel.shape[0])))
+    twin.set_weights([np.asarray(w, np.float64) for w in cell.get_weights()])
+    kernel, bias = (tf.constant(w, tf.float64) for w in model.get_layer("head").get_weights())
+    return model.get_layer("embedding"), twin, kernel, bias
+
+
+def unrolled_losses(model, x: np.ndarray, y: np.ndarray, offsets: dict | None = None,
+                    tape=None):
+    """Run the model step by step in float64, returning every hidden state.
+
+    Args:
+        model: from ``build_model``.
+        x: int32 [B, T]; y: int32 [B].
+        offsets: {t: float [B, H]} added to h_t before it is passed on (for finite-difference
+            checks of the gradient).
+        tape: a tf.GradientTape to watch each h_t with (so its gradient can be asked for).
+    Returns:
+        (losses float64 [B] per-example cross-entropy, [h_0 .. h_{T-1}] each float64 [B, H]).
+    """
+    import tensorflow as tf
+
+    embedding, cell, kernel, bias = _float64_parts(model)
+    inputs = tf.cast(embedding(tf.constant(x)), tf.float64)  # [B, T, D]; the lookup is exact
+    states = cell.get_initial_state(batch_size=x.shape[0])
+    hidden = []
+    for t in range(x.shape[1]):
+        h, states = cell(inputs[:, t], states)
+        states = list(states) if isinstance(states, (list, tuple)) else [states]
+        if offsets and t in offsets:
+            h = h + tf.constant(offsets[t], tf.float64)
+            states[0] = h  # h is the first state of all three cells: the offset propagates
+        if tape is not None:
+            tape.watch(h)
+        hidden.append(h)
+    logits = tf.matmul(hidden[-1], kernel) + bias
+    losses = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=tf.constant(y, tf.int64),
+                                                            logits=logits)
+    return losses, hidden
+
+
+def gradient_norms(model, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """‖∂L/∂h_t‖ for every step t, averaged over the batch.
+
+    The loss is the sum of the per-example losses, so each example's slice of ∂L/∂h_t is its
+    own ∂L_i/∂h_t (examples do not interact); its L2 norm is averaged over the batch. For
+    t < T-1 the gradient reaches h_t only through h_{t+1}, ..., i.e. through the recurrence.
+
+    Args:
+        model: from ``build_model`` (trained or not).
+        x: int32 [B, T]; y: int32 [B].
+    Returns:
+        float64 [T].
+    """
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        losses, hidden = unrolled_losses(model, x, y, tape=tape)
+        loss = tf.reduce_sum(losses)
+    grads = tape.gradient(loss, hidden)
+    return np.array([float(tf.reduce_mean(tf.norm(g, axis=-1))) for g in grads])
+
+
+def ratio(norms: np.ndarray) -> float:
+    """‖∂L/∂h_0‖ / ‖∂L/∂h_{T-1}‖: how much of the gradient survives the whole sequence."""
+    return float(norms[0] / norms[-1])
+
+
+# ---- training -----------------------------------------------------------------------------
+
+
+def accuracy(model, x: np.ndarray, y: np.ndarray) -> float:
+    """Fraction of examples whose most probable class is y."""
+    import keras
+
+    probs = keras.ops.convert_to_numpy(model(x, training=False))
+    return float(np.mean(probs.argmax(axis=-1) == y))
+
+
+def train_and_score(cell: str, length: int, clipnorm: float | None = CLIPNORM,
+                    budget: Budget = DEFAULT_BUDGET, seed: int = 42, gate_bias: str = "chrono",
+                    n_symbols: int = 8, units: int = 32) -> dict:
+    """Train one model on the recall task and measure it.
+
+    The model's weights and all data depend only on (seed, length), so runs that differ only
+    in ``clipnorm`` start from the same weights and see the same examples.
+
+    Args:
+        cell: "simple_rnn", "lstm" or "gru".
+        length: T.
+        clipnorm: Adam's global-norm clipping of each gradient, or None for none.
+        budget: steps, batch size, learning rate, evaluation sizes.
+        gate_bias: "chrono" or "keras" (see ``build_model``).
+    Returns:
+        dict with cell, length, clipnorm, gate_bias, accuracy (test), chance, steps (taken),
+        seconds (wall time of the whole run), grad_norms_init and grad_norms_trained
+        (float64 [T], from ``gradient_norms`` on a fixed test batch).
+    """
+    import keras
+
+    from nlp_rnn.training import set_seed
+
+    start = time.perf_counter()
+    set_seed(seed)
+    model = build_model(cell, length, units=units, n_symbols=n_symbols, gate_bias=gate_bias,
+                        seed=seed)
+    model.compile(optimizer=keras.optimizers.Adam(budget.learning_rate, clipnorm=clipnorm),
+                  loss="sparse_categorical_crossentropy")
+    x_test, y_test = recall_task(budget.n_test, length, n_symbols, seed=[seed, length, 3])
+    x_grad, y_grad = x_test[:budget.n_grad], y_test[:budget.n_grad]
+    init = gradient_norms(model, x_grad, y_grad)
+    steps = _fit(model, length, budget, seed, n_symbols)
+    return {"cell": cell, "length": length, "clipnorm": clipnorm, "gate_bias": gate_bias,
+            "accuracy": accuracy(model, x_test, y_test), "chance": 1.0 / n_symbols,
+            "steps": steps, "seconds": time.perf_counter() - start,
+            "grad_norms_init": init, "grad_norms_trained": gradient_norms(model, x_grad, y_grad)}
+
+
+def _fit(model, length: int, budget: Budget, seed: int, n_symbols: int) -> int:
+    """Train on fresh examples until the budget is spent or validation reaches the target.
+
+    Returns:
+        The number of optimizer steps taken.
+    """
+    b = budget.batch_size
+    x, y = recall_task(budget.max_steps * b, length, n_symbols, seed=[seed, length, 1])
+    x_val, y_val = recall_task(budget.n_val, length, n_symbols, seed=[seed, length, 2])
+    steps = 0
+    while steps < budget.max_steps:
+        chunk = min(budget.eval_every, budget.max_steps - steps)
+        lo, hi = steps * b, (steps + chunk) * b
+        model.fit(x[lo:hi], y[lo:hi], batch_size=b, epochs=1, shuffle=False, verbose=0)
+        steps += chunk
+        if accuracy(model, x_val, y_val) >= budget.target_accuracy:
+            break
+    return steps
+
+
+# ---- the grid, tables and figures --------------------------------------------------------
+
+
+def run_long_range(output_dir: str | Path, lengths: Sequence[int] | None = None,
+                   cells: Sequence[str] = CELLS, seed: int = 42, quick: bool = False,
+                   log: Callable[[str], None] = print, budget: Budget | None = None,
+                   baseline: bool | None = None) -> dict:
+    """Run the long-range grid and write its table, figures and TensorBoard images.
+
+    Runs, each with the same ``budget``: every cell at every length with clipnorm=1.0 and
+    chrono gate biases; every cell at the longest length without clipping; and (``baseline``)
+    LSTM/GRU at the longest length with Keras's default gate biases.
+
+    Args:
+        output_dir: created if missing; receives table.md, table.csv, accuracy_vs_length.png,
+            gradient_norms.png, gradient_norms.csv and logs/ (TensorBoard).
+        lengths: sequence lengths (default 10, 50, 100, 200; quick: 5, 20).
+        cells: any of "simple_rnn", "lstm", "gru".
+        quick: a tiny grid and budget (for tests; seconds, not minutes).
+        log: receives one progress line per run.
+        budget: overrides the default (or quick) budget.
+        baseline: add the Keras-default-gate-bias runs (default: not quick).
+    Returns:
+        {"rows": table rows (dicts with TABLE_COLUMNS), "longest": T,
+         "gradient_ratios": {cell: {condition: ‖∂L/∂h_0‖/‖∂L/∂h_{T-1}‖}} at the longest length,
+         conditions "init", "trained_clipnorm_1", "trained_no_clip" (plus "init_keras_bias",
+         "trained_keras_bias" for gated cells when ``baseline``), "files": {name: path},
+         "seconds": total wall time}.
+    """
+    start = time.perf_counter()
+    lengths, cells = _check_grid(lengths, cells, quick)
+    budget = budget or (QUICK_BUDGET if quick else DEFAULT_BUDGET)
+    baseline = (not quick) if baseline is None else baseline
+    longest = lengths[-1]
+    plan = [(c, n, CLIPNORM, "chrono") for n in lengths for c in cells]
+    plan += [(c, longest, None, "chrono") for c in cells]
+    plan += [(c, longest, CLIPNORM, "keras") for c in cells if baseline and c in GATED]
+
+    runs = []
+    for i, (cell, length, clipnorm, gate_bias) in enumerate(plan, 1):
+        run = train_and_score(cell, length, clipnorm=clipnorm, budget=budget, seed=seed,
+                              gate_bias=gate_bias)
+        runs.append(run)
+        log(f"[{i}/{len(plan)}] {_describe(run)}")
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = [{k: run[k] for k in TABLE_COLUMNS} for run in runs]
+    ratios = _gradient_ratios(runs, longest)
+    files = _write_outputs(out, rows, runs, ratios, longest, budget)
+    seconds = time.perf_counter() - start
+    log(f"long-range: {len(runs)} runs in {seconds:.0f}s; table: {files['table.md']}")
+    return {"rows": rows, "longest": longest, "gradient_ratios": ratios, "files": files,
+            "seconds": seconds}
+
+
+def _check_grid(lengths, cells, quick) -> tuple[list[int], list[str]]:
+    from nlp_rnn.errors import UserError
+
+    lengths = sorted(set(lengths or (QUICK_LENGTHS if quick else DEFAULT_LENGTHS)))
+    if lengths[0] < 2:
+        raise UserError(f"long-range: lengths must be at least 2, got {lengths[0]}")
+    unknown = [c for c in cells if c not in CELLS]
+    if unknown or not cells:
+        raise UserError(f"long-range: unknown cell(s) {unknown or '(none)'}; "
+                        f"choose from {', '.join(CELLS)}")
+    return lengths, list(dict.fromkeys(cells))
+
+
+def _clip_label(clipnorm: float | None) -> str:
+    return "none" if clipnorm is None else f"{clipnorm:g}"
+
+
+def _gate_label(run: dict) -> str:
+    return run["gate_bias"] if run["cell"] in GATED else "-"
+
+
+def _describe(run: dict) -> str:
+    return (f"{run['cell']:<10} T={run['length']:<4} clipnorm={_clip_label(run['clipnorm']):<4} "
+            f"gates={_gate_label(run):<6}: accuracy {run['accuracy']:.3f} "
+            f"(chance {run['chance']:.3f}) after {run['steps']} steps, {run['seconds']:.0f}s; "
+            f"|dL/dh_0|/|dL/dh_T| {ratio(run['grad_norms_init']):.1e} at init, "
+            f"{ratio(run['grad_norms_trained']):.1e} trained")
+
+
+def _gradient_ratios(runs: list[dict], longest: int) -> dict:
+    """{cell: {condition: ratio}} for the runs at the longest length."""
+    ratios: dict = {}
+    for run in runs:
+        if run["length"] != longest:
+            continue
+        entry = ratios.setdefault(run["cell"], {})
+        if run["gate_bias"] == "keras" and run["cell"] in GATED:
+            entry["init_keras_bias"] = ratio(run["grad_norms_init"])
+            entry["trained_keras_bias"] = ratio(run["grad_norms_trained"])
+        elif run["clipnorm"] is None:
+            entry["trained_no_clip"] = ratio(run["grad_norms_trained"])
+        else:
+            entry["init"] = ratio(run["grad_norms_init"])
+            entry["trained_clipnorm_1"] = ratio(run["grad_norms_trained"])
+    return ratios
+
+
+def _write_outputs(out: Path, rows, runs, ratios, longest, budget) -> dict:
+    """table.csv/md, gradient_norms.csv, both PNGs and their TensorBoard images."""
+    files = {name: str(out / name) for name in
+             ("table.md", "table.csv", "gradient_norms.csv", "accuracy_vs_length.png",
+              "gradient_norms.png")}
+    with open(files["table.csv"], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**_formatted(row), "clipnorm": _clip_label(row["clipnorm"])})
+    with open(files["gradient_norms.csv"], "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["cell", "length", "clipnorm", "gate_bias", "stage", "t", "grad_norm"])
+        for run in runs:
+            for stage in ("init", "trained"):
+                for t, norm in enumerate(run[f"grad_norms_{stage}"]):
+                    writer.writerow([run["cell"], run["length"], _clip_label(run["clipnorm"]),
+                                     _gate_label(run), stage, t, f"{norm:.6e}"])
+    markdown = markdown_table(rows, ratios, longest, budget)
+    Path(files["table.md"]).write_text(markdown)
+    accuracy_png = accuracy_plot_png(rows)
+    gradient_png = gradient_plot_png(runs, longest)
+    Path(files["accuracy_vs_length.png"]).write_bytes(accuracy_png)
+    Path(files["gradient_norms.png"]).write_bytes(gradient_png)
+    files["logs"] = str(out / "logs")
+    _write_tensorboard(out / "logs", accuracy_png, gradient_png, markdown)
+    return files
+
+
+def _formatted(row: dict) -> dict:
+    return {**row, "accuracy": f"{row['accuracy']:.4f}", "chance": f"{row['chance']:.4f}",
+            "seconds": f"{row['seconds']:.1f}", "gate_bias": _gate_label(row)}
+
+
+def markdown_table(rows: list[dict], ratios: dict, longest: int, budget: Budget) -> str:
+    """table.md: accuracy by cell x length, every run, and the gradient ratios."""
+    main = [r for r in rows if r["clipnorm"] == CLIPNORM and r["gate_bias"] == "chrono"]
+    lengths = sorted({r["length"] for r in main})
+    cells = list(dict.fromkeys(r["cell"] for r in main))
+    lines = ["# Long-range dependencies: recall the first token", "",
+             f"Test accuracy (chance {main[0]['chance']:.3f}); clipnorm={CLIPNORM:g}, chrono gate "
+             f"biases; at most {budget.max_steps} steps of {budget.batch_size} fresh examples.", "",
+             "| cell | " + " | ".join(f"T={n}" for n in lengths) + " |",
+             "|---|" + "---:|" * len(lengths)]
+    for cell in cells:
+        accs = {r["length"]: r["accuracy"] for r in main if r["cell"] == cell}
+        lines.append(f"| {cell} | " + " | ".join(f"{accs[n]:.3f}" for n in lengths) + " |")
+    lines += ["", "## Every run", "",
+              "| " + " | ".join(TABLE_COLUMNS) + " |", "|---|" + "---:|" * (len(TABLE_COLUMNS) - 1)]
+    for row in rows:
+        f = {**_formatted(row), "clipnorm": _clip_label(row["clipnorm"])}
+        lines.append("| " + " | ".join(str(f[c]) for c in TABLE_COLUMNS) + " |")
+    conditions = ["init", "trained_clipnorm_1", "trained_no_clip", "init_keras_bias",
+                  "trained_keras_bias"]
+    conditions = [c for c in conditions if any(c in r for r in ratios.values())]
+    lines += ["", f"## Gradient reaching the first step, T={longest}", "",
+              "‖∂L/∂h_0‖ / ‖∂L/∂h_T‖ (batch means; 1 = no decay, 1e-9 = vanished).", "",
+              "| cell | " + " | ".join(conditions) + " |", "|---|" + "---:|" * len(conditions)]
+    for cell, entry in ratios.items():
+        lines.append(f"| {cell} | " + " | ".join(
+            f"{entry[c]:.1e}" if c in entry else "-" for c in conditions) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _png(fig) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def accuracy_plot_png(rows: list[dict]) -> bytes:
+    """Test accuracy vs T per cell (clipnorm=1, chrono gates), extra runs as markers.
+
+    Args:
+        rows: table rows.
+    Returns:
+        PNG bytes.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
+    for cell in dict.fromkeys(r["cell"] for r in rows):
+        mine = [r for r in rows if r["cell"] == cell]
+        main = sorted((r for r in mine if r["clipnorm"] == CLIPNORM and r["gate_bias"] == "chrono"),
+                      key=lambda r: r["length"])
+        ax.plot([r["length"] for r in main], [r["accuracy"] for r in main], "o-",
+                color=COLORS[cell], label=f"{cell} (clipnorm {CLIPNORM:g})")
+        for r in mine:
+            if r["clipnorm"] is None:
+                ax.plot(r["length"], r["accuracy"], "x", ms=10, mew=2, color=COLORS[cell],
+                        label=f"{cell}, no clipping")
+            elif r["gate_bias"] == "keras" and cell in GATED:
+                ax.plot(r["length"], r["accuracy"], "s", ms=9, mfc="none", mew=2,
+                        color=COLORS[cell], label=f"{cell}, Keras gate bias")
+    ax.axhline(rows[0]["chance"], color="gray", ls="--", label="chance")
+    ax.set_xscale("log")
+    lengths = sorted({r["length"] for r in rows})
+    ax.set_xticks(lengths, [str(n) for n in lengths])
+    ax.minorticks_off()
+    ax.set_ylim(0, 1.05)
+    ax.set_xlabel("sequence length T (steps between the answer and the question)")
+    ax.set_ylabel("test accuracy")
+    ax.set_title("Recall the first token: accuracy vs length")
+    ax.legend(fontsize=8, loc="lower left")
+    ax.grid(alpha=0.3)
+    return _png(fig)
+
+
+def gradient_plot_png(runs: list[dict], length: int) -> bytes:
+    """‖∂L/∂h_t‖ vs t (log scale) at length T: init, trained with and without clipping.
+
+    Args:
+        runs: ``train_and_score`` results (those at ``length`` are drawn).
+        length: T.
+    Returns:
+        PNG bytes: three panels, one curve per cell; dashed = Keras-default gate biases.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    at_t = [r for r in runs if r["length"] == length]
+    panels = [("at initialisation", "grad_norms_init",
+               lambda r: r["clipnorm"] == CLIPNORM),
+              (f"trained, clipnorm={CLIPNORM:g}", "grad_norms_trained",
+               lambda r: r["clipnorm"] == CLIPNORM),
+              ("trained, no clipping", "grad_norms_trained", lambda r: r["clipnorm"] is None)]
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.8), dpi=100, sharey=True)
+    steps = np.arange(length)
+    for ax, (title, key, wanted) in zip(axes, panels):
+        for r in (r for r in at_t if wanted(r)):
+            keras_bias = r["gate_bias"] == "keras" and r["cell"] in GATED
+            norms = np.maximum(r[key], 1e-300)  # an exact zero has no place on a log axis
+            label = (f"{r['cell']}{' (Keras gate bias)' if keras_bias else ''}: "
+                     f"h_0/h_T {ratio(r[key]):.0e}, acc {r['accuracy']:.2f}")
+            ax.plot(steps, norms, ls="--" if keras_bias else "-", color=COLORS[r["cell"]],
+                    label=label)
+        ax.set_yscale("log")
+        ax.set_title(title)
+        ax.set_xlabel("time step t")
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7.5, loc="lower right")
+    axes[0].set_ylabel("‖∂L/∂h_t‖ (batch mean)")
+    fig.suptitle(f"Gradient of the loss reaching each hidden state, T={length} "
+                 "(clipping changes training only, so init is shared)")
+    return _png(fig)
+
+
+def _write_tensorboard(log_dir: Path, accuracy_png: bytes, gradient_png: bytes,
+                       markdown: str) -> None:
+    """Both figures as TensorBoard images and the table as text, under log_dir/long_range."""
+    import tensorflow as tf
+
+    writer = tf.summary.create_file_writer(str(log_dir / "long_range"))
+    with writer.as_default():
+        for name, png in (("accuracy_vs_length", accuracy_png), ("gradient_norms", gradient_png)):
+            tf.summary.image(name, tf.image.decode_png(png, channels=4)[None], step=0)
+        tf.summary.text("table", markdown, step=0)
+    writer.flush()
+

@@ -1,0 +1,278 @@
+"""Language model (1->N): embedding -> unidirectional RNN stack -> next-token softmax.
+
+Character- or word-level. Training reads fixed-length windows of one long token stream;
+the exported SavedModel generates a continuation of a raw prompt (sampling with temperature
+and top-k, or greedy at temperature 0) inside the graph.
+"""
+
+from __future__ import annotations
+
+import collections
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nlp_rnn.config import LanguageModelPipeline
+from nlp_rnn.data import batching, vectorize
+from nlp_rnn.data.sources import plain_texts
+from nlp_rnn.layers.rnn import rnn_stack
+
+MAIN_METRIC = "perplexity"
+MONITOR = ("val_loss", "min")
+RESERVED = ("", "[UNK]")  # ids 0 (padding) and 1 (out of vocabulary), as in TextVectorization
+
+
+@dataclass(frozen=True)
+class Data:
+    train: str
+    dev: str
+
+    def describe(self) -> str:
+        return f"train {len(self.train):,} characters; held-out {len(self.dev):,} characters"
+
+
+@dataclass
+class Vectorizers:
+    tokens: list[str]  # the vocabulary, RESERVED first
+    lookup: keras.layers.StringLookup
+    level: str
+
+    @property
+    def separator(self) -> str:
+        return "" if self.level == "char" else " "
+
+
+# ---- data --------------------------------------------------------------------------------
+
+
+def load_data(config: LanguageModelPipeline) -> Data:
+    d = config.data
+    return Data(*plain_texts(d.train, d.dev, d.holdout_fraction))
+
+
+def normalize(text: tf.Tensor, lowercase: bool, letters_only: bool) -> tf.Tensor:
+    """The same text normalisation for training, held-out text and serving prompts."""
+    if lowercase:
+        text = tf.strings.lower(text, encoding="utf-8")
+    if letters_only:
+        text = tf.strings.regex_replace(text, r"[^\pL]+", " ")
+    return text
+
+
+def split_tokens(text: tf.Tensor, level: str) -> tf.RaggedTensor | tf.Tensor:
+    """Characters (level "char") or whitespace-separated words of string(s)."""
+    if level == "char":
+        return tf.strings.unicode_split(text, "UTF-8")
+    return tf.strings.split(text)
+
+
+def _tokenize(config: LanguageModelPipeline, text):
+    v = config.vectorize
+    return split_tokens(normalize(text, v.lowercase, v.letters_only), v.level)
+
+
+def build_vectorizers(config: LanguageModelPipeline, data: Data, vocab_dir: Path) -> Vectorizers:
+    """Most frequent training tokens (ids 0/1 reserved), or the saved vocabulary on resume."""
+    vocab_file = vocab_dir / "vocab.txt"
+    if vocab_file.exists():
+        tokens = vectorize.load_vocabulary(vocab_file)
+    else:
+        counts = collections.Counter(
+            t.decode("utf-8") for t in _tokenize(config, tf.constant(data.train)).numpy())
+        counts.pop("", None)
+        keep = config.vectorize.max_tokens - len(RESERVED)
+        tokens = list(RESERVED) + [t for t, _ in sorted(counts.items(),
+                                                        key=lambda kv: (-kv[1], kv[0]))[:keep]]
+        vocab_dir.mkdir(parents=True, exist_ok=True)
+        vectorize.save_vocabulary(tokens, vocab_file)
+    lookup = keras.layers.StringLookup(vocabulary=tokens[2:], mask_token="", num_oov_indices=1)
+    return Vectorizers(tokens, lookup, config.vectorize.level)
+
+
+def token_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: str) -> tf.Tensor:
+    """int64 [N] ids of a whole text."""
+    return tf.cast(vectorizers.lookup(_tokenize(config, tf.constant(text))), tf.int64)
+
+
+def make_datasets(config: LanguageModelPipeline, data: Data, vectorizers: Vectorizers):
+    """Shuffled training windows and in-order held-out windows; nothing is ever dropped."""
+    length = config.vectorize.sequence_length
+    train = batching.token_windows(token_ids(config, vectorizers, data.train), length)
+    dev = batching.token_windows(token_ids(config, vectorizers, data.dev), length)
+    return (batching.window_batches(train, config.train.batch_size, config.train.shuffle_buffer,
+                                    config.seed),
+            batching.window_batches(dev, config.train.batch_size), 0)
+
+
+# ---- model -------------------------------------------------------------------------------
+
+
+def build_model(config: LanguageModelPipeline, vectorizers: Vectorizers) -> keras.Model:
+    """tokens int64 [B, T] -> next-token logits float32 [B, T, V].
+
+    No mask: the stack is causal, so the output at step t never depends on padding after t.
+    """
+    m = config.model
+    tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
+    x = keras.layers.Embedding(len(vectorizers.tokens), m.embedding_dim, name="embedding")(tokens)
+    x = rnn_stack(x, None, **m.rnn.model_dump(), return_sequences=True, name="decoder")
+    if m.dropout:
+        x = keras.layers.Dropout(m.dropout, name="dropout")(x)
+    logits = keras.layers.Dense(len(vectorizers.tokens), dtype="float32", name="logits")(x)
+    return keras.Model(tokens, logits, name=f"{config.name}_language_model")
+
+
+def compile_args(config: LanguageModelPipeline) -> dict:
+    return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
+
+
+class PerplexityLogger(keras.callbacks.Callback):
+    """Adds ``perplexity`` and ``val_perplexity`` (exp of the mean token cross-entropy)."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        for key in ("loss", "val_loss"):
+            if logs is not None and key in logs:
+                logs[key.replace("loss", "perplexity")] = math.exp(min(logs[key], 50.0))
+
+
+class SampleWriter(keras.callbacks.Callback):
+    """Writes generated continuations of the configured prompts to TensorBoard each epoch."""
+
+    def __init__(self, generate, generation, log_dir: Path):
+        super().__init__()
+        self.generate, self.generation = generate, generation
+        self.writer = tf.summary.create_file_writer(str(log_dir / "samples"))
+
+    def on_epoch_end(self, epoch, logs=None):
+        text = samples_markdown(self.generate, self.generation)
+        with self.writer.as_default():
+            tf.summary.text("generated", text, step=epoch)
+        self.writer.flush()
+
+
+def callbacks(model, vectorizers, config: LanguageModelPipeline, log_dir: Path) -> list:
+    generate = serving_endpoints(model, vectorizers, config)["serving_default"]
+    return [PerplexityLogger(), SampleWriter(generate, config.generation, log_dir)]
+
+
+# ---- serving -----------------------------------------------------------------------------
+
+
+def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor) -> tf.Tensor:
+    """Next token ids [B] from logits [B, V]; never padding or OOV; greedy at temperature 0.
+
+    Args:
+        temperature: float32 scalar; 0 means argmax.
+        top_k: int32 scalar; > 0 keeps only the k most likely tokens.
+    """
+    vocab = tf.shape(logits)[1]
+    blocked = tf.concat([tf.fill([len(RESERVED)], -1e9), tf.zeros([vocab - len(RESERVED)])], 0)
+    logits = logits + blocked
+    k = tf.clip_by_value(top_k, 1, vocab)
+    kth = tf.math.top_k(logits, k).values[:, -1:]
+    logits = tf.where((top_k > 0) & (logits < kth), tf.constant(-1e9, logits.dtype), logits)
+    return tf.cond(
+        temperature > 0,
+        lambda: tf.random.categorical(logits / temperature, 1, dtype=tf.int64)[:, 0],
+        lambda: tf.argmax(logits, axis=-1))
+
+
+def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
+                      config: LanguageModelPipeline) -> dict:
+    """``serving_default``: prompt string [None], max_length int32 [], temperature float32 [],
+    top_k int32 [] -> continuation string [None] (and text = prompt + continuation)."""
+    vocab = tf.constant(vectorizers.tokens)
+    separator = vectorizers.separator
+    lookup = vectorizers.lookup
+
+    @tf.function(input_signature=[
+        tf.TensorSpec([None], tf.string, name="prompt"),
+        tf.TensorSpec([], tf.int32, name="max_length"),
+        tf.TensorSpec([], tf.float32, name="temperature"),
+        tf.TensorSpec([], tf.int32, name="top_k")])
+    def generate(prompt, max_length, temperature, top_k):
+        ids = tf.cast(lookup(_tokenize(config, prompt)), tf.int64)
+        start = tf.maximum(ids.row_lengths(), 1)  # an empty prompt starts from one OOV token
+        buffer = tf.pad(batching.pad_batch(ids), [[0, 0], [0, max_length]])
+        rows = tf.range(tf.shape(buffer)[0], dtype=tf.int64)
+
+        def step(i, buffer):
+            position = start + tf.cast(i, tf.int64)
+            logits = model(buffer[:, :tf.reduce_max(position)], training=False)
+            last = tf.gather(logits, position - 1, batch_dims=1)
+            chosen = sample_next(last, temperature, top_k)
+            return i + 1, tf.tensor_scatter_nd_update(
+                buffer, tf.stack([rows, position], axis=1), chosen)
+
+        steps = tf.where(tf.size(start) > 0, max_length, 0)  # a batch of no prompts: no steps
+        _, buffer = tf.while_loop(lambda i, _: i < steps, step, [tf.constant(0), buffer])
+        offsets = start[:, None] + tf.range(tf.cast(max_length, tf.int64))[None, :]
+        generated = tf.gather(vocab, tf.gather(buffer, offsets, batch_dims=1))
+        continuation = tf.strings.reduce_join(generated, axis=1, separator=separator)
+        joiner = "" if separator == "" else " "
+        return {"continuation": continuation,
+                "text": tf.strings.join([prompt, continuation], separator=joiner)}
+
+    return {"serving_default": generate}
+
+
+def generation_inputs(generation, prompts=None) -> dict:
+    return {"prompt": tf.constant(prompts or generation.prompts),
+            "max_length": tf.constant(generation.max_length, tf.int32),
+            "temperature": tf.constant(generation.temperature, tf.float32),
+            "top_k": tf.constant(generation.top_k, tf.int32)}
+
+
+def samples_markdown(generate, generation) -> str:
+    out = generate(**generation_inputs(generation))
+    rows = ["| prompt | continuation |", "|---|---|"]
+    for prompt, text in zip(generation.prompts, out["continuation"].numpy()):
+        cell = text.decode("utf-8").replace("|", "\\|").replace("\n", " ⏎ ")
+        rows.append(f"| {prompt} | {cell} |")
+    return "\n".join(rows)
+
+
+# ---- evaluation and export ---------------------------------------------------------------
+
+
+def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_batches,
+                 config: LanguageModelPipeline) -> dict:
+    """Held-out perplexity of the best epoch, plus sample generations."""
+    loss = model.evaluate(dev_batches, verbose=0, return_dict=True)["loss"]
+    return {"perplexity": math.exp(loss), "cross_entropy": loss,
+            "samples": samples_markdown(endpoints["serving_default"], config.generation)}
+
+
+def headline(metrics: dict) -> dict:
+    return {"perplexity": metrics["perplexity"]}
+
+
+def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
+    (run_dir / "samples.md").write_text(metrics["samples"] + "\n")
+    writer = tf.summary.create_file_writer(str(log_dir / "samples"))
+    with writer.as_default():
+        tf.summary.text("final_samples", metrics["samples"], step=0)
+    writer.flush()
+
+
+def export_inputs(vectorizers: Vectorizers, config: LanguageModelPipeline) -> dict:
+    return generation_inputs(config.generation, ["", config.generation.prompts[0]])
+
+
+def trackables(vectorizers: Vectorizers) -> list:
+    return [vectorizers.lookup]
+
+
+def export_metadata(config: LanguageModelPipeline, vectorizers: Vectorizers) -> dict:
+    g = config.generation
+    return {"level": vectorizers.level, "max_length": g.max_length,
+            "temperature": g.temperature, "top_k": g.top_k}
+
+
+def train_tokens(data: Data, config: LanguageModelPipeline, vectorizers: Vectorizers) -> int:
+    return int(token_ids(config, vectorizers, data.train).shape[0])

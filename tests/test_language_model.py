@@ -1,0 +1,84 @@
+"""Language-model task: text splits, windows, sampling, learning, and the exported generator."""
+
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nlp_rnn.config import load_pipeline
+from nlp_rnn.data import batching
+from nlp_rnn.data.sources import plain_texts
+from nlp_rnn.errors import ConfigError
+from nlp_rnn.pipeline import run_pipeline
+from nlp_rnn.tasks import language_model as lm
+
+
+def test_held_out_text_is_the_contiguous_end_of_training_text(tmp_path):
+    path = tmp_path / "book.txt"
+    lines = [f"line {i} of the book" for i in range(100)]
+    path.write_text("\n".join(lines))
+    train, held_out = plain_texts(str(path), None, 0.1)
+    assert train + held_out == path.read_text()
+    assert held_out.startswith("line 9") and len(held_out) < 0.15 * len(path.read_text())
+
+
+def test_windows_pair_each_token_with_the_next():
+    ids = tf.range(2, 23, dtype=tf.int64)  # 21 tokens -> 2 windows of 10 (+1 target each)
+    windows = list(batching.token_windows(ids, 10))
+    assert len(windows) == 1 or len(windows) == 2
+    for x, y in windows:
+        np.testing.assert_array_equal(x.numpy()[1:], y.numpy()[:-1])
+        np.testing.assert_array_equal(y.numpy() - x.numpy(), np.ones(10))
+
+
+def test_sampling_never_emits_padding_or_oov_and_is_greedy_at_zero_temperature():
+    logits = tf.constant([[9.0, 8.0, 1.0, 3.0, 2.0]] * 200)  # reserved ids 0/1 score highest
+    greedy = lm.sample_next(logits, tf.constant(0.0), tf.constant(0)).numpy()
+    assert (greedy == 3).all()
+    top1 = lm.sample_next(logits, tf.constant(1.0), tf.constant(1)).numpy()
+    assert (top1 == 3).all()
+    sampled = lm.sample_next(logits, tf.constant(1.0), tf.constant(0)).numpy()
+    assert set(sampled) <= {2, 3, 4} and len(set(sampled)) > 1
+
+
+def test_language_model_cannot_be_bidirectional():
+    with pytest.raises(ConfigError, match="model.rnn.bidirectional"):
+        load_pipeline("lm", ["model.rnn.bidirectional=true"])
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("lm")
+    config = load_pipeline("lm", ["train.epochs=2", "model.rnn.units=64",
+                                  f"export.dir={root / 'saved_models'}"],
+                           output_dir=str(root / "runs"))
+    return config, run_pipeline(config, log=lambda line: None)
+
+
+def test_perplexity_falls_far_below_a_unigram_model(trained):
+    config, result = trained
+    train, held_out = plain_texts(config.data.train, config.data.dev)
+    counts = {c: train.count(c) for c in set(train)}
+    unigram = math.exp(-sum(math.log(counts.get(c, 1) / len(train)) for c in held_out)
+                       / len(held_out))
+    assert unigram > 10  # the corpus is not trivially predictable character by character
+    assert result.metrics["perplexity"] < 3.0
+
+
+def test_exported_generator_continues_raw_prompts(trained):
+    config, result = trained
+    generate = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
+
+    def call(prompts, n=30, temperature=0.0, top_k=0):
+        return generate(prompt=tf.constant(prompts, tf.string), max_length=tf.constant(n),
+                        temperature=tf.constant(temperature), top_k=tf.constant(top_k))
+
+    out = call(["the movie was ", "", "😀 日本"])
+    continuations = [c.decode() for c in out["continuation"].numpy()]
+    assert [len(c) for c in continuations] == [30, 30, 30]  # one character per step
+    assert out["text"].numpy()[0].decode() == "the movie was " + continuations[0]
+    assert call(["the movie was "])["continuation"].numpy()[0] == out["continuation"].numpy()[0]
+    assert call([], n=5)["continuation"].shape == (0,)
+    sampled = call(["the plot was "] * 4, temperature=1.0, top_k=5)["continuation"].numpy()
+    assert all(len(s.decode()) == 30 for s in sampled)
