@@ -112,6 +112,36 @@ def run_pipeline_command(pipelines, overrides, output_dir, seed, dry_run):
     click.echo(summary_table(results))
 
 
+@main.command("compare")
+@click.argument("pipeline", metavar="PIPELINE.yaml | BUILTIN")
+@click.option("--vary", multiple=True, required=True, metavar="KEY.SUB=V1,V2",
+              help="A key and the values to try (repeatable; every combination runs).")
+@click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE",
+              help="Override a key for every variant (repeatable).")
+@click.option("--seed", type=int, default=None, help="Random seed shared by all variants.")
+@click.option("--output-dir", default="comparisons", show_default=True,
+              help="Where the comparison folder is created.")
+@click.option("--export", is_flag=True, help="Also export a SavedModel per variant.")
+@user_errors
+def compare_command(pipeline, vary, overrides, seed, output_dir, export):
+    """Run PIPELINE once per combination of --vary values and compare them.
+
+    \b
+    Example: GRU or LSTM, one layer or two?
+      nlp-rnn compare pipelines/timemachine.yaml \\
+          --vary model.rnn.cell=simple_rnn,gru,lstm --vary model.rnn.layers=1,2
+
+    Writes comparison.md / comparison.csv (dev metric, parameters, s/epoch, tokens/s, best
+    epoch) and validation_curves.png; every variant logs HParams for TensorBoard.
+    """
+    from nlp_rnn.compare import parse_vary, run_comparison, variants
+
+    variants("x", parse_vary(list(vary)))  # malformed --vary fails before TensorFlow loads
+    quiet_tensorflow()
+    run_comparison(pipeline, list(vary), list(overrides), seed, output_dir, export,
+                   log=click.echo)
+
+
 @main.command("list")
 @click.option("--dir", "folder", default="pipelines", show_default=True,
               help="Folder of pipeline files to list.")

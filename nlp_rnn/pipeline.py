@@ -32,6 +32,15 @@ class RunResult:
     train_seconds: float
     resumed: bool = False
     notes: list[str] = field(default_factory=list)
+    params: int = 0
+    train_tokens: int = 0  # per epoch
+    best_epoch: int = 0  # 1-based
+    history: list[dict] = field(default_factory=list)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        times = [row["epoch_seconds"] for row in self.history if "epoch_seconds" in row]
+        return sorted(times)[len(times) // 2] if times else float("nan")  # median: robust
 
 
 # ---- run folders -------------------------------------------------------------------------
@@ -135,7 +144,7 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         log(f"[{config.name}] building the vocabulary from the training split ...")
         vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
         log(f"[{config.name}] tokenizing and caching the training data ...")
-        train_ds, dev_ds, dropped = task.make_datasets(config, data, vectorizers)
+        train_ds, dev_ds, (dropped, train_tokens) = task.make_datasets(config, data, vectorizers)
         notes = []
         if dropped:
             notes.append(f"dropped {dropped} training examples that are empty after tokenization")
@@ -179,14 +188,16 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         summary = {"dev": {k: v for k, v in metrics.items() if k != "samples"},
                    "headline": headline, "epochs_run": len(history),
                    "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,
-                   "dropped_empty_train_examples": dropped, "history": history,
+                   "dropped_empty_train_examples": dropped, "train_tokens": train_tokens,
+                   "params": model.count_params(), "history": history,
                    "export_path": str(export_path) if export_path else None, "notes": notes}
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         _write_status(run_dir, status="completed",
                       finished=datetime.now().isoformat(timespec="seconds"),
                       export_path=str(export_path) if export_path else None)
         return RunResult(config.name, config.task, run_dir, export_path, headline, len(history),
-                         train_seconds, resumed, notes)
+                         train_seconds, resumed, notes, model.count_params(), train_tokens,
+                         summary["best_epoch"], history)
     except BaseException as exc:
         _write_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
         raise

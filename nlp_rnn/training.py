@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -31,13 +32,17 @@ def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
     return cls(learning_rate=train.learning_rate, clipnorm=train.clipnorm)
 
 
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds ``learning_rate`` to the epoch logs, so TensorBoard and the CSV history plot it."""
+class EpochLogger(keras.callbacks.Callback):
+    """Adds ``learning_rate`` and ``epoch_seconds`` to the epoch logs (TensorBoard, CSV)."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.started = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(
                 self.model.optimizer.learning_rate))
+            logs["epoch_seconds"] = time.perf_counter() - self.started
 
 
 def best_so_far(history_csv: Path, monitor: str, mode: str) -> float | None:
@@ -56,7 +61,7 @@ def standard_callbacks(run_dir: Path, train: TrainConfig, monitor: str, mode: st
     history_csv = run_dir / "history.csv"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     callbacks = [
-        LearningRateLogger(),  # before TensorBoard and CSVLogger, which read the logs it adds
+        EpochLogger(),  # before TensorBoard and CSVLogger, which read the logs it adds
         keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / BEST_WEIGHTS), monitor=monitor, mode=mode, save_best_only=True,

@@ -50,10 +50,13 @@ def pad_batch(tokens: tf.RaggedTensor) -> tf.Tensor:
     return tf.concat([first[:, None], dense[:, 1:]], axis=1)
 
 
-def count_empty(dataset: tf.data.Dataset) -> int:
-    """Number of examples whose token sequence is empty (dataset of (tokens, label))."""
-    return int(dataset.reduce(tf.constant(0, tf.int64),
-                              lambda n, ex: n + tf.cast(tf.size(ex[0]) == 0, tf.int64)))
+def count_tokens(dataset: tf.data.Dataset) -> tuple[int, int]:
+    """(examples with no tokens, total tokens) of a dataset of (tokens, label) examples."""
+    empty, total = dataset.reduce(
+        (tf.constant(0, tf.int64), tf.constant(0, tf.int64)),
+        lambda acc, ex: (acc[0] + tf.cast(tf.size(ex[0]) == 0, tf.int64),
+                         acc[1] + tf.cast(tf.size(ex[0]), tf.int64)))
+    return int(empty), int(total)
 
 
 def drop_empty(dataset: tf.data.Dataset) -> tf.data.Dataset:

@@ -92,17 +92,17 @@ def make_datasets(config: ClassificationPipeline, data: Data, vectorizers: Vecto
     """Vectorized, cached, bucketed train and dev batches.
 
     Returns:
-        (train batches, dev batches, number of training examples dropped as empty).
+        (train batches, dev batches, (training examples dropped as empty, training tokens)).
     """
     tokenize = _tokenizer(config, vectorizers)
     train = batching.vectorized_examples(data.train.dataset(), tokenize, vectorizers.label_lookup)
     dev = batching.vectorized_examples(data.dev.dataset(), tokenize, vectorizers.label_lookup)
-    dropped = batching.count_empty(train)  # also fills the cache
+    dropped, tokens = batching.count_tokens(train)  # also fills the cache
     train = batching.training_batches(batching.drop_empty(train), config.train.batch_size,
                                       config.vectorize.max_length, config.train.shuffle_buffer,
                                       config.seed)
     dev = batching.evaluation_batches(dev, config.train.batch_size, config.vectorize.max_length)
-    return train, dev, dropped
+    return train, dev, (dropped, tokens)
 
 
 # ---- model -------------------------------------------------------------------------------
@@ -254,13 +254,6 @@ def export_inputs(vectorizers: Vectorizers, config: ClassificationPipeline) -> d
 
 def trackables(vectorizers: Vectorizers) -> list:
     return [vectorizers.text]
-
-
-def train_tokens(data: Data, config: ClassificationPipeline, vectorizers: Vectorizers) -> int:
-    """Tokens in the training split after truncation (for tokens/s figures)."""
-    tokenize = _tokenizer(config, vectorizers)
-    lengths = data.train.dataset().batch(1024).map(lambda t, y: tokenize(t).row_lengths())
-    return int(sum(int(tf.reduce_sum(n)) for n in lengths))
 
 
 def export_metadata(config: ClassificationPipeline, vectorizers: Vectorizers) -> dict:

@@ -101,11 +101,13 @@ def token_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: str
 def make_datasets(config: LanguageModelPipeline, data: Data, vectorizers: Vectorizers):
     """Shuffled training windows and in-order held-out windows; nothing is ever dropped."""
     length = config.vectorize.sequence_length
-    train = batching.token_windows(token_ids(config, vectorizers, data.train), length)
+    train_ids = token_ids(config, vectorizers, data.train)
+    train = batching.token_windows(train_ids, length)
     dev = batching.token_windows(token_ids(config, vectorizers, data.dev), length)
     return (batching.window_batches(train, config.train.batch_size, config.train.shuffle_buffer,
                                     config.seed),
-            batching.window_batches(dev, config.train.batch_size), 0)
+            batching.window_batches(dev, config.train.batch_size),
+            (0, int(train_ids.shape[0]) // (length + 1) * length))
 
 
 # ---- model -------------------------------------------------------------------------------
@@ -272,7 +274,3 @@ def export_metadata(config: LanguageModelPipeline, vectorizers: Vectorizers) -> 
     g = config.generation
     return {"level": vectorizers.level, "max_length": g.max_length,
             "temperature": g.temperature, "top_k": g.top_k}
-
-
-def train_tokens(data: Data, config: LanguageModelPipeline, vectorizers: Vectorizers) -> int:
-    return int(token_ids(config, vectorizers, data.train).shape[0])
