@@ -142,6 +142,42 @@ def compare_command(pipeline, vary, overrides, seed, output_dir, export):
                    log=click.echo)
 
 
+@main.group()
+def diagnose():
+    """Diagnostic experiments: `nlp-rnn diagnose long-range`."""
+
+
+@diagnose.command("long-range")
+@click.option("--output-dir", default="runs/long_range", show_default=True,
+              help="Where table.md/.csv, the PNGs and TensorBoard logs/ go.")
+@click.option("--lengths", default=None,
+              help="Comma-separated sequence lengths [default: 10,50,100,200; --quick: 5,20].")
+@click.option("--cells", default="simple_rnn,lstm,gru", show_default=True,
+              help="Comma-separated cells: simple_rnn, lstm, gru.")
+@click.option("--task", type=click.Choice(["adding", "recall"]), default="adding",
+              show_default=True, help="The adding problem, or recall-the-first-token.")
+@click.option("--quick", is_flag=True, help="Tiny grid and budget (seconds; smoke test).")
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
+@user_errors
+def long_range_command(output_dir, lengths, cells, task, quick, seed):
+    """Long-term dependencies: SimpleRNN vs LSTM vs GRU.
+
+    Trains each cell on the adding problem at several lengths and measures the gradient
+    norm ||dL/dh_t|| at every time step, with and without gradient clipping; writes a table,
+    accuracy-vs-length and gradient-norm PNGs, and TensorBoard images (~10 min on 2 cores).
+    """
+    try:
+        parsed = None if lengths is None else [int(n) for n in lengths.split(",") if n.strip()]
+    except ValueError:
+        raise UserError(f"--lengths: expected comma-separated integers, got {lengths!r}") from None
+    quiet_tensorflow()
+    from nlp_rnn.experiments.long_range import run_long_range
+
+    run_long_range(output_dir, lengths=parsed,
+                   cells=[c.strip() for c in cells.split(",") if c.strip()],
+                   seed=seed, quick=quick, task=task, log=click.echo)
+
+
 @main.command("list")
 @click.option("--dir", "folder", default="pipelines", show_default=True,
               help="Folder of pipeline files to list.")
