@@ -50,7 +50,11 @@ def curves_png(series: dict[str, list[tuple[int, float]]], ylabel: str, title: s
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     if log_scale:
+        from matplotlib.ticker import ScalarFormatter
+
         ax.set_yscale("log")
+        for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+            axis(ScalarFormatter())  # plain numbers: "4", "5", not "4 x 10^0"
     if title:
         ax.set_title(title)
     ax.grid(alpha=0.3)
