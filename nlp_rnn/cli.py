@@ -61,6 +61,13 @@ def quiet_tensorflow() -> None:
             os.close(saved)
 
 
+def check_model_dir(model_dir: str) -> None:
+    """A wrong MODEL_DIR fails before TensorFlow loads (UserError)."""
+    from nlp_rnn.export import read_metadata, resolve_model_dir
+
+    read_metadata(resolve_model_dir(model_dir))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nlp-rnn")
 def main():
@@ -134,12 +141,11 @@ def compare_command(pipeline, vary, overrides, seed, output_dir, export):
     Writes comparison.md / comparison.csv (dev metric, parameters, s/epoch, tokens/s, best
     epoch) and validation_curves.png; every variant logs HParams for TensorBoard.
     """
-    from nlp_rnn.compare import parse_vary, run_comparison, variants
+    from nlp_rnn.compare import plan_comparison, run_comparison
 
-    variants("x", parse_vary(list(vary)))  # malformed --vary fails before TensorFlow loads
-    quiet_tensorflow()
-    run_comparison(pipeline, list(vary), list(overrides), seed, output_dir, export,
-                   log=click.echo)
+    plan = plan_comparison(pipeline, list(vary), list(overrides), seed, output_dir, export)
+    quiet_tensorflow()  # only once every variant's config is known to be valid
+    run_comparison(plan, log=click.echo)
 
 
 @main.group()
@@ -225,10 +231,9 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
     {"text": "...", "label": "positive", "probabilities": {...}}; for a language model the
     TEXTs are prompts: {"prompt": "...", "continuation": "..."}.
     """
-    from nlp_rnn.export import read_metadata, resolve_model_dir
     from nlp_rnn.serving import predict, read_inputs
 
-    read_metadata(resolve_model_dir(model_dir))  # a wrong path fails before TensorFlow loads
+    check_model_dir(model_dir)
     items = read_inputs(list(texts), input_file)
     quiet_tensorflow()
     generation = {"max_length": max_length, "temperature": temperature, "top_k": top_k}
@@ -258,10 +263,9 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
 @user_errors
 def evaluate_command(model_dir, data, data_format, text_column, label_column, as_json):
     """Score an exported SavedModel on labelled data it has never seen."""
-    from nlp_rnn.export import read_metadata, resolve_model_dir
     from nlp_rnn.serving import evaluate
 
-    read_metadata(resolve_model_dir(model_dir))  # a wrong path fails before TensorFlow loads
+    check_model_dir(model_dir)
     quiet_tensorflow()
 
     metrics = evaluate(model_dir, data, data_format, text_column, label_column)

@@ -51,14 +51,18 @@ def variants(base: str, varies: list[tuple[str, list[str]]]) -> list[Variant]:
     return found
 
 
-def run_comparison(source: str, vary: list[str], overrides: list[str] = (),
-                   seed: int | None = None, output_dir: str = "comparisons",
-                   export: bool = False, log=print) -> dict:
-    """Validate every variant first (fast failure), then train them one after another.
+@dataclass(frozen=True)
+class ComparisonPlan:
+    name: str
+    root: Path
+    variants: list[Variant]
+    configs: list
 
-    Returns:
-        {"dir": folder, "rows": table rows, "markdown": the table}.
-    """
+
+def plan_comparison(source: str, vary: list[str], overrides: list[str] = (),
+                    seed: int | None = None, output_dir: str = "comparisons",
+                    export: bool = False) -> ComparisonPlan:
+    """Validate every variant's config (no TensorFlow: a bad --vary value fails at once)."""
     base = load_pipeline(source, list(overrides), seed)
     stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
     root = Path(output_dir) / f"{base.name}-{stamp}"
@@ -66,7 +70,17 @@ def run_comparison(source: str, vary: list[str], overrides: list[str] = (),
     configs = [load_pipeline(source, list(overrides) + v.overrides + [
         f"name={v.name}", f"export.enabled={str(export).lower()}",
         f"export.dir={root / 'saved_models'}"], seed, str(root / "runs")) for v in found]
-    log(f"comparing {len(configs)} variants of {base.name} in {root}")
+    return ComparisonPlan(base.name, root, found, configs)
+
+
+def run_comparison(plan: ComparisonPlan, log=print) -> dict:
+    """Train the planned variants one after another and write the comparison.
+
+    Returns:
+        {"dir": folder, "rows": table rows, "markdown": the table}.
+    """
+    root, found, configs = plan.root, plan.variants, plan.configs
+    log(f"comparing {len(configs)} variants of {plan.name} in {root}")
 
     from nlp_rnn.pipeline import run_pipeline
     from nlp_rnn.tasks import TASKS

@@ -152,7 +152,8 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
 
         # model
         model = task.build_model(config, vectorizers)
-        log(f"[{config.name}] model {model.name}: {model.count_params():,} parameters")
+        params = model.count_params()
+        log(f"[{config.name}] model {model.name}: {params:,} parameters")
         cudnn = describe_cudnn(cudnn_report(model))
         log(f"[{config.name}] {cudnn}")
         notes.extend(line.strip() for line in cudnn.splitlines()[1:])
@@ -189,14 +190,14 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
                    "headline": headline, "epochs_run": len(history),
                    "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,
                    "dropped_empty_train_examples": dropped, "train_tokens": train_tokens,
-                   "params": model.count_params(), "history": history,
+                   "params": params, "history": history,
                    "export_path": str(export_path) if export_path else None, "notes": notes}
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         _write_status(run_dir, status="completed",
                       finished=datetime.now().isoformat(timespec="seconds"),
                       export_path=str(export_path) if export_path else None)
         return RunResult(config.name, config.task, run_dir, export_path, headline, len(history),
-                         train_seconds, resumed, notes, model.count_params(), train_tokens,
+                         train_seconds, resumed, notes, params, train_tokens,
                          summary["best_epoch"], history)
     except BaseException as exc:
         _write_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])

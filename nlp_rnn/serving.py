@@ -44,26 +44,28 @@ def predict(model_dir: str, texts: list[str], batch_size: int = 256,
     Classification: {"text", "label", "probabilities": {label: p}}. Language model:
     {"prompt", "continuation"}; ``generation`` may override max_length, temperature, top_k.
     """
+    _, metadata, signature = load_exported(model_dir)
+    if metadata["task"] == "classification":
+        run_batch = lambda batch: _classify(signature, metadata["labels"], batch)  # noqa: E731
+    elif metadata["task"] == "language_model":
+        options = {k: metadata[k] for k in ("max_length", "temperature", "top_k")}
+        options.update({k: v for k, v in (generation or {}).items() if v is not None})
+        run_batch = lambda batch: _generate(signature, options, batch)  # noqa: E731
+    else:
+        raise UserError(f"predict does not support task {metadata['task']!r}")
+    return [result for start in range(0, len(texts), batch_size)
+            for result in run_batch(texts[start:start + batch_size])]
+
+
+def _generate(signature, options: dict, batch: list[str]) -> list[dict]:
     import tensorflow as tf
 
-    _, metadata, signature = load_exported(model_dir)
-    results = []
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start:start + batch_size]
-        if metadata["task"] == "classification":
-            results.extend(_classify(signature, metadata["labels"], batch))
-        elif metadata["task"] == "language_model":
-            options = {k: metadata[k] for k in ("max_length", "temperature", "top_k")}
-            options.update({k: v for k, v in (generation or {}).items() if v is not None})
-            out = signature(prompt=tf.constant(batch, dtype=tf.string),
-                            max_length=tf.constant(options["max_length"], tf.int32),
-                            temperature=tf.constant(options["temperature"], tf.float32),
-                            top_k=tf.constant(options["top_k"], tf.int32))
-            results.extend({"prompt": p, "continuation": c.decode("utf-8")}
-                           for p, c in zip(batch, out["continuation"].numpy()))
-        else:
-            raise UserError(f"predict does not support task {metadata['task']!r}")
-    return results
+    out = signature(prompt=tf.constant(batch, dtype=tf.string),
+                    max_length=tf.constant(options["max_length"], tf.int32),
+                    temperature=tf.constant(options["temperature"], tf.float32),
+                    top_k=tf.constant(options["top_k"], tf.int32))
+    return [{"prompt": p, "continuation": c.decode("utf-8")}
+            for p, c in zip(batch, out["continuation"].numpy())]
 
 
 def _classify(signature, labels: list[str], batch: list[str]) -> list[dict]:
@@ -82,13 +84,13 @@ def evaluate(model_dir: str, data: str, data_format: str = "auto", text_column: 
     from nlp_rnn.data.sources import labelled_source
     from nlp_rnn.tasks import TASKS
 
+    if not Path(data).exists() and not data.startswith(("tfds:", "builtin:")):
+        raise UserError(f"{data}: file not found")  # before the model is loaded
     version_dir, metadata, classify = load_exported(model_dir)
     if metadata["task"] != "classification":
         raise UserError(f"evaluate supports classification models; {model_dir} is a "
                         f"{metadata['task']} model")
     task = TASKS[metadata["task"]]
-    if not Path(data).exists() and not data.startswith(("tfds:", "builtin:")):
-        raise UserError(f"{data}: file not found")
     source = labelled_source(data, "dev", data_format,
                              text_column or metadata.get("text_column", "text"),
                              label_column or metadata.get("label_column", "label"))

@@ -4,8 +4,8 @@ A task module holds no batching or padding (data/batching.py does that) and no r
 layer choice (layers/rnn.py does that). Every task module offers the same functions:
 ``load_data`` (whose result has ``describe()``), ``build_vectorizers``, ``make_datasets``,
 ``build_model``, ``compile_args``, ``callbacks``, ``serving_endpoints``, ``evaluate_run``,
-``headline``, ``write_summaries``, ``export_inputs``, ``trackables``, ``export_metadata`` and
-``train_tokens``; pipeline.py drives them.
+``headline``, ``write_summaries``, ``export_inputs``, ``trackables`` and ``export_metadata``;
+pipeline.py drives them.
 """
 
 from __future__ import annotations
