@@ -150,7 +150,7 @@ def compare_command(pipeline, vary, overrides, seed, output_dir, export):
 
 @main.group()
 def diagnose():
-    """Diagnostic experiments: `nlp-rnn diagnose long-range`."""
+    """Diagnostic experiments: `diagnose long-range`, `diagnose gradients RUN_DIR`."""
 
 
 @diagnose.command("long-range")
@@ -182,6 +182,31 @@ def long_range_command(output_dir, lengths, cells, task, quick, seed):
     run_long_range(output_dir, lengths=parsed,
                    cells=[c.strip() for c in cells.split(",") if c.strip()],
                    seed=seed, quick=quick, task=task, log=click.echo)
+
+
+@diagnose.command("gradients")
+@click.argument("run_dir", metavar="RUN_DIR")
+@click.option("--batches", type=click.IntRange(1), default=4, show_default=True,
+              help="Dev batches to average over.")
+@click.option("--output-dir", default=None,
+              help="Where the CSV, PNG and summary go [default: RUN_DIR/diagnostics/gradients].")
+@user_errors
+def gradients_command(run_dir, batches, output_dir):
+    """How far back a trained model's loss reaches, step by step.
+
+    For a finished run of any task (RUN_DIR = runs/<name>/<timestamp>, or runs/<name> for its
+    newest completed run), measures ||dL/dx_t||: the gradient of the final prediction's loss
+    with respect to the first recurrent layer's input at every earlier step, on dev batches,
+    for the trained weights and at initialisation. Writes gradient_norms.png/.csv, summary.md
+    and a TensorBoard image.
+    """
+    from nlp_rnn.experiments.gradients import resolve_run_dir
+
+    resolve_run_dir(run_dir)  # a wrong path fails before TensorFlow loads
+    quiet_tensorflow()
+    from nlp_rnn.experiments.gradients import diagnose_gradients
+
+    diagnose_gradients(run_dir, batches=batches, output_dir=output_dir, log=click.echo)
 
 
 @main.command("list")

@@ -7,13 +7,29 @@ import io
 import numpy as np
 
 
-def confusion_matrix_png(matrix: np.ndarray, labels: list[str], title: str = "") -> bytes:
-    """A labelled confusion-matrix heatmap (rows = gold, columns = predicted) as PNG bytes."""
+def pyplot():
+    """matplotlib.pyplot on the headless Agg backend."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    return plt
+
+
+def figure_png(fig) -> bytes:
+    """Lay out ``fig``, render it as PNG bytes and close it."""
+    plt = pyplot()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png")
+    plt.close(fig)
+    return buffer.getvalue()
+
+
+def confusion_matrix_png(matrix: np.ndarray, labels: list[str], title: str = "") -> bytes:
+    """A labelled confusion-matrix heatmap (rows = gold, columns = predicted) as PNG bytes."""
+    plt = pyplot()
     size = max(4.5, 0.6 * len(labels) + 2.5)
     fig, ax = plt.subplots(figsize=(size, size), dpi=100)
     ax.imshow(matrix, cmap="Blues")
@@ -27,21 +43,13 @@ def confusion_matrix_png(matrix: np.ndarray, labels: list[str], title: str = "")
     for (i, j), value in np.ndenumerate(matrix):
         ax.text(j, i, str(value), ha="center", va="center",
                 color="white" if value > threshold else "black")
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)
 
 
 def curves_png(series: dict[str, list[tuple[int, float]]], ylabel: str, title: str = "",
                log_scale: bool = False) -> bytes:
     """One line per named series of (epoch, value) points, as PNG bytes."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 4.5), dpi=100)
     for name, points in series.items():
         if points:
@@ -59,8 +67,4 @@ def curves_png(series: dict[str, list[tuple[int, float]]], ylabel: str, title: s
         ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
+    return figure_png(fig)

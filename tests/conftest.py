@@ -52,3 +52,16 @@ def cli_in_fresh_interpreter(cwd: Path, invocations: list[list[str]], exit_code:
                           timeout=60, cwd=cwd)
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip() == "True"
+
+
+@pytest.fixture(scope="session")
+def trained_lm(tmp_path_factory):
+    """(config, RunResult) of the built-in char LM trained for 2 epochs, exported."""
+    from nlp_rnn.config import load_pipeline
+    from nlp_rnn.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("lm")
+    config = load_pipeline("lm", ["train.epochs=2", "model.rnn.units=64",
+                                  f"export.dir={root / 'saved_models'}"],
+                           output_dir=str(root / "runs"))
+    return config, run_pipeline(config, log=lambda line: None)

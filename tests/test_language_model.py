@@ -10,7 +10,6 @@ from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import batching
 from nlp_rnn.data.sources import plain_texts
 from nlp_rnn.errors import ConfigError
-from nlp_rnn.pipeline import run_pipeline
 from nlp_rnn.tasks import language_model as lm
 
 
@@ -48,12 +47,17 @@ def test_language_model_cannot_be_bidirectional():
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("lm")
-    config = load_pipeline("lm", ["train.epochs=2", "model.rnn.units=64",
-                                  f"export.dir={root / 'saved_models'}"],
-                           output_dir=str(root / "runs"))
-    return config, run_pipeline(config, log=lambda line: None)
+def trained(trained_lm):
+    return trained_lm
+
+
+def test_saved_vocabulary_reloads_exactly_including_newline_and_space(trained):
+    config, result = trained
+    data = lm.load_data(config)
+    saved = lm.build_vectorizers(config, data, result.run_dir / "vocab")  # reads vocab.txt
+    assert "\n" in saved.tokens and " " in saved.tokens
+    fresh = lm.build_vectorizers(config, data, result.run_dir / "fresh_vocab")  # adapts anew
+    assert saved.tokens == fresh.tokens
 
 
 def test_perplexity_falls_far_below_a_unigram_model(trained):

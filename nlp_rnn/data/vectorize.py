@@ -6,6 +6,7 @@ SavedModel), so a model always sees text tokenized exactly as it was trained.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import keras
@@ -81,13 +82,21 @@ def tokenize(layer: keras.layers.TextVectorization, texts: tf.Tensor, max_length
     return ids[:, :max_length]
 
 
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+_UNESCAPES = {"\\\\": "\\", "\\n": "\n", "\\r": "\r"}
+
+
 def save_vocabulary(tokens: list[str], path: Path) -> None:
-    """One token per line (UTF-8); the run folder keeps it next to the config."""
-    path.write_text("".join(f"{t}\n" for t in tokens), encoding="utf-8")
+    """One token per line (UTF-8); backslash, newline and CR are escaped (char-level vocabularies
+    contain "\\n"), so every token survives the round trip."""
+    escaped = ("".join(_ESCAPES.get(c, c) for c in t) for t in tokens)
+    path.write_text("".join(f"{t}\n" for t in escaped), encoding="utf-8")
 
 
 def load_vocabulary(path: Path) -> list[str]:
-    return path.read_text(encoding="utf-8").split("\n")[:-1]
+    """The tokens ``save_vocabulary`` wrote."""
+    lines = path.read_text(encoding="utf-8").split("\n")[:-1]
+    return [re.sub(r"\\[\\nr]", lambda m: _UNESCAPES[m.group()], line) for line in lines]
 
 
 def text_vocabulary(layer: keras.layers.TextVectorization) -> list[str]:

@@ -49,13 +49,14 @@ float32's smallest number, ~1e-45, and would read as exact zeros).
 from __future__ import annotations
 
 import csv
-import io
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+
+from nlp_rnn.plots import figure_png, pyplot
 
 CELLS = ("simple_rnn", "lstm", "gru")
 GATED = ("lstm", "gru")
@@ -611,16 +612,6 @@ def markdown_table(rows: list[dict], ratios: dict, longest: int, budget: Budget,
     return "\n".join(lines) + "\n"
 
 
-def _png(fig) -> bytes:
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
-    plt.close(fig)
-    return buffer.getvalue()
-
-
 def accuracy_plot_png(rows: list[dict], task: str = "adding") -> bytes:
     """Test accuracy and test loss vs T per cell (clipnorm=1, chrono gates).
 
@@ -634,10 +625,7 @@ def accuracy_plot_png(rows: list[dict], task: str = "adding") -> bytes:
     Returns:
         PNG bytes.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), dpi=100)
     main = _main_rows(rows)
@@ -668,7 +656,7 @@ def accuracy_plot_png(rows: list[dict], task: str = "adding") -> bytes:
     axes[1].set_title(f"{LOSS_NAMES[task]} (lower is better)")
     axes[1].legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.suptitle(f"Long-range dependencies: {TASK_TITLES[task]}", fontsize=11)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def gradient_plot_png(runs: list[dict], length: int, task: str = "adding") -> bytes:
@@ -681,10 +669,7 @@ def gradient_plot_png(runs: list[dict], length: int, task: str = "adding") -> by
     Returns:
         PNG bytes: three panels, one curve per cell; dashed = Keras-default gate biases.
     """
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     at_t = [r for r in runs if r["length"] == length]
     panels = [("at initialisation", "grad_norms_init", lambda r: r["clipnorm"] == CLIPNORM),
@@ -713,7 +698,7 @@ def gradient_plot_png(runs: list[dict], length: int, task: str = "adding") -> by
     fig.suptitle(f"Gradient reaching each hidden state through the recurrence, T={length}, "
                  f"{TASK_TITLES[task]}\n(clipping changes training only: the initial "
                  "models are the same with and without it)", fontsize=11)
-    return _png(fig)
+    return figure_png(fig)
 
 
 def _write_tensorboard(log_dir: Path, accuracy_png: bytes, gradient_png: bytes,

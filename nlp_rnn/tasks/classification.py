@@ -3,9 +3,10 @@
 A task module holds no batching or padding (data/batching.py does that) and no recurrent
 layer choice (layers/rnn.py does that). Every task module offers the same functions:
 ``load_data`` (whose result has ``describe()``), ``build_vectorizers``, ``make_datasets``,
-``build_model``, ``compile_args``, ``callbacks``, ``serving_endpoints``, ``evaluate_run``,
-``headline``, ``write_summaries``, ``export_inputs``, ``trackables`` and ``export_metadata``;
-pipeline.py drives them.
+``dev_batches``, ``build_model``, ``compile_args``, ``callbacks``, ``serving_endpoints``,
+``evaluate_run``, ``headline``, ``write_summaries``, ``export_inputs``, ``trackables`` and
+``export_metadata``; pipeline.py drives them (``dev_batches`` also serves
+``nlp-rnn diagnose gradients``).
 """
 
 from __future__ import annotations
@@ -96,13 +97,18 @@ def make_datasets(config: ClassificationPipeline, data: Data, vectorizers: Vecto
     """
     tokenize = _tokenizer(config, vectorizers)
     train = batching.vectorized_examples(data.train.dataset(), tokenize, vectorizers.label_lookup)
-    dev = batching.vectorized_examples(data.dev.dataset(), tokenize, vectorizers.label_lookup)
     dropped, tokens = batching.count_tokens(train)  # also fills the cache
     train = batching.training_batches(batching.drop_empty(train), config.train.batch_size,
                                       config.vectorize.max_length, config.train.shuffle_buffer,
                                       config.seed)
-    dev = batching.evaluation_batches(dev, config.train.batch_size, config.vectorize.max_length)
-    return train, dev, (dropped, tokens)
+    return train, dev_batches(config, data, vectorizers), (dropped, tokens)
+
+
+def dev_batches(config: ClassificationPipeline, data: Data, vectorizers: Vectorizers):
+    """Dev (tokens, label id) batches in file order, bucketed by length."""
+    dev = batching.vectorized_examples(data.dev.dataset(), _tokenizer(config, vectorizers),
+                                       vectorizers.label_lookup)
+    return batching.evaluation_batches(dev, config.train.batch_size, config.vectorize.max_length)
 
 
 # ---- model -------------------------------------------------------------------------------

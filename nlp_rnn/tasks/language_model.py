@@ -103,11 +103,17 @@ def make_datasets(config: LanguageModelPipeline, data: Data, vectorizers: Vector
     length = config.vectorize.sequence_length
     train_ids = token_ids(config, vectorizers, data.train)
     train = batching.token_windows(train_ids, length)
-    dev = batching.token_windows(token_ids(config, vectorizers, data.dev), length)
     return (batching.window_batches(train, config.train.batch_size, config.train.shuffle_buffer,
                                     config.seed),
-            batching.window_batches(dev, config.train.batch_size),
+            dev_batches(config, data, vectorizers),
             (0, int(train_ids.shape[0]) // (length + 1) * length))
+
+
+def dev_batches(config: LanguageModelPipeline, data: Data, vectorizers: Vectorizers):
+    """Held-out (window, next-token window) batches in text order."""
+    dev = batching.token_windows(token_ids(config, vectorizers, data.dev),
+                                 config.vectorize.sequence_length)
+    return batching.window_batches(dev, config.train.batch_size)
 
 
 # ---- model -------------------------------------------------------------------------------
