@@ -253,8 +253,10 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
     """Predict with an exported SavedModel (MODEL_DIR = saved_models/NAME[/VERSION]).
 
     Prints one JSON object per text: for a classifier
-    {"text": "...", "label": "positive", "probabilities": {...}}; for a language model the
-    TEXTs are prompts: {"prompt": "...", "continuation": "..."}.
+    {"text": "...", "label": "positive", "probabilities": {...}}; for a tagger (text split
+    on whitespace) {"text": "...", "entities": [{"type": "PER", "text": "Peter Blackburn",
+    "start": 0, "end": 2}], "tokens": [...], "tags": [...]}; for a language model the TEXTs
+    are prompts: {"prompt": "...", "continuation": "..."}.
     """
     from nlp_rnn.serving import predict, read_inputs
 
@@ -278,12 +280,16 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
 @main.command("evaluate")
 @click.argument("model_dir", type=click.Path())
 @click.option("--data", required=True,
-              help="Labelled data: .csv/.tsv[.gz], .jsonl, a folder of class folders, "
-                   "tfds:NAME[:SPLIT] or builtin:NAME[:SPLIT].")
+              help="Labelled data: .csv/.tsv[.gz], .jsonl, a folder of class folders, CoNLL "
+                   "column files (taggers), tfds:NAME[:SPLIT] or builtin:NAME[:SPLIT].")
 @click.option("--format", "data_format", default="auto", show_default=True,
-              type=click.Choice(["auto", "csv", "tsv", "jsonl", "folder"]))
-@click.option("--text-column", default=None, help="Default: the one the model was trained with.")
-@click.option("--label-column", default=None, help="Default: the one the model was trained with.")
+              type=click.Choice(["auto", "csv", "tsv", "jsonl", "folder", "conll"]))
+@click.option("--text-column", default=None,
+              help="Default: the one the model was trained with (taggers: the token column "
+                   "number).")
+@click.option("--label-column", default=None,
+              help="Default: the one the model was trained with (taggers: the tag column "
+                   "number).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @user_errors
 def evaluate_command(model_dir, data, data_format, text_column, label_column, as_json):
@@ -296,6 +302,16 @@ def evaluate_command(model_dir, data, data_format, text_column, label_column, as
     metrics = evaluate(model_dir, data, data_format, text_column, label_column)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
+        return
+    if metrics["task"] == "tagging":
+        click.echo(f"model      {metrics['model']}\ndata       {metrics['data']}  "
+                   f"({metrics['sentences']} sentences, {metrics['tokens']} tokens)")
+        click.echo(f"precision  {metrics['precision']:.4f}\nrecall     {metrics['recall']:.4f}"
+                   f"\nF1         {metrics['f1']:.4f}   (entity level, seqeval)")
+        click.echo("\ntype    precision  recall  f1      support")
+        for kind, row in metrics["per_type"].items():
+            click.echo(f"{kind:<7} {row['precision']:.4f}     {row['recall']:.4f}  "
+                       f"{row['f1-score']:.4f}  {int(row['support'])}")
         return
     click.echo(f"model     {metrics['model']}\ndata      {metrics['data']}  "
                f"({metrics['examples']} examples)")

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nlp_rnn.errors import ConfigError
 
-BUILTIN_PIPELINES = ("sentiment", "lm")  # run in this order by `nlp-rnn run pipeline` with no file
+BUILTIN_PIPELINES = ("sentiment", "ner", "lm")  # run in this order by `nlp-rnn run pipeline` with no file
 SOURCE_PREFIXES = ("tfds:", "builtin:")
 
 
@@ -178,9 +178,67 @@ class LanguageModelPipeline(PipelineBase):
     generation: GenerationConfig = GenerationConfig()
 
 
+# ---- sequence tagging (NER) ----------------------------------------------------------------
+
+
+class TaggingData(Section):
+    """Token-tagged sentences: CoNLL column files, JSONL {"tokens", "tags"}, ``tfds:conll2003``
+    or ``builtin:ner``. Tags in any of IOB1/IOB2/BIOES are read and converted."""
+
+    train: str
+    dev: str
+    format: Literal["auto", "conll", "jsonl"] = "auto"
+    token_column: int = 0
+    tag_column: int = -1  # CoNLL-2003: word POS chunk NER -> the last column
+    scheme: Literal["auto", "iob1", "iob2", "bioes"] = "auto"  # the files' tag scheme
+
+
+class TaggingVectorizeConfig(Section):
+    """Word, casing and character features, all computed in the graph from the raw tokens."""
+
+    max_tokens: int = Field(50000, ge=3, description="word vocabulary size incl. padding and OOV")
+    min_count: int = Field(1, ge=1, description="training occurrences a word needs to get an id")
+    lowercase: bool = True  # the word vocabulary is lower-cased; casing is its own feature
+    digits_to_zero: bool = True  # 1996 and 2001 share an id ("0000")
+    max_length: int = Field(150, ge=1, description="tokens kept per sentence")
+    max_word_chars: int = Field(24, ge=1, description="characters kept per token")
+    max_chars: int = Field(300, ge=3, description="character vocabulary size")
+    tag_scheme: Literal["iob2", "bioes"] = "bioes"  # what the model predicts (output is IOB2)
+
+
+class CharEncoderConfig(Section):
+    """Character-level word encoder: CNN + max-pool (Ma & Hovy 2016) or BiLSTM (Lample 2016)."""
+
+    type: Literal["cnn", "bilstm"] = "cnn"
+    embedding_dim: int = Field(30, ge=1)
+    filters: int = Field(50, ge=1, description="cnn: feature maps")
+    kernel_size: int = Field(3, ge=1, description="cnn: characters per window")
+    units: int = Field(25, ge=1, description="bilstm: units per direction")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TaggingModel(Section):
+    word_embedding_dim: int = Field(100, ge=1)
+    casing_dim: int = Field(8, ge=0, description="casing/shape feature embedding; 0 = off")
+    chars: Optional[CharEncoderConfig] = CharEncoderConfig()  # null = no character features
+    token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="word dropout rate (training)")
+    embedding_dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    rnn: RnnConfig = RnnConfig(units=100)
+    dropout: float = Field(0.5, ge=0.0, lt=1.0)
+    output: Literal["crf", "softmax"] = "crf"
+
+
+class TaggingPipeline(PipelineBase):
+    task: Literal["tagging"]
+    data: TaggingData
+    vectorize: TaggingVectorizeConfig = TaggingVectorizeConfig()
+    model: TaggingModel = TaggingModel()
+
+
 PIPELINE_CLASSES: dict[str, type[PipelineBase]] = {
-    "classification": ClassificationPipeline, "language_model": LanguageModelPipeline}
-PipelineConfig = Union[ClassificationPipeline, LanguageModelPipeline]
+    "classification": ClassificationPipeline, "language_model": LanguageModelPipeline,
+    "tagging": TaggingPipeline}
+PipelineConfig = Union[ClassificationPipeline, LanguageModelPipeline, TaggingPipeline]
 
 
 # ---- loading -----------------------------------------------------------------------------
@@ -300,18 +358,19 @@ def is_local_path(spec: str) -> bool:
 
 def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> None:
     """Local data paths must exist; built-in corpora must be known."""
-    from nlp_rnn.data.builtin import BUILTIN_CORPORA, SPLITS
+    from nlp_rnn.data.builtin import BUILTIN_CORPORA, BUILTIN_TAGGED_CORPORA, SPLITS
 
     data = getattr(config, "data", None)
     if data is None:
         return
+    corpora = BUILTIN_TAGGED_CORPORA if config.task == "tagging" else BUILTIN_CORPORA
     for field, value in _data_specs(data):
         line = lines.get(("data", field))
         if value.startswith("builtin:"):
             corpus, _, split = value[len("builtin:"):].partition(":")
-            if corpus not in BUILTIN_CORPORA:
+            if corpus not in corpora:
                 raise ConfigError(f"unknown built-in corpus {corpus!r}; known: "
-                                  + ", ".join(sorted(BUILTIN_CORPORA)), file, f"data.{field}", line)
+                                  + ", ".join(sorted(corpora)), file, f"data.{field}", line)
             if split and split not in SPLITS:
                 raise ConfigError(f"unknown split {split!r} of built-in corpus {corpus!r}; "
                                   "known: " + ", ".join(SPLITS), file, f"data.{field}", line)

@@ -162,7 +162,7 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         start = time.perf_counter()
         history = training.fit(model, train_ds, dev_ds, config.train, run_dir, task.MONITOR,
                                task.compile_args(config), log_dir,
-                               task.callbacks(model, vectorizers, config, log_dir))
+                               task.callbacks(model, vectorizers, config, log_dir, dev_ds))
         train_seconds = time.perf_counter() - start
 
         # evaluation through the serving function itself, so `nlp-rnn evaluate` agrees

@@ -57,13 +57,22 @@ def tiny_vectorizers_for(task):
         tokens = ["", "[UNK]", "a", "b"]
         return language_model.Vectorizers(tokens, keras.layers.StringLookup(
             vocabulary=tokens[2:], mask_token="", num_oov_indices=1), "char")
+    if task == "tagging":
+        from nlp_rnn.data.vectorize import build_label_lookup
+        from nlp_rnn.tasks import tagging
+
+        lookup = lambda vocab: keras.layers.StringLookup(  # noqa: E731
+            vocabulary=vocab, mask_token="", num_oov_indices=1)
+        tags = ["O"] + [f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BIES"]
+        return tagging.Vectorizers(["", "[UNK]", "a"], ["", "[UNK]", "a"], tags, "bioes",
+                                   lookup(["a"]), lookup(["a"]), build_label_lookup(tags))
     return tiny_vectorizers()
 
 
 def test_every_shipped_pipeline_builds_cudnn_eligible_layers():
     configs = shipped_configs()
     names = {c.name for c in configs}
-    assert {"sentiment", "imdb", "lm"} <= names  # the shipped set is really checked
+    assert {"sentiment", "imdb", "lm", "ner", "conll2003"} <= names  # really checked
     for config in configs:
         model = TASKS[config.task].build_model(config, tiny_vectorizers_for(config.task))
         layers = recurrent_layers(model)

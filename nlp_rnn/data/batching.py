@@ -64,18 +64,27 @@ def drop_empty(dataset: tf.data.Dataset) -> tf.data.Dataset:
     return dataset.filter(lambda tokens, label: tf.size(tokens) > 0)
 
 
+def sequence_length(features, target) -> tf.Tensor:
+    """Tokens in one example: ``features`` is int64 [T], or a dict whose "words" is [T]."""
+    tokens = features["words"] if isinstance(features, dict) else features
+    return tf.shape(tokens)[0]
+
+
 def bucket_and_pad(dataset: tf.data.Dataset, batch_size: int, max_length: int) -> tf.data.Dataset:
-    """Group (tokens [T], label) examples of similar length and right-pad each batch with 0.
+    """Group (features, target) examples of similar length and right-pad each batch with 0.
+
+    ``features`` is int64 tokens [T] or a dict of per-token features ([T], [T, C], ...);
+    every [T]-shaped part, the target included for taggers, is padded with 0 == PAD_ID.
 
     Returns:
-        dataset of (int64 [B, T_bucket], label [B, ...]) batches.
+        dataset of (int64 [B, T_bucket] or dict, target [B, ...]) batches.
     """
+    assert PAD_ID == 0  # padded_batch pads numbers with 0
     bounds = bucket_boundaries(max_length)
     return dataset.bucket_by_sequence_length(
-        element_length_func=lambda tokens, label: tf.shape(tokens)[0],
+        element_length_func=sequence_length,
         bucket_boundaries=bounds,
         bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
-        padding_values=(tf.constant(PAD_ID, tf.int64), None),
         drop_remainder=False)
 
 
@@ -144,3 +153,15 @@ def window_batches(windows: tf.data.Dataset, batch_size: int, shuffle_buffer: in
     if shuffle_buffer:
         windows = windows.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return windows.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def pad_chars(chars: tf.RaggedTensor) -> tf.Tensor:
+    """Right-pad ragged characters [B, (T), (C)] to int64 [B, max(1, T), max(1, C)] (serving).
+
+    Token slots with no characters stay all-padding; the character encoder gives them one OOV
+    character, so no row is fully masked.
+    """
+    dense = chars.to_tensor(default_value=PAD_ID)
+    shape = tf.shape(dense)
+    return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - shape[1], 0)],
+                          [0, tf.maximum(1 - shape[2], 0)]], constant_values=PAD_ID)

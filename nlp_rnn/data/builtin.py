@@ -243,3 +243,181 @@ def builtin_examples(name: str, split: str, size: int | None = None,
         known = ", ".join(sorted(BUILTIN_CORPORA))
         raise ValueError(f"unknown built-in corpus {name!r}; known corpora: {known}")
     return BUILTIN_CORPORA[name](split, size=size, seed=seed)
+
+
+# --- Built-in NER corpus ------------------------------------------------------------------------
+# Newswire-style sentences from hand-written templates and name lists (all written for this
+# project). Entities are PER, LOC, ORG and MISC, often several tokens long, and some words
+# change type with context: "Washington" is a place, part of "Washington Post" (ORG) or a
+# surname (PER); "Jordan" a country or a first name; "Ford" a company or a surname; "France"
+# a country or part of "Tour de France" (MISC). Capitalised non-entities ("Police", "Talks")
+# open many sentences, so capitalisation alone does not find the entities either.
+
+NER_TYPES = ("PER", "LOC", "ORG", "MISC")
+NER_DEFAULT_SIZES = {"train": 2000, "dev": 400, "test": 400}
+NER_AMBIGUOUS = {"Washington": ("LOC", "ORG", "PER"), "Jordan": ("LOC", "PER"),
+                 "Ford": ("ORG", "PER"), "France": ("LOC", "MISC")}
+
+_FIRST_NAMES = (
+    "Anna", "Peter", "Maria", "John", "Elena", "David", "Sofia", "Thomas", "Laura", "Michael",
+    "Yuki", "Ahmed", "Ingrid", "Carlos", "Fatima", "Pierre", "Olga", "Kenji", "Grace", "Luis",
+    "Jordan", "Nadia", "Henrik", "Amara", "Victor", "Chen", "Rosa", "Tomas", "Leila", "Samuel",
+)
+_LAST_NAMES = (
+    "Miller", "Okafor", "Lindqvist", "Moreau", "Tanaka", "Kowalski", "Haddad", "Petrov",
+    "Fernandez", "Schmidt", "Novak", "Brennan", "Castillo", "Yamamoto", "Osei", "Larsen",
+    "Rossi", "Dubois", "Ferreira", "Kim", "Ford", "Washington", "Abbott", "Marsh", "Quinn",
+    "Van Dijk", "De Souza", "Mbeki", "Horvath", "Sato",
+)
+_COUNTRIES = (
+    "France", "Germany", "Spain", "Japan", "Brazil", "Kenya", "Canada", "Jordan", "Norway",
+    "India", "Mexico", "Egypt", "Poland", "Chile", "Australia", "South Africa", "New Zealand",
+    "Sri Lanka", "Saudi Arabia", "Costa Rica", "United States", "South Korea",
+)
+_CITIES = (
+    "Paris", "Berlin", "Madrid", "Tokyo", "Nairobi", "Toronto", "Oslo", "Cairo", "Warsaw",
+    "Lima", "Sydney", "Washington", "London", "Geneva", "Lagos", "Mumbai", "New York",
+    "Hong Kong", "Buenos Aires", "Los Angeles", "Rio de Janeiro", "San Francisco", "Cape Town",
+)
+_FIXED_ORGS = (
+    "Washington Post", "Ford", "United Nations", "World Bank", "Red Cross", "Siemens",
+    "Reuters", "European Union", "Toyota", "Nestle", "General Electric", "Interpol",
+    "Oxford University", "Real Madrid", "Bayern Munich", "Deutsche Bank",
+)
+_NATIONALITIES = (
+    "French", "German", "Spanish", "Japanese", "Brazilian", "Kenyan", "Canadian", "Norwegian",
+    "Indian", "Mexican", "Egyptian", "Polish", "Australian", "American",
+)
+_EVENTS = ("Tour de France", "World Cup", "Olympic Games", "Davis Cup", "Paris Marathon",
+           "Nobel Prize", "Champions League", "Australian Open")
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_NUMBERS = ("2", "3", "5", "7", "12", "15", "20", "40", "1.5", "2.8", "150", "300")
+_SCORES = ("1-0", "2-1", "3-1", "0-0", "2-2", "4-2", "3-0")
+_DATES = ("2019-03-14", "2020-11-02", "2021-06-30", "2022-01-17", "2023-09-05")
+
+_NER_TEMPLATES = (
+    "{PER} met {PER} in {LOC} on {DAY} .",
+    "{ORG} shares rose {NUM} percent in {LOC} .",
+    "{ORG} shares fell {NUM} percent after the report .",
+    "{PER} , a spokesman for {ORG} , said the talks would continue .",
+    "{PER} , a spokeswoman for {ORG} , declined to comment .",
+    "{ORG} said on {DAY} it had agreed to buy {ORG} for {NUM} million dollars .",
+    "The {NAT} government announced new measures in {LOC} on {DAY} .",
+    "{PER} scored twice as {ORG} beat {ORG} {SCORE} .",
+    "{LOC} beat {LOC} {SCORE} in the {EVENT} on {DAY} .",
+    "Police in {LOC} arrested {NUM} people on {DAY} .",
+    "{PER} told {ORG} that {LOC} would not sign the deal .",
+    "The {NAT} striker {PER} joined {ORG} from {ORG} .",
+    "{LOC} {DATE}",
+    "{PER} ( {LOC} ) {NUM} points",
+    "{ORG} , based in {LOC} , reported a loss of {NUM} million .",
+    "Talks between {LOC} and {LOC} ended without agreement , {ORG} reported .",
+    "{PER} , the {NAT} foreign minister , arrived in {LOC} on {DAY} .",
+    "Speaking in {LOC} , {PER} said {ORG} would cut {NUM} jobs .",
+    "{PER} won the {EVENT} ahead of {PER} .",
+    "Analysts at {ORG} expect {LOC} to raise interest rates .",
+    "{PER} will fly to {LOC} to meet {PER} next week .",
+    "{ORG} reported that {PER} had resigned .",
+    "Officials from {ORG} visited {LOC} and {LOC} this month .",
+    "{SUR} said the {NAT} team was ready for the {EVENT} .",
+    "Prices in {LOC} were stable , {PER} of {ORG} said .",
+    "{ORG} opened a new office in {LOC} on {DAY} .",
+    "Thousands of {NAT} fans travelled to {LOC} for the {EVENT} .",
+    "{PER} was born in {LOC} and studied at {ORG} .",
+    "Floods in {LOC} killed {NUM} people , {ORG} said .",
+    "On {DAY} {SUR} criticised {ORG} for its role in {LOC} .",
+    "{LOC} and {LOC} signed a trade agreement in {LOC} .",
+    "According to {ORG} , {PER} earned {NUM} million last year .",
+)
+_ORG_PATTERNS = ("Bank of {C}", "{C} Airlines", "{T} Stock Exchange", "University of {T}",
+                 "{S} Holdings", "{S} and Partners", "{T} Times", "{T} City")
+
+
+def _ner_entity(rng: random.Random, slot: str) -> tuple[str, str]:
+    """Draw (text, type) for one template slot; type "" for a plain-word slot."""
+    if slot == "PER":
+        return rng.choice(_FIRST_NAMES) + " " + rng.choice(_LAST_NAMES), "PER"
+    if slot == "SUR":
+        return rng.choice(_LAST_NAMES), "PER"
+    if slot == "LOC":
+        return rng.choice(_COUNTRIES if rng.random() < 0.5 else _CITIES), "LOC"
+    if slot == "ORG":
+        if rng.random() < 0.5:
+            return rng.choice(_FIXED_ORGS), "ORG"
+        return rng.choice(_ORG_PATTERNS).format(C=rng.choice(_COUNTRIES), T=rng.choice(_CITIES),
+                                                S=rng.choice(_LAST_NAMES)), "ORG"
+    if slot == "NAT":
+        return rng.choice(_NATIONALITIES), "MISC"
+    if slot == "EVENT":
+        return rng.choice(_EVENTS), "MISC"
+    words = {"DAY": _DAYS, "NUM": _NUMBERS, "SCORE": _SCORES, "DATE": _DATES}[slot]
+    return rng.choice(words), ""
+
+
+def _ner_sentence(rng: random.Random) -> tuple[list[str], list[str]]:
+    """Fill a random template; return (tokens, IOB2 tags)."""
+    tokens: list[str] = []
+    tags: list[str] = []
+    for part in rng.choice(_NER_TEMPLATES).split():
+        if not part.startswith("{"):
+            tokens.append(part)
+            tags.append("O")
+            continue
+        text, kind = _ner_entity(rng, part[1:-1])
+        words = text.split()
+        tokens += words
+        tags += [f"B-{kind}"] + [f"I-{kind}"] * (len(words) - 1) if kind else ["O"] * len(words)
+    return tokens, tags
+
+
+def ner_examples(split: str, size: int | None = None,
+                 seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """Generate a deterministic named-entity corpus: (tokens, IOB2 tags) per sentence.
+
+    Args:
+        split: "train", "dev" or "test"; splits never share a sentence.
+        size: number of sentences; defaults to 2000 for train and 400 for dev and test.
+        seed: base seed; the split's own seed is derived from (seed, split).
+    """
+    _check_split(split)
+    size = NER_DEFAULT_SIZES[split] if size is None else size
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    rng = random.Random(f"ner:{seed}:{split}")
+    seen: set[str] = set()
+    examples = []
+    while len(examples) < size:
+        for _ in range(_MAX_TRIES):
+            tokens, tags = _ner_sentence(rng)
+            text = " ".join(tokens)
+            if text not in seen and _bucket_of(text) in _BUCKETS[split]:
+                break
+        else:
+            raise ValueError(f"ran out of unique {split} sentences after {len(examples)} "
+                             "examples; ask for a smaller size")
+        seen.add(text)
+        examples.append((tokens, tags))
+    return examples
+
+
+def _bucket_of(text: str) -> int:
+    """Stable 0-9 bucket of an exact sentence (word order matters, unlike `_bucket`)."""
+    return int.from_bytes(hashlib.md5(text.encode("utf-8")).digest()[:4], "big") % 10
+
+
+BUILTIN_TAGGED_CORPORA: dict[str, Callable[..., list[tuple[list[str], list[str]]]]] = {
+    "ner": ner_examples,
+}
+
+
+def builtin_tagged(name: str, split: str, size: int | None = None,
+                   seed: int = 0) -> list[tuple[list[str], list[str]]]:
+    """Generate (tokens, tags) sentences from the built-in tagging corpus `name`.
+
+    Raises:
+        ValueError: `name` is not a registered tagging corpus, or `split`/`size` is invalid.
+    """
+    if name not in BUILTIN_TAGGED_CORPORA:
+        known = ", ".join(sorted(BUILTIN_TAGGED_CORPORA))
+        raise ValueError(f"unknown built-in tagging corpus {name!r}; known corpora: {known}")
+    return BUILTIN_TAGGED_CORPORA[name](split, size=size, seed=seed)

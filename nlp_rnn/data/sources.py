@@ -12,11 +12,12 @@ from typing import Callable
 
 import tensorflow as tf
 
-from nlp_rnn.data import readers
-from nlp_rnn.data.builtin import builtin_examples
+from nlp_rnn.data import readers, tagging
+from nlp_rnn.data.builtin import builtin_examples, builtin_tagged
 from nlp_rnn.errors import DataError
 
 PAIR_SIGNATURE = (tf.TensorSpec([], tf.string), tf.TensorSpec([], tf.string))
+TAGGED_SIGNATURE = (tf.TensorSpec([None], tf.string), tf.TensorSpec([None], tf.string))
 
 
 @dataclass(frozen=True)
@@ -129,3 +130,77 @@ def plain_texts(train, dev=None, holdout_fraction: float = 0.1) -> tuple[str, st
         raise DataError("a language model needs non-empty training and held-out text",
                         str(train))
     return text, held_out
+
+
+# ---- tagged sentences (NER) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TaggedSource:
+    """Tagged sentences: what they are, their statistics, and a factory for tf.data pairs."""
+
+    spec: str
+    stats: tagging.TaggedStats
+    make_dataset: Callable[[], tf.data.Dataset]  # (tokens string [T], tags string [T])
+
+    def dataset(self) -> tf.data.Dataset:
+        return self.make_dataset()
+
+    def sentences(self):
+        """(tokens, tags) as Python lists of str, in order."""
+        for tokens, tags in self.make_dataset().as_numpy_iterator():
+            yield [t.decode("utf-8") for t in tokens], [t.decode("utf-8") for t in tags]
+
+
+def _from_generator(read) -> Callable[[], tf.data.Dataset]:
+    pairs = lambda: ((tokens, tags) for tokens, tags, *_ in read())  # noqa: E731
+    return lambda: tf.data.Dataset.from_generator(pairs, output_signature=TAGGED_SIGNATURE)
+
+
+def _tfds_tagged(spec: str, role: str, target: str):
+    import tensorflow_datasets as tfds
+
+    name, split = split_spec(spec, "tfds:", "train" if role == "train" else "validation")
+    dataset, info = tfds.load(name, split=split, with_info=True, shuffle_files=False)
+    if "tokens" not in info.features or "ner" not in info.features:
+        raise DataError(f"TFDS dataset {name} has no 'tokens'/'ner' features "
+                        f"(it has: {', '.join(info.features)})", spec)
+    names = info.features["ner"].feature.names
+
+    def read():
+        for i, example in enumerate(tfds.as_numpy(dataset)):
+            tokens = [t.decode("utf-8") for t in example["tokens"]]
+            tags = [names[t] for t in example["ner"]]
+            if len(tokens) != len(tags):
+                raise DataError(f"example {i}: {len(tokens)} tokens but {len(tags)} tags", spec)
+            if tokens:
+                yield tokens, tagging.convert_tags(tags, "auto", target)
+
+    return read
+
+
+def tagged_source(spec: str, role: str, fmt: str = "auto", token_column: int = 0,
+                  tag_column: int = -1, scheme: str = "auto",
+                  target_scheme: str = "iob2") -> TaggedSource:
+    """The tagged sentences named by ``spec``, with tags converted to ``target_scheme``.
+
+    Args:
+        spec: a CoNLL/JSONL path, ``tfds:NAME[:SPLIT]`` (e.g. tfds:conll2003) or
+            ``builtin:NAME[:SPLIT]``.
+        role: "train" or "dev": the default split when the spec names none.
+        scheme: the source's tag scheme ("auto" accepts IOB1, IOB2 and BIOES).
+    """
+    if spec.startswith("builtin:"):
+        name, split = split_spec(spec, "builtin:", role)
+        sentences = [(tokens, tagging.convert_tags(tags, "iob2", target_scheme))
+                     for tokens, tags in builtin_tagged(name, split)]
+        read = lambda: iter(sentences)  # noqa: E731
+    elif spec.startswith("tfds:"):
+        read = _tfds_tagged(spec, role, target_scheme)
+    else:
+        read = lambda: tagging.read_tagged(spec, fmt, token_column, tag_column,  # noqa: E731
+                                           scheme, target_scheme)
+    stats = tagging.scan_tagged(read())  # validates a whole file before training starts
+    if stats.sentences == 0:
+        raise DataError("no sentences", spec)
+    return TaggedSource(spec, stats, _from_generator(read))

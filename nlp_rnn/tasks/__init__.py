@@ -1,5 +1,5 @@
 """Task registry. Importing this module imports TensorFlow (the task modules need it)."""
 
-from nlp_rnn.tasks import classification, language_model
+from nlp_rnn.tasks import classification, language_model, tagging
 
-TASKS = {"classification": classification, "language_model": language_model}
+TASKS = {"classification": classification, "language_model": language_model, "tagging": tagging}

@@ -149,7 +149,7 @@ def compile_args(config: ClassificationPipeline) -> dict:
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
 
 
-def callbacks(model, vectorizers, config, log_dir) -> list:
+def callbacks(model, vectorizers, config, log_dir, dev_batches) -> list:
     return []
 
 

@@ -163,7 +163,8 @@ class SampleWriter(keras.callbacks.Callback):
         self.writer.flush()
 
 
-def callbacks(model, vectorizers, config: LanguageModelPipeline, log_dir: Path) -> list:
+def callbacks(model, vectorizers, config: LanguageModelPipeline, log_dir: Path,
+              dev_batches) -> list:
     generate = serving_endpoints(model, vectorizers, config)["serving_default"]
     return [PerplexityLogger(), SampleWriter(generate, config.generation, log_dir)]
 
