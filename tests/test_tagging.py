@@ -156,3 +156,13 @@ def test_tfds_conll2003_with_mock_data():
     # random mock examples have token and tag lists of different lengths: a clear error
     with tfds.testing.mock_data(num_examples=4), pytest.raises(DataError, match="tokens but"):
         tagged_source("tfds:conll2003", "train")
+
+
+def test_gradient_diagnosis_works_on_a_tagger_run(ner, tmp_path):
+    from nlp_rnn.experiments.gradients import diagnose_gradients
+
+    _, result, _ = ner
+    report = diagnose_gradients(result.run_dir, batches=1, output_dir=tmp_path,
+                                log=lambda line: None)
+    assert np.all(np.isfinite(report["trained"])) and report["trained"][0] > 0
+    assert (tmp_path / "gradient_norms.png").stat().st_size > 0

@@ -11,7 +11,8 @@ final token, so rows of different lengths line up. A SimpleRNN's curve falls by 
 magnitude within a few dozen steps; gated cells keep a far longer reach.
 
 "Final prediction" is the label for N->1 tasks and the last real position's output for N->N
-tasks (the language model's next-token prediction after the whole window).
+tasks (the language model's next-token prediction after the whole window; a tagger's last tag,
+scored by the cross-entropy of its potentials, since the CRF likelihood has no per-step loss).
 
 Writes ``gradient_norms.csv``, ``gradient_norms.png`` and ``summary.md`` to
 ``RUN_DIR/diagnostics/gradients/`` and the figure to TensorBoard (``RUN_DIR/logs/diagnostics``).
@@ -79,9 +80,10 @@ def step_gradient_norms(model, loss_fn, batches) -> tuple[np.ndarray, np.ndarray
     """Mean ‖∂L_final/∂x_t‖ by distance k = (final step - t), and how many rows reach each k.
 
     Args:
-        model: a Keras model whose first input is int token ids (0 = padding).
+        model: a Keras model taking int token ids [B, T] (0 = padding), or a dict of
+            features whose "words" are.
         loss_fn: the task's training loss (mean over the batch).
-        batches: iterable of (tokens [B, T], targets) as the task's dev batches give them.
+        batches: iterable of (tokens or features, targets) as the task's dev batches give them.
     Returns:
         (norms [K], counts [K]) with K the longest row; norms[0] is at the final token.
     """
@@ -103,10 +105,11 @@ def step_gradient_norms(model, loss_fn, batches) -> tuple[np.ndarray, np.ndarray
 
                 layer.call = watched
                 outputs = model(tokens, training=False)
-                lengths = tf.reduce_sum(tf.cast(tokens != 0, tf.int32), axis=1)
+                ids = tokens["words"] if isinstance(tokens, dict) else tokens
+                lengths = tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1)
                 gold, predicted = _final_predictions(outputs, targets, lengths)
                 # x batch size: the gradient of each row's own loss, not of the batch mean
-                loss = loss_fn(gold, predicted) * tf.cast(tf.shape(tokens)[0], tf.float32)
+                loss = loss_fn(gold, predicted) * tf.cast(tf.shape(ids)[0], tf.float32)
             grads = tape.gradient(loss, seen[0])
             norms = tf.norm(tf.cast(grads, tf.float64), axis=-1).numpy()  # [B, T]
             for row, length in zip(norms, lengths.numpy()):
@@ -149,6 +152,8 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
     if not weights.exists():
         raise UserError(f"{run_dir}: no trained weights ({BEST_WEIGHTS}); the run has not "
                         "finished an epoch")
+    import keras
+
     from nlp_rnn import training
     from nlp_rnn.tasks import TASKS
 
@@ -156,7 +161,10 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
     data = task.load_data(config)
     vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
     dev = list(task.dev_batches(config, data, vectorizers).take(batches))
-    loss_fn = task.compile_args(config)["loss"]
+    # a tagger trains on its CRF likelihood: score its final tag by the cross-entropy of the
+    # final position's potentials instead
+    loss_fn = task.compile_args(config).get("loss") or keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True)
     training.set_seed(config.seed)
     model = task.build_model(config, vectorizers)  # initial weights from the run's seed
     log(f"[{config.name}] measuring |dL/dx_t| on {len(dev)} dev batches: initial weights ...")
