@@ -56,6 +56,9 @@ def curves_png(series: dict[str, list[tuple[int, float]]], ylabel: str, title: s
             xs, ys = zip(*points)
             ax.plot(xs, ys, marker="o", label=name)
     ax.set_xlabel("epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs 1, 2, 3, not 2.5
     ax.set_ylabel(ylabel)
     if log_scale:
         from matplotlib.ticker import ScalarFormatter
