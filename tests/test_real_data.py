@@ -44,3 +44,10 @@ def test_sst2_learns(tmp_path, monkeypatch):
                                           SHARED / "sst2" / "dev.tsv", ["train.epochs=2"])
     assert metrics["dev"]["accuracy"] >= 0.80
     assert evaluated["accuracy"] == pytest.approx(metrics["dev"]["accuracy"], abs=1e-9)
+
+
+def test_conll2003_reaches_89_dev_f1_and_evaluate_reproduces_it(tmp_path, monkeypatch):
+    dev = SHARED / "conll2003" / "dev.txt"
+    metrics, evaluated = run_and_evaluate(tmp_path, monkeypatch, "conll2003.yaml", dev)
+    assert metrics["dev"]["f1"] >= 0.89
+    assert evaluated["f1"] == pytest.approx(metrics["dev"]["f1"], abs=1e-12)

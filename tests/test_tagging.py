@@ -166,3 +166,12 @@ def test_gradient_diagnosis_works_on_a_tagger_run(ner, tmp_path):
                                 log=lambda line: None)
     assert np.all(np.isfinite(report["trained"])) and report["trained"][0] > 0
     assert (tmp_path / "gradient_norms.png").stat().st_size > 0
+
+
+def test_an_empty_token_inside_a_pre_tokenized_row_is_a_token_not_padding(ner):
+    config, result, _ = ner
+    data = tagging.load_data(config)
+    vecs = tagging.build_vectorizers(config, data, result.run_dir / "vocab")
+    features = tagging.featurize(config, vecs, tf.ragged.constant([["Peter", "", "said"]]))
+    words = features["words"].to_tensor().numpy()[0]
+    assert words[1] == 1 and cudnn_mask_ok(tf.constant([words]) != 0)  # OOV keeps the mask right-padded

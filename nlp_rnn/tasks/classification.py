@@ -166,7 +166,11 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def classify(text):
         tokens = batching.pad_batch(tokenize(text))
-        probabilities = model(tokens, training=False)
+        # An empty batch skips the model: TF's CPU convolution returns its input unchanged on
+        # a batch of 0 (wrong channel count), so a `model.conv` front would fail there.
+        probabilities = tf.cond(tf.shape(tokens)[0] > 0,
+                                lambda: model(tokens, training=False),
+                                lambda: tf.zeros([0, len(vectorizers.labels)], tf.float32))
         label_id = tf.argmax(probabilities, axis=-1, output_type=tf.int32)
         return {"label": tf.gather(label_names, label_id), "label_id": label_id,
                 "probabilities": probabilities}

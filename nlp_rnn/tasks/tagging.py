@@ -151,8 +151,10 @@ def featurize(config: TaggingPipeline, vectorizers: Vectorizers,
     tokens = tokens[:, :vec.max_length]
     flat = tokens.flat_values
     chars = tf.strings.unicode_split(flat, "UTF-8")[:, :vec.max_word_chars]
-    return {"words": tokens.with_flat_values(
-                tf.cast(vectorizers.word_lookup(normalize_words(config, flat)), tf.int64)),
+    words = tf.cast(vectorizers.word_lookup(normalize_words(config, flat)), tf.int64)
+    # an empty token (possible mid-row in pre-tokenized input) is unknown, never padding
+    words = tf.where(tf.equal(flat, ""), tf.constant(vectorize.OOV_ID, tf.int64), words)
+    return {"words": tokens.with_flat_values(words),
             "casing": tokens.with_flat_values(casing_ids(flat)),
             "chars": tokens.with_flat_values(
                 tf.ragged.map_flat_values(lambda c: tf.cast(vectorizers.char_lookup(c), tf.int64),
