@@ -86,3 +86,20 @@ def test_exported_generator_continues_raw_prompts(trained):
     assert call([], n=5)["continuation"].shape == (0,)
     sampled = call(["the plot was "] * 4, temperature=1.0, top_k=5)["continuation"].numpy()
     assert all(len(s.decode()) == 30 for s in sampled)
+
+
+@pytest.mark.parametrize("cell, layers", [("lstm", 2), ("gru", 1), ("simple_rnn", 1)])
+def test_stepwise_generation_state_equals_running_the_whole_sequence(cell, layers):
+    config = load_pipeline("lm", [f"model.rnn.cell={cell}", f"model.rnn.layers={layers}",
+                                  "model.rnn.units=16"])
+    tokens = ["", "[UNK]"] + list("abcdefgh")
+    vecs = lm.Vectorizers(tokens, tf.keras.layers.StringLookup(
+        vocabulary=tokens[2:], mask_token="", num_oov_indices=1), "char")
+    model = lm.build_model(config, vecs)
+    ids = tf.constant(np.random.default_rng(0).integers(2, 10, (3, 12)), tf.int64)
+    full = model(ids, training=False).numpy()
+    stepper = lm.Stepper(model)
+    states = stepper.initial_states(3)
+    for t in range(12):
+        logits, states = stepper(ids[:, t], states)
+        np.testing.assert_allclose(logits.numpy(), full[:, t], rtol=1e-4, atol=1e-5)

@@ -19,7 +19,7 @@ import tensorflow as tf
 from nlp_rnn.config import LanguageModelPipeline
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import plain_texts
-from nlp_rnn.layers.rnn import rnn_stack
+from nlp_rnn.layers.rnn import recurrent_layers, rnn_stack
 
 MAIN_METRIC = "perplexity"
 MONITOR = ("val_loss", "min")
@@ -191,6 +191,39 @@ def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor) -> 
         lambda: tf.argmax(logits, axis=-1))
 
 
+class Stepper:
+    """Runs the trained stack one token at a time, carrying each layer's recurrent state.
+
+    Generation reads the prompt once and then costs one cell step per layer per new token,
+    instead of re-running the whole sequence for every token. The cells are the trained
+    layers' own, so the logits equal those of ``model`` on the full sequence.
+    """
+
+    def __init__(self, model: keras.Model):
+        self.embedding = model.get_layer("embedding")
+        self.cells = [layer.cell for layer in recurrent_layers(model)]
+        self.logits = model.get_layer("logits")
+
+    def initial_states(self, batch: tf.Tensor) -> list[list[tf.Tensor]]:
+        sizes = lambda cell: cell.state_size if isinstance(  # noqa: E731
+            cell.state_size, (list, tuple)) else [cell.state_size]
+        return [[tf.zeros([batch, n], cell.compute_dtype) for n in sizes(cell)]
+                for cell in self.cells]
+
+    def __call__(self, tokens: tf.Tensor, states, active: tf.Tensor | None = None):
+        """One step: tokens int64 [B] -> (logits [B, V], new states); rows where ``active`` is
+        False keep their old state (a prompt shorter than the batch's longest)."""
+        x = self.embedding(tokens)
+        new_states = []
+        for cell, state in zip(self.cells, states):
+            x, updated = cell(x, state, training=False)
+            updated = updated if isinstance(updated, (list, tuple)) else [updated]
+            if active is not None:
+                updated = [tf.where(active[:, None], u, s) for u, s in zip(updated, state)]
+            new_states.append(list(updated))
+        return self.logits(x), new_states
+
+
 def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
                       config: LanguageModelPipeline) -> dict:
     """``serving_default``: prompt string [None], max_length int32 [], temperature float32 [],
@@ -198,6 +231,7 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
     vocab = tf.constant(vectorizers.tokens)
     separator = vectorizers.separator
     lookup = vectorizers.lookup
+    stepper = Stepper(model)
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="prompt"),
@@ -206,23 +240,35 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
         tf.TensorSpec([], tf.int32, name="top_k")])
     def generate(prompt, max_length, temperature, top_k):
         ids = tf.cast(lookup(_tokenize(config, prompt)), tf.int64)
-        start = tf.maximum(ids.row_lengths(), 1)  # an empty prompt starts from one OOV token
-        buffer = tf.pad(batching.pad_batch(ids), [[0, 0], [0, max_length]])
-        rows = tf.range(tf.shape(buffer)[0], dtype=tf.int64)
+        prompt_ids = batching.pad_batch(ids)  # an empty prompt starts from one OOV token
+        lengths = tf.maximum(ids.row_lengths(), 1)
+        batch = tf.shape(prompt_ids)[0]
+        vocab_size = len(vectorizers.tokens)
 
-        def step(i, buffer):
-            position = start + tf.cast(i, tf.int64)
-            logits = model(buffer[:, :tf.reduce_max(position)], training=False)
-            last = tf.gather(logits, position - 1, batch_dims=1)
-            chosen = sample_next(last, temperature, top_k)
-            return i + 1, tf.tensor_scatter_nd_update(
-                buffer, tf.stack([rows, position], axis=1), chosen)
+        def read(t, states, logits):  # the prompt, once
+            step_logits, new_states = stepper(prompt_ids[:, t], states,
+                                              active=tf.cast(t, tf.int64) < lengths)
+            last = tf.equal(tf.cast(t, tf.int64), lengths - 1)
+            return t + 1, new_states, tf.where(last[:, None], step_logits, logits)
 
-        steps = tf.where(tf.size(start) > 0, max_length, 0)  # a batch of no prompts: no steps
-        _, buffer = tf.while_loop(lambda i, _: i < steps, step, [tf.constant(0), buffer])
-        offsets = start[:, None] + tf.range(tf.cast(max_length, tf.int64))[None, :]
-        generated = tf.gather(vocab, tf.gather(buffer, offsets, batch_dims=1))
-        continuation = tf.strings.reduce_join(generated, axis=1, separator=separator)
+        _, states, logits = tf.while_loop(
+            lambda t, *_: t < tf.shape(prompt_ids)[1], read,
+            [tf.constant(0), stepper.initial_states(batch), tf.zeros([batch, vocab_size])])
+
+        def write(i, states, logits, generated):  # then one step per new token
+            chosen = sample_next(logits, temperature, top_k)
+            generated = generated.write(i, chosen)
+            logits, states = stepper(chosen, states)
+            return i + 1, states, logits, generated
+
+        steps = tf.where(batch > 0, max_length, 0)  # a batch of no prompts: no steps
+        _, _, _, generated = tf.while_loop(
+            lambda i, *_: i < steps, write,
+            [tf.constant(0), states, logits, tf.TensorArray(tf.int64, size=steps)])
+        chosen = tf.cond(steps > 0, lambda: tf.transpose(generated.stack()),  # [batch, steps]
+                         lambda: tf.zeros([batch, 0], tf.int64))  # stack() needs an element
+        continuation = tf.strings.reduce_join(tf.gather(vocab, chosen), axis=1,
+                                              separator=separator)
         joiner = "" if separator == "" else " "
         return {"continuation": continuation,
                 "text": tf.strings.join([prompt, continuation], separator=joiner)}
