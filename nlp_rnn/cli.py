@@ -16,16 +16,25 @@ import click
 from nlp_rnn import __version__
 from nlp_rnn.errors import UserError
 
+# Line breaks a message may carry from data (a CSV header, a JSON key, a file name): escaped,
+# so that an error is always exactly one line.
+_LINE_BREAKS = {ord(c): repr(c)[1:-1] for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"}
+SEED = click.IntRange(0, 2**32 - 1)  # what NumPy accepts
+
 
 def user_errors(fn):
-    """Turn a UserError into ``error: <file:line: message>`` on stderr and exit code 2."""
+    """Turn a UserError (or an OSError: a folder that cannot be created, a full disk) into
+    ``error: <file:line: message>`` on stderr and exit code 2."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except UserError as exc:
-            click.echo(f"error: {exc}", err=True)
+        except (UserError, OSError) as exc:
+            message = str(exc)
+            if isinstance(exc, OSError) and exc.filename and exc.strerror:
+                message = f"{exc.filename}: {exc.strerror}"
+            click.echo(f"error: {message.translate(_LINE_BREAKS)}", err=True)
             sys.exit(2)
 
     return wrapper
@@ -91,7 +100,7 @@ def run():
 @click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE",
               help="Override any config key, e.g. --set train.epochs=3 (repeatable).")
 @click.option("--output-dir", default=None, help="Root of run folders (default: runs).")
-@click.option("--seed", type=int, default=None, help="Random seed (overrides the config's).")
+@click.option("--seed", type=SEED, default=None, help="Random seed (overrides the config's).")
 @click.option("--dry-run", is_flag=True,
               help="Validate and print the resolved config(s); train nothing.")
 @user_errors
@@ -125,7 +134,7 @@ def run_pipeline_command(pipelines, overrides, output_dir, seed, dry_run):
               help="A key and the values to try (repeatable; every combination runs).")
 @click.option("--set", "overrides", multiple=True, metavar="KEY.SUB=VALUE",
               help="Override a key for every variant (repeatable).")
-@click.option("--seed", type=int, default=None, help="Random seed shared by all variants.")
+@click.option("--seed", type=SEED, default=None, help="Random seed shared by all variants.")
 @click.option("--output-dir", default="comparisons", show_default=True,
               help="Where the comparison folder is created.")
 @click.option("--export", is_flag=True, help="Also export a SavedModel per variant.")
@@ -163,7 +172,7 @@ def diagnose():
 @click.option("--task", type=click.Choice(["adding", "recall"]), default="adding",
               show_default=True, help="The adding problem, or recall-the-first-token.")
 @click.option("--quick", is_flag=True, help="Tiny grid and budget (seconds; smoke test).")
-@click.option("--seed", type=int, default=42, show_default=True, help="Random seed.")
+@click.option("--seed", type=SEED, default=42, show_default=True, help="Random seed.")
 @user_errors
 def long_range_command(output_dir, lengths, cells, task, quick, seed):
     """Long-term dependencies: SimpleRNN vs LSTM vs GRU.

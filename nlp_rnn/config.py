@@ -27,7 +27,7 @@ SOURCE_PREFIXES = ("tfds:", "builtin:")
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors and objects are immutable."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -113,7 +113,7 @@ class ExportConfig(Section):
 class PipelineBase(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     description: str = ""
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**32)  # the range NumPy's seed accepts
     output_dir: str = "runs"
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
@@ -265,7 +265,7 @@ def _key_lines(text: str) -> dict[tuple, int]:
 
     try:
         walk(yaml.compose(text, Loader=_LineLoader), ())
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         pass
     return lines
 
@@ -295,7 +295,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         raise ConfigError(f"--set expects KEY.SUB=VALUE, got {text!r}")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, RecursionError):
         value = raw
     return key.strip().split("."), value
 
@@ -337,7 +337,7 @@ def _first_error(exc: ValidationError, cls: type[BaseModel], file: str,
     err = errors[0]
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc)
-    line = lines.get(loc) or lines.get(loc[:-1])
+    line = lines.get(loc) or lines.get(tuple(map(str, loc))) or lines.get(loc[:-1])  # 1: x
     if err["type"] == "extra_forbidden":
         allowed = _allowed_keys(cls, loc) or []
         message = "unknown key; allowed: " + ", ".join(allowed)
@@ -356,6 +356,14 @@ def is_local_path(spec: str) -> bool:
     return not spec.startswith(SOURCE_PREFIXES)
 
 
+def _exists(path: str) -> bool:
+    """Path.exists() that is False (not an OSError) for names the OS rejects, e.g. too long."""
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):
+        return False
+
+
 def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> None:
     """Local data paths must exist; built-in corpora must be known."""
     from nlp_rnn.data.builtin import BUILTIN_CORPORA, BUILTIN_TAGGED_CORPORA, SPLITS
@@ -364,6 +372,9 @@ def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> No
     if data is None:
         return
     corpora = BUILTIN_TAGGED_CORPORA if config.task == "tagging" else BUILTIN_CORPORA
+    if getattr(data, "train", None) == []:
+        raise ConfigError("empty list; expected at least one file", file, "data.train",
+                          lines.get(("data", "train")))
     for field, value in _data_specs(data):
         line = lines.get(("data", field))
         if value.startswith("builtin:"):
@@ -374,7 +385,10 @@ def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> No
             if split and split not in SPLITS:
                 raise ConfigError(f"unknown split {split!r} of built-in corpus {corpus!r}; "
                                   "known: " + ", ".join(SPLITS), file, f"data.{field}", line)
-        elif is_local_path(value) and not Path(value).exists():
+        elif is_local_path(value) and not value.strip():
+            raise ConfigError("empty path; expected a file, tfds:NAME or builtin:NAME", file,
+                              f"data.{field}", line)
+        elif is_local_path(value) and not _exists(value):
             raise ConfigError(f"file not found: {value} (relative paths are resolved from "
                               f"{os.getcwd()})", file, f"data.{field}", line)
 
@@ -407,7 +421,7 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
     if not isinstance(raw, dict):
         raise ConfigError("a pipeline must be a YAML mapping (key: value lines)", file)
     task = raw.get("task")
-    if task not in PIPELINE_CLASSES:
+    if not isinstance(task, str) or task not in PIPELINE_CLASSES:
         raise ConfigError(f"task must be one of {', '.join(PIPELINE_CLASSES)} (got {task!r})",
                           file, "task", lines.get(("task",)))
     cls = PIPELINE_CLASSES[task]
@@ -427,18 +441,27 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
 def read_yaml(path: str) -> tuple[Any, str]:
     """Read a YAML file safely; syntax errors become ConfigError with the line."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise ConfigError("pipeline file not found", path) from None
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise ConfigError(f"cannot read: {exc}", path) from None
+    try:  # universal newlines, as read_text() would give
+        text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"invalid UTF-8 (byte 0x{data[exc.start]:02x})", path,
+                          line=data.count(b"\n", 0, exc.start) + 1) from None
     try:
         return yaml.safe_load(text), text
+    except RecursionError:
+        raise ConfigError("invalid YAML: nested too deeply", path) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else None
+        if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark, a position
+            line = text.count("\n", 0, exc.position) + 1
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"invalid YAML: {problem}", path,
-                          line=mark.line + 1 if mark else None) from None
+        raise ConfigError(f"invalid YAML: {problem}", path, line=line) from None
 
 
 def builtin_pipeline_text(name: str) -> str:
@@ -456,10 +479,10 @@ def load_pipeline(source: str, overrides: list[str] = (), seed: int | None = Non
         output_dir: overrides ``output_dir`` when given.
     """
     name = source.removeprefix("builtin:")
-    if not Path(source).exists() and name in BUILTIN_PIPELINES:
+    if not _exists(source) and name in BUILTIN_PIPELINES:
         text = builtin_pipeline_text(name)
         raw, file = yaml.safe_load(text), f"builtin:{name}"
-    elif not Path(source).exists() and not source.endswith((".yaml", ".yml")):
+    elif not _exists(source) and not source.endswith((".yaml", ".yml")):
         raise ConfigError("no such pipeline file or built-in pipeline; built-ins: "
                           + ", ".join(BUILTIN_PIPELINES) + " (see `nlp-rnn list`)", source)
     else:

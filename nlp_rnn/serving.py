@@ -119,7 +119,8 @@ def evaluate(model_dir: str, data: str, data_format: str = "auto", text_column: 
         version_dir, metadata, classify = load_exported(model_dir)
         source = labelled_source(data, "dev", data_format,
                                  text_column or metadata.get("text_column", "text"),
-                                 label_column or metadata.get("label_column", "label"))
+                                 label_column or metadata.get("label_column", "label"),
+                                 known=tuple(metadata["labels"]))
         metrics = TASKS["classification"].evaluate(classify, source.dataset(), metadata["labels"])
     else:
         raise UserError(f"evaluate supports classification and tagging models; {model_dir} is "
@@ -148,7 +149,7 @@ def _evaluate_tagger(model_dir, data, data_format, token_column, tag_column) -> 
     source = tagged_source(data, "dev", data_format,
                            _column(token_column, metadata.get("token_column", 0), "--text-column"),
                            _column(tag_column, metadata.get("tag_column", -1), "--label-column"),
-                           "auto", "iob2")
+                           "auto", "iob2", known_types=tuple(metadata["entity_types"]))
     import tensorflow as tf
 
     tag_tokens = tf.saved_model.load(str(version_dir)).signatures["tag_tokens"]

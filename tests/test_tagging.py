@@ -99,7 +99,7 @@ def test_evaluate_rejects_entity_types_the_model_never_saw(ner, tmp_path):
     bad.write_text("Mars B-PLANET\n\n")
     out = CliRunner().invoke(main, ["evaluate", str(root / "saved_models" / "ner"),
                                     "--data", str(bad)])
-    assert out.exit_code == 2 and "PLANET" in out.output
+    assert out.exit_code == 2 and f"{bad}:1: entity type 'PLANET' never seen" in out.output
 
 
 def test_predict_prints_entity_spans(ner):

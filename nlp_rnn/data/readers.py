@@ -16,7 +16,7 @@ import os
 import re
 import zlib
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO, TextIO
 
@@ -26,6 +26,7 @@ FORMATS = ("auto", "csv", "tsv", "jsonl", "folder", "txt")
 _EXTENSION_FORMATS = {".csv": "csv", ".tsv": "tsv", ".tab": "tsv", ".jsonl": "jsonl",
                       ".json": "jsonl", ".txt": "txt"}
 _INTEGER = re.compile(r"-?[0-9]+")
+_FIELD_LIMIT = 2**31 - 1  # csv's default (128 KiB) would reject a long review as malformed
 
 
 class _Utf8LineReader(io.TextIOBase):
@@ -135,8 +136,14 @@ def _column_index(header: list[str], column: str, delimiter: str, path: str, lin
     return header.index(column)
 
 
+def unknown_label(label: str, known: Collection[str]) -> str:
+    """The message for a label outside the training labels."""
+    return f"label {label!r} never seen in training (training labels: {', '.join(known)})"
+
+
 def read_delimited(path: str, text_column: str, label_column: str | None,
-                   delimiter: str | None = None) -> Iterator[tuple[str, str | None]]:
+                   delimiter: str | None = None,
+                   known: Collection[str] | None = None) -> Iterator[tuple[str, str | None]]:
     """Yield (text, label) from a CSV/TSV file with a header row; label is None without label_column.
 
     TSV is read with quoting off because SST-2 text holds literal quote characters; CSV uses
@@ -146,6 +153,7 @@ def read_delimited(path: str, text_column: str, label_column: str | None,
     path = str(path)
     delimiter = delimiter or delimiter_for(path)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    csv.field_size_limit(max(csv.field_size_limit(), _FIELD_LIMIT))
     with open_text(path) as fh:
         records = _records(csv.reader(fh, delimiter=delimiter, quoting=quoting, strict=True), path)
         header_line, header = next(records, (None, None))
@@ -161,13 +169,35 @@ def read_delimited(path: str, text_column: str, label_column: str | None,
             label = None if label_i is None else row[label_i].strip()
             if label == "":
                 raise DataError(f"empty label in column '{label_column}'", path, line)
+            if known is not None and label not in known:
+                raise DataError(unknown_label(label, known), path, line)
             yield row[text_i], label
+
+
+def parse_json_line(raw: str, path: str, line: int) -> object:
+    """json.loads for one line; bad JSON (also too deeply nested) is a DataError."""
+    try:
+        return json.loads(raw)
+    except json.JSONDecodeError as e:
+        raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path, line) from None
+    except RecursionError:
+        raise DataError("invalid JSON: nested too deeply", path, line) from None
+
+
+def check_unicode(value: str, key: str, path: str, line: int) -> str:
+    """A JSON \\uD800-\\uDFFF escape decodes to a lone surrogate, which is not text (UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise DataError(f"'{key}' holds an unpaired surrogate escape \\u{ord(value[e.start]):04x}"
+                        " (not valid Unicode text)", path, line) from None
+    return value
 
 
 def _json_label(value: object, key: str, path: str, line: int) -> str:
     # bool is an int subclass and floats print as '1.0': both would silently make new classes.
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return check_unicode(value.strip(), key, path, line)
     if isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if isinstance(value, str):
@@ -176,8 +206,8 @@ def _json_label(value: object, key: str, path: str, line: int) -> str:
                     path, line)
 
 
-def read_jsonl(path: str, text_key: str,
-               label_key: str | None) -> Iterator[tuple[str, str | None]]:
+def read_jsonl(path: str, text_key: str, label_key: str | None,
+               known: Collection[str] | None = None) -> Iterator[tuple[str, str | None]]:
     """Yield (text, label) from a JSON Lines file (one object per line; blank lines skipped).
 
     Labels may be strings or integers (returned as str); bools, floats and null are rejected.
@@ -187,10 +217,7 @@ def read_jsonl(path: str, text_key: str,
         for line, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path, line) from None
+            obj = parse_json_line(raw, path, line)
             if not isinstance(obj, dict):
                 raise DataError(f"expected a JSON object, found {type(obj).__name__} "
                                 "(JSON Lines needs one object per line)", path, line)
@@ -202,7 +229,10 @@ def read_jsonl(path: str, text_key: str,
             if not isinstance(text, str):
                 raise DataError(f"'{text_key}' must be a string, found {json.dumps(text)[:40]}",
                                 path, line)
+            check_unicode(text, text_key, path, line)
             label = None if label_key is None else _json_label(obj[label_key], label_key, path, line)
+            if known is not None and label not in known:
+                raise DataError(unknown_label(label, known), path, line)
             yield text, label
 
 
@@ -217,7 +247,8 @@ def _read_document(path: str) -> str:
     return text.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
 
 
-def read_class_folders(path: str) -> Iterator[tuple[str, str]]:
+def read_class_folders(path: str,
+                       known: Collection[str] | None = None) -> Iterator[tuple[str, str]]:
     """Yield (text, label) from an aclImdb-style tree path/<label>/*.txt, one example per file.
 
     Classes and files come in sorted name order; hidden entries and non-.txt files are ignored.
@@ -231,6 +262,8 @@ def read_class_folders(path: str) -> Iterator[tuple[str, str]]:
         raise DataError("no class sub-folders; expected <folder>/<label>/*.txt", path)
     for label in classes:
         folder = os.path.join(path, label)
+        if known is not None and label not in known:
+            raise DataError(unknown_label(label, known), folder)
         with os.scandir(folder) as entries:
             files = sorted(e.name for e in entries
                            if _visible(e) and e.is_file() and e.name.lower().endswith(".txt"))
@@ -262,13 +295,16 @@ def _detect_format(path: str) -> str:
 
 
 def read_examples(path: str, format: str = "auto", text_column: str = "text",
-                  label_column: str | None = "label") -> Iterator[tuple[str, str | None]]:
+                  label_column: str | None = "label",
+                  known: Collection[str] | None = None) -> Iterator[tuple[str, str | None]]:
     """Yield (text, label) from any supported source; label is None when label_column is None.
 
     Args:
         format: one of FORMATS; 'auto' picks by extension, or 'folder' for a directory.
         text_column, label_column: column names (csv/tsv) or keys (jsonl); ignored by
             'folder' (labels are the sub-folder names) and 'txt' (no labels).
+        known: if given, any other label is a DataError at its line (dev data must not hold
+            labels the model never saw in training).
     """
     path = str(path)
     if format not in FORMATS:
@@ -279,11 +315,11 @@ def read_examples(path: str, format: str = "auto", text_column: str = "text",
         format = _detect_format(path)
     if format in ("csv", "tsv"):
         delimiter = "," if format == "csv" else "\t"
-        return read_delimited(path, text_column, label_column, delimiter)
+        return read_delimited(path, text_column, label_column, delimiter, known)
     if format == "jsonl":
-        return read_jsonl(path, text_column, label_column)
+        return read_jsonl(path, text_column, label_column, known)
     if format == "folder":
-        examples = read_class_folders(path)
+        examples = read_class_folders(path, known)
         return examples if label_column is not None else ((t, None) for t, _ in examples)
     return ((line, None) for line in read_lines(path))
 

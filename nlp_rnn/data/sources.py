@@ -71,8 +71,10 @@ def _tfds_source(spec: str, role: str) -> LabelledSource:
     return LabelledSource(spec, labels, count, 0, lambda: dataset.map(to_pair))
 
 
-def _file_source(path: str, fmt: str, text_column: str, label_column: str) -> LabelledSource:
-    read = lambda: readers.read_examples(path, fmt, text_column, label_column)  # noqa: E731
+def _file_source(path: str, fmt: str, text_column: str, label_column: str,
+                 known: tuple[str, ...] | None) -> LabelledSource:
+    read = lambda: readers.read_examples(path, fmt, text_column, label_column,  # noqa: E731
+                                         known)
     stats = readers.scan_examples(read())
     if stats.count == 0:
         raise DataError("no examples", path)
@@ -84,18 +86,20 @@ def _file_source(path: str, fmt: str, text_column: str, label_column: str) -> La
 
 
 def labelled_source(spec: str, role: str, fmt: str = "auto", text_column: str = "text",
-                    label_column: str = "label") -> LabelledSource:
+                    label_column: str = "label",
+                    known: tuple[str, ...] | None = None) -> LabelledSource:
     """The (text, label) source named by ``spec``.
 
     Args:
         spec: a local path, ``tfds:NAME[:SPLIT]`` or ``builtin:NAME[:SPLIT]``.
         role: "train" or "dev": the default split when the spec names none.
+        known: the training labels; a file with any other label fails at that line.
     """
     if spec.startswith("builtin:"):
         return _builtin_source(spec, role)
     if spec.startswith("tfds:"):
         return _tfds_source(spec, role)
-    return _file_source(spec, fmt, text_column, label_column)
+    return _file_source(spec, fmt, text_column, label_column, known)
 
 
 def _read_text(spec: str) -> str:
@@ -180,8 +184,8 @@ def _tfds_tagged(spec: str, role: str, target: str):
 
 
 def tagged_source(spec: str, role: str, fmt: str = "auto", token_column: int = 0,
-                  tag_column: int = -1, scheme: str = "auto",
-                  target_scheme: str = "iob2") -> TaggedSource:
+                  tag_column: int = -1, scheme: str = "auto", target_scheme: str = "iob2",
+                  known_types: tuple[str, ...] | None = None) -> TaggedSource:
     """The tagged sentences named by ``spec``, with tags converted to ``target_scheme``.
 
     Args:
@@ -189,6 +193,7 @@ def tagged_source(spec: str, role: str, fmt: str = "auto", token_column: int = 0
             ``builtin:NAME[:SPLIT]``.
         role: "train" or "dev": the default split when the spec names none.
         scheme: the source's tag scheme ("auto" accepts IOB1, IOB2 and BIOES).
+        known_types: the training entity types; a file with any other fails at that line.
     """
     if spec.startswith("builtin:"):
         name, split = split_spec(spec, "builtin:", role)
@@ -199,7 +204,7 @@ def tagged_source(spec: str, role: str, fmt: str = "auto", token_column: int = 0
         read = _tfds_tagged(spec, role, target_scheme)
     else:
         read = lambda: tagging.read_tagged(spec, fmt, token_column, tag_column,  # noqa: E731
-                                           scheme, target_scheme)
+                                           scheme, target_scheme, known_types=known_types)
     stats = tagging.scan_tagged(read())  # validates a whole file before training starts
     if stats.sentences == 0:
         raise DataError("no sentences", spec)

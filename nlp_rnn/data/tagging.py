@@ -21,10 +21,10 @@ from __future__ import annotations
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
-from nlp_rnn.data.readers import _suffix, open_text
+from nlp_rnn.data.readers import _suffix, check_unicode, open_text, parse_json_line
 from nlp_rnn.errors import DataError
 
 SCHEMES = ("iob1", "iob2", "bioes")
@@ -216,6 +216,7 @@ def _string_list(obj: dict, key: str, path: str, line: int) -> list[str]:
         if not isinstance(item, str) or not item:
             raise DataError(f"{key}[{i}] must be a non-empty string, found "
                             f"{json.dumps(item)[:40]}", path, line)
+        check_unicode(item, f"{key}[{i}]", path, line)
     return value
 
 
@@ -233,10 +234,7 @@ def read_tagged_jsonl(path: str, tokens_key: str = "tokens", tags_key: str = "ta
         for line, raw in enumerate(fh, start=1):
             if not raw.strip():
                 continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataError(f"invalid JSON: {e.msg} (column {e.colno})", path, line) from None
+            obj = parse_json_line(raw, path, line)
             if not isinstance(obj, dict):
                 raise DataError(f"expected a JSON object, found {type(obj).__name__} "
                                 "(JSON Lines needs one object per line)", path, line)
@@ -253,7 +251,8 @@ def read_tagged_jsonl(path: str, tokens_key: str = "tokens", tags_key: str = "ta
 
 def read_tagged(path: str, format: str = "auto", token_column: int = 0, tag_column: int = -1,
                 source_scheme: str = "auto", target_scheme: str = "iob2",
-                tokens_key: str = "tokens", tags_key: str = "tags") -> Iterator[Sentence]:
+                tokens_key: str = "tokens", tags_key: str = "tags",
+                known_types: Collection[str] | None = None) -> Iterator[Sentence]:
     """Yield (tokens, tags, first line) from a CoNLL or JSON Lines file.
 
     Args:
@@ -261,6 +260,8 @@ def read_tagged(path: str, format: str = "auto", token_column: int = 0, tag_colu
             "conll" or "jsonl".
         token_column, tag_column: CoNLL column indices (negative counts from the end).
         tokens_key, tags_key: JSON Lines keys.
+        known_types: if given, any other entity type is a DataError at its token's line (dev
+            data must not hold types the model never saw in training).
     Raises:
         DataError: bad arguments or a missing file (at once), bad data or no sentences at all
             (while iterating).
@@ -279,7 +280,21 @@ def read_tagged(path: str, format: str = "auto", token_column: int = 0, tag_colu
         sentences = read_tagged_jsonl(path, tokens_key, tags_key, source_scheme, target_scheme)
     else:
         sentences = read_conll(path, token_column, tag_column, source_scheme, target_scheme)
+    if known_types is not None:
+        sentences = _known_types(sentences, known_types, path, per_token_lines=format == "conll")
     return _nonempty(sentences, path)
+
+
+def _known_types(sentences: Iterator[Sentence], known: Collection[str], path: str,
+                 per_token_lines: bool) -> Iterator[Sentence]:
+    """Pass sentences through; an entity type outside ``known`` fails at its token's line."""
+    for tokens, tags, line in sentences:
+        for i, tag in enumerate(tags):
+            kind = tag.partition("-")[2]
+            if tag != "O" and kind not in known:
+                raise DataError(f"entity type {kind!r} never seen in training (training types: "
+                                f"{', '.join(known)})", path, line + i if per_token_lines else line)
+        yield tokens, tags, line
 
 
 def _nonempty(sentences: Iterator[Sentence], path: str) -> Iterator[Sentence]:

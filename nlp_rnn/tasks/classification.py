@@ -54,7 +54,8 @@ def load_data(config: ClassificationPipeline) -> Data:
     """Open the train and dev sources (local files are validated here, before training)."""
     data = config.data
     train = labelled_source(data.train, "train", data.format, data.text_column, data.label_column)
-    dev = labelled_source(data.dev, "dev", data.format, data.text_column, data.label_column)
+    dev = labelled_source(data.dev, "dev", data.format, data.text_column, data.label_column,
+                          known=train.labels)
     unknown = set(dev.labels) - set(train.labels)
     if unknown:
         raise DataError(f"dev has labels never seen in training: {', '.join(sorted(unknown))} "

@@ -77,7 +77,8 @@ def load_data(config: TaggingPipeline) -> Data:
     d, scheme = config.data, config.vectorize.tag_scheme
     train = tagged_source(d.train, "train", d.format, d.token_column, d.tag_column, d.scheme,
                           scheme)
-    dev = tagged_source(d.dev, "dev", d.format, d.token_column, d.tag_column, d.scheme, scheme)
+    dev = tagged_source(d.dev, "dev", d.format, d.token_column, d.tag_column, d.scheme, scheme,
+                        known_types=tuple(train.stats.entity_counts))
     unknown = set(dev.stats.entity_counts) - set(train.stats.entity_counts)
     if unknown:
         raise DataError(f"dev has entity types never seen in training: "
