@@ -1,0 +1,206 @@
+"""The benchmark package's pure pieces, the reference model's shape and a micro input-pipeline run.
+
+No timing is asserted: these machines are too noisy for that; the benchmark itself reports ratios.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = str(Path(__file__).resolve().parents[1])
+if ROOT not in sys.path:  # benchmarks/ is not an installed package; `pytest` alone needs this
+    sys.path.insert(0, ROOT)
+
+from benchmarks import __main__ as cli  # noqa: E402
+from benchmarks.common import (Check, DataFiles, SectionResult, StageClock, alternate,
+                               epoch_curve, fmt, markdown_table, median, percentile, ratio,
+                               read_pairs, time_to_threshold, times_str, write_pairs)  # noqa: E402
+from benchmarks.report import load_json, render_markdown, save_json  # noqa: E402
+from benchmarks.scaling import linearity  # noqa: E402
+
+
+def test_median_percentile_ratio():
+    assert median([3, 1, 2]) == 2 and median([4, 1, 2, 3]) == 2.5 and math.isnan(median([]))
+    assert percentile(range(1, 101), 50) == pytest.approx(50.5)
+    assert percentile([0, 10], 99) == pytest.approx(9.9)
+    assert percentile([7], 99) == 7
+    assert ratio(6, 3) == 2 and math.isnan(ratio(1, 0)) and math.isnan(ratio(None, 1))
+    assert math.isnan(ratio(math.nan, 1))
+    assert times_str(2.3456) == "2.35×" and times_str(math.nan) == "–"
+
+
+def test_time_to_threshold_is_the_first_epoch_end_reaching_it():
+    curve = [(40.0, 0.80), (90.0, 0.85), (140.0, 0.84), (190.0, 0.90)]
+    assert time_to_threshold(curve, 0.85) == 90.0  # reaching exactly counts
+    assert time_to_threshold(curve, 0.89) == 190.0
+    assert time_to_threshold(curve, 0.95) is None
+    assert time_to_threshold([], 0.5) is None
+
+
+def test_speedup_verdicts():
+    from benchmarks.training import speedup
+
+    assert speedup(100.0, 250.0, 400.0) == ("2.50×", True)
+    assert speedup(100.0, 150.0, 400.0) == ("1.50×", False)
+    assert speedup(100.0, None, 400.0) == ("> 4.00×", True)  # a lower bound that suffices
+    assert speedup(100.0, None, 150.0) == ("> 1.50×", None)  # a bound that decides nothing
+    assert speedup(None, 150.0, 400.0) == ("nlp-rnn did not reach it", False)
+    assert speedup(None, None, 400.0) == ("neither reached it", None)
+
+
+def test_alternate_interleaves_rotates_and_warms_up():
+    order: list[str] = []
+    ticks = iter(range(1000))
+    calls = {name: (lambda n=name: order.append(n)) for name in "ABC"}
+    times = alternate(calls, reps=3, warmup=1, clock=lambda: float(next(ticks)))
+    assert order == list("ABC") + list("ABC") + list("BCA") + list("CAB")
+    assert {k: len(v) for k, v in times.items()} == {"A": 3, "B": 3, "C": 3}
+    assert all(t == 1.0 for v in times.values() for t in v)  # one tick per call
+
+
+def test_markdown_table_aligns_numbers_right_and_formats():
+    table = markdown_table([{"side": "nlp-rnn", "s": 12.345, "n": 12345, "acc": "0.8812"},
+                            {"side": "ref", "s": math.nan, "n": 7, "acc": "0.8501"}])
+    lines = table.splitlines()
+    assert lines[0].startswith("| side ") and len({len(line) for line in lines}) == 1
+    assert lines[1].startswith("|---") and lines[1].endswith(":|")  # acc is numeric too
+    assert "12.3" in lines[2] and "12,345" in lines[2] and "–" in lines[3]
+    assert fmt(None) == "–" and fmt(1234.5) == "1,234" and fmt(0.88123, 4) == "0.8812"
+    assert markdown_table([]) == "_(no rows)_"
+
+
+def test_stage_clock_reads_run_pipeline_stages():
+    now = iter([0.0, 1.0, 2.0, 5.0, 9.0, 30.0])
+    clock = StageClock(clock=lambda: next(now))
+    for message in ["[imdb] train 10 examples from x; dev 5 from y; labels: 0, 1",
+                    "[imdb] building the vocabulary from the training split ...",
+                    "[imdb] tokenizing and caching the training data ...",
+                    "[imdb] model imdb_classifier: 1,273,858 parameters",
+                    "[imdb] trained 2 epochs in 20 s; evaluating the best epoch on dev ..."]:
+        clock(message)
+    stages = clock.stages(train_seconds=20.0)
+    assert stages == {"read_and_scan": 2.0, "vocabulary": 3.0, "tokenize_and_cache": 4.0,
+                      "model_build": 1.0, "setup": 10.0, "fit": 20.0}
+    assert math.isnan(StageClock(clock=lambda: 0.0).time_of("trained"))
+
+
+def test_epoch_curve_spreads_callback_time_and_adds_setup():
+    history = [{"epoch": 0.0, "val_accuracy": 0.8, "epoch_seconds": 9.0},
+               {"epoch": 1.0, "val_accuracy": 0.87, "epoch_seconds": 9.0}]
+    curve = epoch_curve(history, setup_seconds=5.0, train_seconds=20.0)
+    assert [r["elapsed"] for r in curve] == [15.0, 25.0]  # ends at setup + train_seconds
+    assert [r["epoch"] for r in curve] == [1, 2]
+    assert time_to_threshold([(r["elapsed"], r["dev_accuracy"]) for r in curve], 0.85) == 25.0
+
+
+def test_linearity_allows_a_fixed_cost():
+    assert linearity([1000, 2000, 4000], [15.0, 25.0, 45.0]) == pytest.approx(1.0)
+    assert linearity([1000, 2000, 4000], [10.0, 20.0, 60.0]) == pytest.approx(2.0)
+
+
+def test_csv_round_trip_and_cycling(tmp_path: Path):
+    path = write_pairs(tmp_path / "x.csv", ['a, "quoted"\nline', "b"], ["1", "0"], count=5)
+    texts, labels = read_pairs(path)
+    assert texts == ['a, "quoted"\nline', "b"] * 2 + ['a, "quoted"\nline']
+    assert labels == ["1", "0", "1", "0", "1"]
+    assert read_pairs(path, limit=2) == (texts[:2], labels[:2])
+
+
+def test_report_renders_and_round_trips(tmp_path: Path):
+    section = SectionResult("training", "Training", "What it measures.",
+                            tables=[("Summary", [{"side": "nlp-rnn", "s/epoch": 100.0}])],
+                            checks=[Check("2× sooner", "2.50×", "≥ 2.00×", True),
+                                    Check("accuracy", "0.88 vs 0.89", "≥", False),
+                                    Check("threshold", "–", "≥ 2.00×", None)],
+                            notes=["a note"], seconds=60.0)
+    report = {"command": "python -m benchmarks --quick", "mode": "quick", "started": "now",
+              "budget_seconds": 600, "wall_seconds": 300.0, "sections": [section],
+              "machine": {"cpu": "Test CPU", "logical_cpus": 2, "usable_cpus": 2,
+                          "memory_gib": 24.0, "load_average": [1.0, 1.0, 1.0]}}
+    text = render_markdown(report)
+    for expected in ("# Benchmarks", "python -m benchmarks --quick", "Test CPU", "Quick run",
+                     "✅ pass", "❌ fail", "| –", "## Training", "**Summary**", "- a note",
+                     "finishes within its budget"):
+        assert expected in text, expected
+    save_json(report, tmp_path / "run.json")
+    assert render_markdown(load_json(tmp_path / "run.json")) == text
+
+
+def test_plan_from_arguments():
+    args = cli.build_parser().parse_args(["--quick", "--epochs", "3", "--threshold", "0.8"])
+    plan = cli.make_plan(args)
+    assert plan.quick and plan.epochs == 3 and plan.threshold == 0.8
+    assert plan.train_limit == cli.QUICK.train_limit
+    assert cli.make_plan(cli.build_parser().parse_args([])) == cli.FULL
+
+
+def test_reference_model_is_the_keras_io_recipe():
+    import keras
+
+    from benchmarks import reference
+
+    model = reference.build_model(reference.ReferenceConfig())
+    assert model.count_params() == 2_757_761  # as published for the recipe
+    bidi = [layer for layer in model.layers if isinstance(layer, keras.layers.Bidirectional)]
+    assert [b.forward_layer.units for b in bidi] == [64, 64]
+    assert [type(b.forward_layer).__name__ for b in bidi] == ["LSTM", "LSTM"]
+    assert [b.forward_layer.return_sequences for b in bidi] == [True, False]
+    assert model.output.shape == (None, 1) and model.loss == "binary_crossentropy"
+
+
+def test_reference_inputs_have_a_fixed_length():
+    import tensorflow as tf
+
+    from benchmarks import reference
+
+    layer = reference.build_vectorizer(reference.ReferenceConfig(), ["a b c d e f g h", "a b"])
+    texts = tf.constant(["a b c d e f g h", "a b", ""])
+    pre = reference.vectorize(layer, texts, 6, "pre").numpy()
+    post = reference.vectorize(layer, texts, 6, "post").numpy()
+    ids = layer(tf.constant(["a b c d e f g h"])).numpy()[0]
+    assert pre.shape == post.shape == (3, 6)
+    assert list(pre[0]) == list(ids[-6:]) and list(post[0]) == list(ids[:6])
+    assert list(pre[1][:4]) == [0] * 4 and list(post[1][2:]) == [0] * 4
+    assert not pre[2].any()
+
+
+TINY_ROWS = [("a wonderful , moving film", "1"), ("dull and far too long", "0"),
+             ("not bad at all , i loved it", "1"), ("the worst plot i have seen", "0")] * 10
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> DataFiles:
+    texts, labels = zip(*TINY_ROWS)
+    train = write_pairs(tmp_path / "train.csv", texts, labels)
+    dev = write_pairs(tmp_path / "dev.csv", texts[:8], labels[:8])
+    return DataFiles(train, dev, len(texts), 8, True)
+
+
+def test_reference_stops_extra_epochs_after_the_threshold(tiny_data: DataFiles):
+    from benchmarks import reference
+
+    run = reference.train(reference.ReferenceConfig(maxlen=8, units=4, embedding_dim=4),
+                          read_pairs(tiny_data.train), read_pairs(tiny_data.dev), epochs=5,
+                          threshold=0.0, extra_epochs=1, log=lambda line: None)
+    assert [r["epoch"] for r in run.history] == [1, 2]  # reached at 1, one more, stop
+    assert run.history[1]["elapsed"] > run.history[0]["elapsed"] > run.setup_seconds
+    assert run.train_positions == 40 * 8 and 0 < run.train_tokens <= run.train_positions
+
+
+def test_input_pipeline_section_on_a_tiny_csv(tiny_data: DataFiles, tmp_path: Path):
+    from benchmarks import input_pipeline, training
+
+    config = training.nlp_rnn_config(tiny_data, tmp_path / "work", 1, [
+        "model.embedding_dim=8", "model.rnn.units=8", "train.batch_size=8",
+        "vectorize.max_length=16"])
+    section = input_pipeline.run(config, tmp_path / "vocab", reps=1, model_batches=2,
+                                 log=lambda line: None)
+    rates = [row["tokens/s"] for row in section.tables[0][1]]
+    assert len(rates) == 3 and all(rate > 0 for rate in rates)
+    assert section.raw["examples"] == 40 and section.raw["model_batches"] == 2
+    assert section.checks[0].passed in (True, False)
+    assert (tmp_path / "vocab" / "vocab.txt").exists()
