@@ -15,22 +15,11 @@ from nlp_rnn.data.readers import (ExampleStats, delimiter_for, open_text, read_c
                                   scan_examples, sort_labels)
 from nlp_rnn.errors import DataError
 
+from file_helpers import error_of, write
+
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-def write(path: Path, content: str | bytes) -> str:
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
-    return str(path)
-
-
-def error_of(fn, *args, **kwargs) -> DataError:
-    """Run fn (draining it if it is a generator) and return the DataError it raises."""
-    with pytest.raises(DataError) as info:
-        result = fn(*args, **kwargs)
-        if hasattr(result, "__next__"):
-            list(result)
-    return info.value
 
 
 # --- open_text ----------------------------------------------------------------------------------

@@ -19,22 +19,11 @@ from nlp_rnn.data.tagging import (SCHEMES, TaggedStats, TagError, convert_tags, 
                                   scan_tagged, spans_to_tags, validate_tag)
 from nlp_rnn.errors import DataError
 
+from file_helpers import error_of, write
+
 CONLL_DEV = Path(__file__).resolve().parents[1].parent / "shared/data/conll2003/dev.txt"
 
 
-def write(path: Path, content: str | bytes) -> str:
-    data = content.encode("utf-8") if isinstance(content, str) else content
-    path.write_bytes(gzip.compress(data) if path.name.endswith(".gz") else data)
-    return str(path)
-
-
-def error_of(fn, *args, **kwargs) -> DataError:
-    """Run fn (draining a returned iterator) and return the DataError it raises."""
-    with pytest.raises(DataError) as info:
-        result = fn(*args, **kwargs)
-        if hasattr(result, "__next__"):
-            list(result)
-    return info.value
 
 
 def conll(tmp_path: Path, text: str, name: str = "data.conll", **kwargs) -> list:

@@ -206,13 +206,8 @@ def _json_label(value: object, key: str, path: str, line: int) -> str:
                     path, line)
 
 
-def read_jsonl(path: str, text_key: str, label_key: str | None,
-               known: Collection[str] | None = None) -> Iterator[tuple[str, str | None]]:
-    """Yield (text, label) from a JSON Lines file (one object per line; blank lines skipped).
-
-    Labels may be strings or integers (returned as str); bools, floats and null are rejected.
-    """
-    path = str(path)
+def json_objects(path: str) -> Iterator[tuple[int, dict]]:
+    """(line, object) for each non-blank line of a JSON Lines file; anything else is a DataError."""
     with open_text(path) as fh:
         for line, raw in enumerate(fh, start=1):
             if not raw.strip():
@@ -221,19 +216,30 @@ def read_jsonl(path: str, text_key: str, label_key: str | None,
             if not isinstance(obj, dict):
                 raise DataError(f"expected a JSON object, found {type(obj).__name__} "
                                 "(JSON Lines needs one object per line)", path, line)
-            for key in (text_key, label_key):
-                if key is not None and key not in obj:
-                    raise DataError(f"no key '{key}'; the object has: {', '.join(obj)}",
-                                    path, line)
-            text = obj[text_key]
-            if not isinstance(text, str):
-                raise DataError(f"'{text_key}' must be a string, found {json.dumps(text)[:40]}",
+            yield line, obj
+
+
+def read_jsonl(path: str, text_key: str, label_key: str | None,
+               known: Collection[str] | None = None) -> Iterator[tuple[str, str | None]]:
+    """Yield (text, label) from a JSON Lines file (one object per line; blank lines skipped).
+
+    Labels may be strings or integers (returned as str); bools, floats and null are rejected.
+    """
+    path = str(path)
+    for line, obj in json_objects(path):
+        for key in (text_key, label_key):
+            if key is not None and key not in obj:
+                raise DataError(f"no key '{key}'; the object has: {', '.join(obj)}",
                                 path, line)
-            check_unicode(text, text_key, path, line)
-            label = None if label_key is None else _json_label(obj[label_key], label_key, path, line)
-            if known is not None and label not in known:
-                raise DataError(unknown_label(label, known), path, line)
-            yield text, label
+        text = obj[text_key]
+        if not isinstance(text, str):
+            raise DataError(f"'{text_key}' must be a string, found {json.dumps(text)[:40]}",
+                            path, line)
+        check_unicode(text, text_key, path, line)
+        label = None if label_key is None else _json_label(obj[label_key], label_key, path, line)
+        if known is not None and label not in known:
+            raise DataError(unknown_label(label, known), path, line)
+        yield text, label
 
 
 def _visible(entry: os.DirEntry) -> bool:

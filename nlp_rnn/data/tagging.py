@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
 from dataclasses import dataclass
 
-from nlp_rnn.data.readers import _suffix, check_unicode, open_text, parse_json_line
+from nlp_rnn.data.readers import _suffix, check_unicode, json_objects, open_text
 from nlp_rnn.errors import DataError
 
 SCHEMES = ("iob1", "iob2", "bioes")
@@ -230,23 +230,16 @@ def read_tagged_jsonl(path: str, tokens_key: str = "tokens", tags_key: str = "ta
     path = str(path)
     _check_scheme(source_scheme, SOURCE_SCHEMES, "source")
     _check_scheme(target_scheme, SCHEMES, "target")
-    with open_text(path) as fh:
-        for line, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            obj = parse_json_line(raw, path, line)
-            if not isinstance(obj, dict):
-                raise DataError(f"expected a JSON object, found {type(obj).__name__} "
-                                "(JSON Lines needs one object per line)", path, line)
-            tokens = _string_list(obj, tokens_key, path, line)
-            tags = _string_list(obj, tags_key, path, line)
-            if not tokens:
-                raise DataError(f"'{tokens_key}' is empty; a sentence needs at least one token",
-                                path, line)
-            if len(tokens) != len(tags):
-                raise DataError(f"{len(tokens)} tokens but {len(tags)} tags", path, line)
-            yield tokens, _convert(tags, source_scheme, target_scheme, path, [line] * len(tags),
-                                   f"{tags_key}[{{}}]: "), line
+    for line, obj in json_objects(path):
+        tokens = _string_list(obj, tokens_key, path, line)
+        tags = _string_list(obj, tags_key, path, line)
+        if not tokens:
+            raise DataError(f"'{tokens_key}' is empty; a sentence needs at least one token",
+                            path, line)
+        if len(tokens) != len(tags):
+            raise DataError(f"{len(tokens)} tokens but {len(tags)} tags", path, line)
+        yield tokens, _convert(tags, source_scheme, target_scheme, path, [line] * len(tags),
+                               f"{tags_key}[{{}}]: "), line
 
 
 def read_tagged(path: str, format: str = "auto", token_column: int = 0, tag_column: int = -1,
