@@ -187,6 +187,16 @@ def _check_split(split: str) -> None:
         raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
 
 
+def _size_and_rng(corpus: str, split: str, size: int | None, defaults: dict[str, int],
+                  seed: int) -> tuple[int, random.Random]:
+    """The checked split size and the split's own generator, seeded by (corpus, seed, split)."""
+    _check_split(split)
+    size = defaults[split] if size is None else size
+    if size < 0:
+        raise ValueError(f"size must be >= 0, got {size}")
+    return size, random.Random(f"{corpus}:{seed}:{split}")
+
+
 def sentiment_examples(split: str, size: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
     """Generate a deterministic, balanced sentiment corpus whose labels depend on word order.
 
@@ -199,11 +209,7 @@ def sentiment_examples(split: str, size: int | None = None, seed: int = 0) -> li
         A shuffled list of (text, label) pairs, label in {"negative", "positive"}; exactly
         half of each when `size` is even. Texts are lowercase with punctuation as tokens.
     """
-    _check_split(split)
-    size = DEFAULT_SIZES[split] if size is None else size
-    if size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
-    rng = random.Random(f"sentiment:{seed}:{split}")
+    size, rng = _size_and_rng("sentiment", split, size, DEFAULT_SIZES, seed)
     seen: set[str] = set()
     pairs = [_draw_pair(rng, split, seen) for _ in range((size + 1) // 2)]
     examples = [example for pair in pairs for example in pair]
@@ -379,11 +385,7 @@ def ner_examples(split: str, size: int | None = None,
         size: number of sentences; defaults to 2000 for train and 400 for dev and test.
         seed: base seed; the split's own seed is derived from (seed, split).
     """
-    _check_split(split)
-    size = NER_DEFAULT_SIZES[split] if size is None else size
-    if size < 0:
-        raise ValueError(f"size must be >= 0, got {size}")
-    rng = random.Random(f"ner:{seed}:{split}")
+    size, rng = _size_and_rng("ner", split, size, NER_DEFAULT_SIZES, seed)
     seen: set[str] = set()
     examples = []
     while len(examples) < size:
