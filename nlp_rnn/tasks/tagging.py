@@ -173,13 +173,12 @@ def _examples(config: TaggingPipeline, vectorizers: Vectorizers,
             lambda t: tf.cast(vectorizers.tag_lookup(t), tf.int64), tags[:, :max_length])
         return features, ids
 
+    def flat(x):  # an unbatched ragged row may come out as a rank-0-ragged tensor
+        return x.flat_values if isinstance(x, tf.RaggedTensor) else x
+
     def dense(features, ids):
-        return ({"words": features["words"].flat_values if isinstance(
-                    features["words"], tf.RaggedTensor) else features["words"],
-                 "casing": features["casing"].flat_values if isinstance(
-                    features["casing"], tf.RaggedTensor) else features["casing"],
-                 "chars": features["chars"].to_tensor()},
-                ids.flat_values if isinstance(ids, tf.RaggedTensor) else ids)
+        return ({"words": flat(features["words"]), "casing": flat(features["casing"]),
+                 "chars": features["chars"].to_tensor()}, flat(ids))
 
     return (source.dataset()
             .ragged_batch(256)
@@ -482,7 +481,7 @@ def trackables(vectorizers: Vectorizers) -> list:
 
 def export_metadata(config: TaggingPipeline, vectorizers: Vectorizers) -> dict:
     """What ``nlp-rnn predict/evaluate`` need to know about an exported tagger."""
-    return {"tags": [t for t in _all_tags("iob2", entity_types(vectorizers.tags))],
+    return {"tags": _all_tags("iob2", entity_types(vectorizers.tags)),
             "entity_types": entity_types(vectorizers.tags), "model_scheme": vectorizers.scheme,
             "token_column": config.data.token_column, "tag_column": config.data.tag_column,
             "max_length": config.vectorize.max_length}
