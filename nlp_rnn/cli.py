@@ -257,22 +257,27 @@ def list_command(folder):
               help="Language models: sampling temperature; 0 = greedy.")
 @click.option("--top-k", type=click.IntRange(0), default=None,
               help="Language models: sample among the k most likely tokens; 0 = all.")
+@click.option("--beam-width", type=click.IntRange(1, 64), default=None,
+              help="Translators: beam width (default: the exported one); 1 = greedy.")
 @user_errors
-def predict_command(model_dir, texts, input_file, output_file, max_length, temperature, top_k):
+def predict_command(model_dir, texts, input_file, output_file, max_length, temperature, top_k,
+                    beam_width):
     """Predict with an exported SavedModel (MODEL_DIR = saved_models/NAME[/VERSION]).
 
     Prints one JSON object per text: for a classifier
     {"text": "...", "label": "positive", "probabilities": {...}}; for a tagger (text split
     on whitespace) {"text": "...", "entities": [{"type": "PER", "text": "Peter Blackburn",
     "start": 0, "end": 2}], "tokens": [...], "tags": [...]}; for a language model the TEXTs
-    are prompts: {"prompt": "...", "continuation": "..."}.
+    are prompts: {"prompt": "...", "continuation": "..."}; for a translator
+    {"text": "...", "translation": "..."}.
     """
     from nlp_rnn.serving import predict, read_inputs
 
     check_model_dir(model_dir)
     items = read_inputs(list(texts), input_file)
     quiet_tensorflow()
-    generation = {"max_length": max_length, "temperature": temperature, "top_k": top_k}
+    generation = {"max_length": max_length, "temperature": temperature, "top_k": top_k,
+                  "beam_width": beam_width}
     lines = [json.dumps(r, ensure_ascii=False) for r in predict(model_dir, items,
                                                                 generation=generation)]
     if output_file:
@@ -290,15 +295,17 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
 @click.argument("model_dir", type=click.Path())
 @click.option("--data", required=True,
               help="Labelled data: .csv/.tsv[.gz], .jsonl, a folder of class folders, CoNLL "
-                   "column files (taggers), tfds:NAME[:SPLIT] or builtin:NAME[:SPLIT].")
+                   "column files (taggers), tab-separated sentence pairs (translators), "
+                   "tfds:NAME[:SPLIT] or builtin:NAME[:SPLIT].")
 @click.option("--format", "data_format", default="auto", show_default=True,
-              type=click.Choice(["auto", "csv", "tsv", "jsonl", "folder", "conll"]))
+              type=click.Choice(["auto", "csv", "tsv", "jsonl", "folder", "conll", "parallel"]),
+              help="parallel: tab-separated sentence pairs (translators).")
 @click.option("--text-column", default=None,
               help="Default: the one the model was trained with (taggers: the token column "
-                   "number).")
+                   "number; translators: the source column number).")
 @click.option("--label-column", default=None,
               help="Default: the one the model was trained with (taggers: the tag column "
-                   "number).")
+                   "number; translators: the reference column number).")
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @user_errors
 def evaluate_command(model_dir, data, data_format, text_column, label_column, as_json):
@@ -311,6 +318,16 @@ def evaluate_command(model_dir, data, data_format, text_column, label_column, as
     metrics = evaluate(model_dir, data, data_format, text_column, label_column)
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
+        return
+    if metrics["task"] == "translation":
+        click.echo(f"model      {metrics['model']}\ndata       {metrics['data']}  "
+                   f"({metrics['pairs']} sentence pairs)")
+        click.echo(f"BLEU       {metrics['bleu']:.2f}   (sacrebleu {metrics['bleu_signature']}; "
+                   f"beam {metrics['beam_width']}, length penalty {metrics['length_penalty']})")
+        click.echo(f"chrF       {metrics['chrf']:.2f}")
+        if "bleu_greedy" in metrics:
+            click.echo(f"greedy     BLEU {metrics['bleu_greedy']:.2f}, chrF "
+                       f"{metrics['chrf_greedy']:.2f}")
         return
     if metrics["task"] == "tagging":
         click.echo(f"model      {metrics['model']}\ndata       {metrics['data']}  "

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from nlp_rnn.errors import ConfigError
 
-BUILTIN_PIPELINES = ("sentiment", "ner", "lm")  # run in this order by `nlp-rnn run pipeline` with no file
+BUILTIN_PIPELINES = ("sentiment", "ner", "translation", "lm")  # run in this order by `nlp-rnn run pipeline` with no file
 SOURCE_PREFIXES = ("tfds:", "builtin:")
 
 
@@ -99,9 +99,17 @@ class TrainConfig(Section):
     lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="learning rate x this, each epoch")
     clipnorm: Optional[float] = Field(1.0, gt=0.0)
     early_stopping_patience: Optional[int] = Field(2, ge=1)
-    mixed_precision: bool = False
+    # stop after the epoch past which one more would overrun this many minutes of training
+    # (a resumed run counts the epochs its earlier attempts finished)
+    time_limit_minutes: Optional[float] = Field(None, gt=0.0)
+    # true/"float16": mixed_float16 (GPUs); "bfloat16": mixed_bfloat16 (TPUs, recent GPUs; on
+    # this project's AVX512-BF16 CPU it trained the spa_eng model only ~10% faster)
+    mixed_precision: Union[bool, Literal["float16", "bfloat16"]] = False
     shuffle_buffer: int = Field(20000, ge=1)
     steps_per_execution: int = Field(1, ge=1)
+    # tf.distribute (distribute.py): none | mirrored (this machine's GPUs) | multi_worker (the
+    # cluster in TF_CONFIG). batch_size is then the global batch, split over the replicas.
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
 
 
 class ExportConfig(Section):
@@ -235,10 +243,80 @@ class TaggingPipeline(PipelineBase):
     model: TaggingModel = TaggingModel()
 
 
+# ---- translation (seq2seq) -----------------------------------------------------------------
+
+
+class ParallelData(Section):
+    """Sentence pairs: a tab-separated file (columns chosen below, extra columns ignored), two
+    aligned files ``[source_file, target_file]``, ``tfds:NAME[:SPLIT]`` (e.g.
+    ``tfds:ted_hrlr_translate/pt_to_en``) or ``builtin:dates``."""
+
+    train: Union[str, list[str]]
+    dev: Union[str, list[str]]
+    format: Literal["auto", "tsv", "aligned"] = "auto"
+    source_column: int = 1  # Tatoeba files are English<TAB>Spanish: 1 -> 0 is Spanish->English
+    target_column: int = 0
+    source_language: Optional[str] = None  # tfds: feature names (default: supervised keys)
+    target_language: Optional[str] = None
+
+
+class TranslationVectorizeConfig(Section):
+    """One in-graph tokenizer per language: Unicode composition, quotes unified, punctuation
+    split off; the target keeps its case (BLEU is case-sensitive) unless told otherwise."""
+
+    source_max_tokens: int = Field(20000, ge=3, description="source vocabulary incl. padding, OOV")
+    target_max_tokens: int = Field(12000, ge=5, description="target vocabulary incl. padding, "
+                                   "OOV, start and end")
+    source_max_length: int = Field(50, ge=1, description="source tokens kept")
+    target_max_length: int = Field(50, ge=1, description="target tokens kept in training")
+    lowercase_source: bool = True
+    lowercase_target: bool = False
+
+
+class DecoderConfig(Section):
+    """The decoder reads left to right: a unidirectional stack (cuDNN-shaped)."""
+
+    cell: Literal["lstm", "gru", "simple_rnn"] = "gru"
+    units: int = Field(512, ge=1)
+    layers: int = Field(1, ge=1, le=8)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+
+
+class TranslationModel(Section):
+    source_embedding_dim: int = Field(256, ge=1)
+    target_embedding_dim: int = Field(256, ge=1)
+    encoder: RnnConfig = RnnConfig(cell="gru", units=256)
+    decoder: DecoderConfig = DecoderConfig()
+    # Scores between the decoder's output and each encoder state: additive (Bahdanau 2015,
+    # v.tanh(Wq q + Wk k)) or multiplicative (Luong 2015 "general", q.W k / sqrt(d)).
+    attention: Literal["additive", "multiplicative"] = "multiplicative"
+    attention_units: int = Field(256, ge=1, description="additive attention's hidden size")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class DecodingConfig(Section):
+    beam_width: int = Field(4, ge=1, le=64, description="exported default; 1 = greedy")
+    length_penalty: float = Field(0.6, ge=0.0, le=5.0, description="GNMT alpha; 0 = none")
+    max_length_ratio: float = Field(1.5, gt=0.0, description="output tokens <= ratio x source "
+                                    "tokens + offset")
+    max_length_offset: int = Field(5, ge=0)
+    dev_sample: int = Field(1000, ge=0, description="dev pairs scored (greedy BLEU) each epoch")
+
+
+class TranslationPipeline(PipelineBase):
+    task: Literal["translation"]
+    data: ParallelData
+    vectorize: TranslationVectorizeConfig = TranslationVectorizeConfig()
+    model: TranslationModel = TranslationModel()
+    decoding: DecodingConfig = DecodingConfig()
+
+
 PIPELINE_CLASSES: dict[str, type[PipelineBase]] = {
     "classification": ClassificationPipeline, "language_model": LanguageModelPipeline,
-    "tagging": TaggingPipeline}
-PipelineConfig = Union[ClassificationPipeline, LanguageModelPipeline, TaggingPipeline]
+    "tagging": TaggingPipeline, "translation": TranslationPipeline}
+PipelineConfig = Union[ClassificationPipeline, LanguageModelPipeline, TaggingPipeline,
+                       TranslationPipeline]
 
 
 # ---- loading -----------------------------------------------------------------------------
@@ -366,12 +444,14 @@ def _exists(path: str) -> bool:
 
 def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> None:
     """Local data paths must exist; built-in corpora must be known."""
-    from nlp_rnn.data.builtin import BUILTIN_CORPORA, BUILTIN_TAGGED_CORPORA, SPLITS
+    from nlp_rnn.data.builtin import (BUILTIN_CORPORA, BUILTIN_PARALLEL_CORPORA,
+                                      BUILTIN_TAGGED_CORPORA, SPLITS)
 
     data = getattr(config, "data", None)
     if data is None:
         return
-    corpora = BUILTIN_TAGGED_CORPORA if config.task == "tagging" else BUILTIN_CORPORA
+    corpora = {"tagging": BUILTIN_TAGGED_CORPORA, "translation": BUILTIN_PARALLEL_CORPORA}.get(
+        config.task, BUILTIN_CORPORA)
     if getattr(data, "train", None) == []:
         raise ConfigError("empty list; expected at least one file", file, "data.train",
                           lines.get(("data", "train")))

@@ -3,13 +3,16 @@
 Each run gets ``runs/<name>/<timestamp>/`` holding the resolved config.yaml, the vocabulary,
 TensorBoard logs, checkpoints, history.csv, metrics.json and run.json (whose ``status`` says
 whether the run completed). Re-running the same config after a crash resumes the unfinished
-run folder instead of starting over.
+run folder instead of starting over. Under ``train.distribute: multi_worker`` only the chief
+writes a run folder (distribute.py).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +39,7 @@ class RunResult:
     train_tokens: int = 0  # per epoch
     best_epoch: int = 0  # 1-based
     history: list[dict] = field(default_factory=list)
+    distribute: dict = field(default_factory=dict)  # strategy, replicas, devices, workers
 
     @property
     def seconds_per_epoch(self) -> float:
@@ -122,36 +126,90 @@ def write_hparams(log_dir: Path, config: PipelineConfig, run_name: str, final: d
 # ---- the run -----------------------------------------------------------------------------
 
 
+def prepare_worker_dirs(config: PipelineConfig, worker: str) -> tuple[Path, Path, bool]:
+    """Folders of a multi-worker run's non-chief worker (the chief has the run folder).
+
+    Its logs, checkpoints and history go to a scratch folder, deleted after the run. Its
+    BackupAndRestore folder persists in ``<output_dir>/<name>/.<worker>/``, beside the chief's
+    run folders, so a re-run after a crash resumes every worker from its last epoch; it is
+    cleared when the config changes and removed once training completes.
+
+    Returns:
+        (scratch folder, backup folder, whether the backup resumes an earlier attempt).
+    """
+    resolved = config_to_yaml(config)
+    home = Path(config.output_dir) / config.name / f".{worker}"
+    backup, stamp = home / "backup", home / "backup_config.yaml"  # not config.yaml: not a run
+    resumed = backup.is_dir() and stamp.exists() and stamp.read_text() == resolved
+    if not resumed:
+        shutil.rmtree(backup, ignore_errors=True)
+        home.mkdir(parents=True, exist_ok=True)
+        stamp.write_text(resolved)
+    scratch = Path(tempfile.mkdtemp(prefix=f"nlp-rnn-{config.name}-{worker}-"))
+    (scratch / "config.yaml").write_text(resolved)
+    return scratch, backup, resumed
+
+
 def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
-    """Train, evaluate and export one pipeline; see the module docstring for what is written."""
+    """Train, evaluate and export one pipeline; see the module docstring for what is written.
+
+    Under ``train.distribute: multi_worker`` only the chief writes the run folder, evaluates
+    and exports; another worker trains in step and returns a RunResult without metrics.
+    """
+    from nlp_rnn import distribute
+
+    # first: a strategy must exist before TensorFlow runs anything
+    distribution = distribute.setup(config.train.distribute)
+
     from nlp_rnn import training
     from nlp_rnn.export import export_saved_model
     from nlp_rnn.layers.rnn import cudnn_report, describe_cudnn
     from nlp_rnn.tasks import TASKS
 
     task = TASKS[config.task]
-    run_dir, resumed = prepare_run_dir(config)
+    if distribution.is_chief:
+        run_dir, resumed = prepare_run_dir(config)
+        backup_dir = run_dir / "backup"
+        log(f"[{config.name}] {'resuming' if resumed else 'run folder'} {run_dir}")
+    else:
+        run_dir, backup_dir, resumed = prepare_worker_dirs(config, distribution.task.name)
+        log(f"[{config.name}] {distribution.task.name} is not the chief: the chief writes the "
+            f"run folder and exports; scratch folder {run_dir} (deleted at the end), "
+            f"{'resuming from ' if resumed else 'backup in '}{backup_dir}")
+    log(f"[{config.name}] {distribution.describe(config.train.batch_size)}")
     log_dir = run_dir / "logs"
-    log(f"[{config.name}] {'resuming' if resumed else 'run folder'} {run_dir}")
     _write_status(run_dir, status="running", task=config.task, pid=os.getpid(),
-                  started=datetime.now().isoformat(timespec="seconds"))
+                  started=datetime.now().isoformat(timespec="seconds"),
+                  distribute=distribution.record())
     training.set_seed(config.seed)
     training.set_precision(config.train.mixed_precision)
     try:
-        # data and vocabulary
+        # data and vocabulary (every worker builds the same, deterministically)
         data = task.load_data(config)
         log(f"[{config.name}] {data.describe()}")
         log(f"[{config.name}] building the vocabulary from the training split ...")
         vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
         log(f"[{config.name}] tokenizing and caching the training data ...")
         train_ds, dev_ds, (dropped, train_tokens) = task.make_datasets(config, data, vectorizers)
+        train_ds, dev_ds = distribution.prepare_dataset(train_ds), \
+            distribution.prepare_dataset(dev_ds)
         notes = []
         if dropped:
             notes.append(f"dropped {dropped} training examples that are empty after tokenization")
             log(f"[{config.name}] {notes[-1]}")
+        examples = getattr(getattr(data, "train", None), "count", None)
+        if isinstance(examples, int) and examples > config.train.shuffle_buffer:
+            # A window shuffle of a file sorted by length or label (Tatoeba runs from short to
+            # long) feeds each part of an epoch from one end of the file.
+            notes.append(f"train.shuffle_buffer {config.train.shuffle_buffer} < {examples} "
+                         "training examples: each epoch is only shuffled within a moving "
+                         "window; raise it if the data is ordered (by length, label, topic)")
+            log(f"[{config.name}] warning: {notes[-1]}")
 
-        # model
-        model = task.build_model(config, vectorizers)
+        # model: its variables, and the metrics' in compile_args, belong to the strategy
+        with distribution.scope():
+            model = task.build_model(config, vectorizers)
+            compile_args = task.compile_args(config)
         params = model.count_params()
         log(f"[{config.name}] model {model.name}: {params:,} parameters")
         cudnn = describe_cudnn(cudnn_report(model))
@@ -161,9 +219,14 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         # training
         start = time.perf_counter()
         history = training.fit(model, train_ds, dev_ds, config.train, run_dir, task.MONITOR,
-                               task.compile_args(config), log_dir,
-                               task.callbacks(model, vectorizers, config, log_dir, dev_ds))
+                               compile_args, log_dir,
+                               task.callbacks(model, vectorizers, config, log_dir, dev_ds),
+                               distribution=distribution, backup_dir=backup_dir)
         train_seconds = time.perf_counter() - start
+
+        if not distribution.is_chief:
+            return _finish_worker(config, distribution, run_dir, backup_dir, history,
+                                  train_seconds, resumed, notes, params, train_tokens, log)
 
         # evaluation through the serving function itself, so `nlp-rnn evaluate` agrees
         log(f"[{config.name}] trained {len(history)} epochs in {train_seconds:.0f} s; "
@@ -191,21 +254,49 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
                    "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,
                    "dropped_empty_train_examples": dropped, "train_tokens": train_tokens,
                    "params": params, "history": history,
-                   "export_path": str(export_path) if export_path else None, "notes": notes}
+                   "export_path": str(export_path) if export_path else None, "notes": notes,
+                   "distribute": distribution.record()}
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
         _write_status(run_dir, status="completed",
                       finished=datetime.now().isoformat(timespec="seconds"),
                       export_path=str(export_path) if export_path else None)
-        return RunResult(config.name, config.task, run_dir, export_path, headline, len(history),
-                         train_seconds, resumed, notes, params, train_tokens,
-                         summary["best_epoch"], history)
+        result = RunResult(config.name, config.task, run_dir, export_path, headline,
+                           len(history), train_seconds, resumed, notes, params, train_tokens,
+                           summary["best_epoch"], history, distribution.record())
     except BaseException as exc:
         _write_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
         raise
+    finally:
+        if not distribution.is_chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+    distribution.barrier()  # multi-worker: the other workers wait until the export is done
+    return result
+
+
+def _finish_worker(config: PipelineConfig, distribution, scratch: Path, backup_dir: Path,
+                   history: list[dict], train_seconds: float, resumed: bool, notes: list[str],
+                   params: int, train_tokens: int, log: Log) -> RunResult:
+    """A non-chief worker after training: wait until the chief has exported, then tidy up."""
+    log(f"[{config.name}] trained {len(history)} epochs in {train_seconds:.0f} s; "
+        "waiting for the chief to evaluate and export ...")
+    distribution.barrier()
+    shutil.rmtree(backup_dir.parent, ignore_errors=True)  # training completed: nothing to resume
+    notes.append(f"{distribution.task.name}: trained in step with the chief, which evaluates "
+                 "and exports")
+    return RunResult(config.name, config.task, scratch, None, {}, len(history), train_seconds,
+                     resumed, notes, params, train_tokens, 0, history, distribution.record())
 
 
 def run_pipelines(configs: list[PipelineConfig], log: Log = print) -> list[RunResult]:
-    """Run several pipelines one after another (the built-in default is a list of them)."""
+    """Run several pipelines one after another (the built-in default is a list of them).
+
+    What a ``train.distribute`` strategy needs from the environment (TF_CONFIG) is checked
+    for every pipeline before the first one starts.
+    """
+    from nlp_rnn.distribute import check_environment
+
+    for config in configs:
+        check_environment(config.train.distribute)
     return [run_pipeline(config, log) for config in configs]
 
 
@@ -213,6 +304,10 @@ def summary_table(results: list[RunResult], log_root: str = "runs") -> str:
     """The closing table: task, metric, value, SavedModel path; then the TensorBoard command."""
     rows = [("pipeline", "task", "metric", "value", "epochs", "train s", "SavedModel")]
     for r in results:
+        if not r.metrics:  # a multi-worker run's other worker: the chief reports
+            rows.append((r.name, r.task, "-", "-", str(r.epochs), f"{r.train_seconds:.0f}",
+                         f"- ({r.distribute.get('task', 'worker')}: the chief exports)"))
+            continue
         for i, (metric, value) in enumerate(r.metrics.items()):
             rows.append((r.name if i == 0 else "", r.task if i == 0 else "", f"dev {metric}",
                          f"{value:.4f}", str(r.epochs) if i == 0 else "",
@@ -221,7 +316,7 @@ def summary_table(results: list[RunResult], log_root: str = "runs") -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    roots = sorted({str(r.run_dir.parent.parent) for r in results}) or [log_root]
+    roots = sorted({str(r.run_dir.parent.parent) for r in results if r.metrics}) or [log_root]
     lines.append("")
     lines.append("TensorBoard:  tensorboard --logdir " + " ".join(roots) + " --host 127.0.0.1")
     return "\n".join(lines)

@@ -1,8 +1,10 @@
 """Compile and fit with the standard callbacks: TensorBoard, best checkpoint, early stopping,
-BackupAndRestore (a re-run resumes where a killed one stopped) and a CSV history."""
+BackupAndRestore (a re-run resumes where a killed one stopped) and a CSV history, under the
+run's tf.distribute strategy (see distribute.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import sys
 import time
@@ -12,6 +14,7 @@ from pathlib import Path
 import keras
 
 from nlp_rnn.config import TrainConfig
+from nlp_rnn.distribute import Distribution
 
 BEST_WEIGHTS = "checkpoints/best.weights.h5"
 
@@ -21,9 +24,13 @@ def set_seed(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def set_precision(mixed: bool) -> None:
-    """``mixed_float16`` computes in float16 and keeps float32 weights; outputs stay float32."""
-    keras.mixed_precision.set_global_policy("mixed_float16" if mixed else "float32")
+def set_precision(mixed: bool | str) -> None:
+    """``mixed_float16`` (``true``/"float16": GPUs) or ``mixed_bfloat16`` ("bfloat16": TPUs,
+    Ampere+ GPUs, CPUs with AVX512-BF16/AMX) computes in 16 bits and keeps float32 weights;
+    outputs stay float32."""
+    policy = {False: "float32", True: "mixed_float16", "float16": "mixed_float16",
+              "bfloat16": "mixed_bfloat16"}[mixed]
+    keras.mixed_precision.set_global_policy(policy)
 
 
 def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
@@ -45,6 +52,52 @@ class EpochLogger(keras.callbacks.Callback):
             logs["epoch_seconds"] = time.perf_counter() - self.started
 
 
+class TimeLimit(keras.callbacks.Callback):
+    """Stops training after the epoch past which one more epoch (at the mean pace so far) would
+    overrun ``minutes`` of training, counting the epochs an interrupted earlier attempt of the
+    run recorded in its history.csv.
+
+    ``any_worker(flag) -> bool`` makes every worker of a cluster stop together (one stopping
+    alone would leave the others waiting in a collective); default: this process decides.
+    """
+
+    def __init__(self, minutes: float, history_csv: Path, any_worker=bool):
+        super().__init__()
+        self.limit, self.any_worker = minutes * 60.0, any_worker
+        self.earlier = sum(row.get("epoch_seconds", 0.0) for row in read_history(history_csv))
+
+    def on_train_begin(self, logs=None):
+        self.started, self.epochs = time.perf_counter(), 0
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs += 1
+        spent = time.perf_counter() - self.started
+        used, pace = self.earlier + spent, spent / self.epochs
+        if self.any_worker(used + pace > self.limit):
+            self.model.stop_training = True
+            print(f"train.time_limit_minutes: stopping after epoch {epoch + 1}: "
+                  f"{used / 60:.1f} of {self.limit / 60:g} minutes used, and an epoch takes "
+                  f"about {pace / 60:.1f}", flush=True)
+
+
+class AgreeOnMonitor(keras.callbacks.Callback):
+    """Multi-worker: every worker ends each epoch with the same value of the monitored metric
+    (its mean over the workers), so early stopping and the best checkpoint decide alike.
+
+    Keras' own ``val_*`` metrics are already reduced over the cluster, but a task callback
+    (tagging's entity F1) scores dev locally on each worker; a last-digit difference between
+    machines must not let one worker stop while the others wait for it in a collective.
+    """
+
+    def __init__(self, distribution: Distribution, monitor: str):
+        super().__init__()
+        self.distribution, self.monitor = distribution, monitor
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.monitor in logs:  # the same keys on every worker
+            logs[self.monitor] = self.distribution.mean_over_workers(float(logs[self.monitor]))
+
+
 def best_so_far(history_csv: Path, monitor: str, mode: str) -> float | None:
     """The best ``monitor`` value in an earlier (interrupted) attempt's CSV history."""
     if not history_csv.exists():
@@ -57,12 +110,15 @@ def best_so_far(history_csv: Path, monitor: str, mode: str) -> float | None:
 
 
 def standard_callbacks(run_dir: Path, train: TrainConfig, monitor: str, mode: str,
-                       log_dir: Path) -> list[keras.callbacks.Callback]:
+                       log_dir: Path, backup_dir: Path | None = None
+                       ) -> list[keras.callbacks.Callback]:
+    """``backup_dir`` (default ``run_dir/backup``): each worker of a cluster needs its own."""
     history_csv = run_dir / "history.csv"
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     callbacks = [
         EpochLogger(),  # before TensorBoard and CSVLogger, which read the logs it adds
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup"), delete_checkpoint=True),
+        keras.callbacks.BackupAndRestore(str(backup_dir or run_dir / "backup"),
+                                         delete_checkpoint=True),
         keras.callbacks.ModelCheckpoint(
             str(run_dir / BEST_WEIGHTS), monitor=monitor, mode=mode, save_best_only=True,
             save_weights_only=True,
@@ -93,17 +149,32 @@ def read_history(history_csv: Path) -> list[dict]:
 
 def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
         monitor: tuple[str, str], compile_args: dict, log_dir: Path,
-        extra_callbacks: list = ()) -> list[dict]:
+        extra_callbacks: list = (), distribution: Distribution | None = None,
+        backup_dir: Path | None = None) -> list[dict]:
     """Compile and train ``model``; load the best epoch's weights at the end.
+
+    Under a strategy, ``model`` and the metrics in ``compile_args`` must have been made in
+    ``distribution.scope()``; the optimizer is made and the model compiled in it here.
 
     Returns:
         per-epoch metrics (dicts with "epoch", "loss", "val_...").
     """
     name, mode = monitor
-    model.compile(optimizer=make_optimizer(train), steps_per_execution=train.steps_per_execution,
-                  **compile_args)
+    scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
+    with scope:
+        model.compile(optimizer=make_optimizer(train),
+                      steps_per_execution=train.steps_per_execution, **compile_args)
     # Task callbacks first: those that add to the epoch logs must run before TensorBoard/CSV.
-    callbacks = list(extra_callbacks) + standard_callbacks(run_dir, train, name, mode, log_dir)
+    callbacks = list(extra_callbacks)
+    if distribution is not None and distribution.multi_worker:
+        callbacks.append(AgreeOnMonitor(distribution, name))
+    callbacks += standard_callbacks(run_dir, train, name, mode, log_dir, backup_dir=backup_dir)
+    if train.time_limit_minutes:
+        any_worker = bool
+        if distribution is not None and distribution.multi_worker:
+            any_worker = lambda flag: distribution.mean_over_workers(float(flag)) > 0  # noqa: E731
+        # constructed before CSVLogger appends this attempt's first epoch
+        callbacks.append(TimeLimit(train.time_limit_minutes, run_dir / "history.csv", any_worker))
     with warnings.catch_warnings():
         # tf.data input has unknown length by design (bucketing); Keras warns about it each epoch.
         warnings.filterwarnings("ignore", message=".*ran out of data.*")

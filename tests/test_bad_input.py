@@ -44,7 +44,7 @@ from pydantic import BaseModel
 import nlp_rnn.cli
 from nlp_rnn.cli import main
 from nlp_rnn.config import BUILTIN_PIPELINES, PIPELINE_CLASSES
-from nlp_rnn.data import readers, tagging
+from nlp_rnn.data import parallel, readers, tagging
 from nlp_rnn.errors import DataError
 
 # ---- hypothesis profiles and case counting ----------------------------------------------------
@@ -88,6 +88,7 @@ CSV_ROWS = [("good movie", "pos"), ("bad movie", "neg"), ("not bad at all", "pos
 CONLL = ("-DOCSTART- -X- O\n\nPeter NNP B-PER\nflew VBD O\nto TO O\nParis NNP B-LOC\n\n"
          "The DT O\nEU NNP B-ORG\nsaid VBD O\n")
 TEXT = "the time machine\nthe time traveller\n" * 20
+PAIRS = "Hello.\tHola.\nThank you.\tGracias.\nI am tired.\tEstoy cansado.\n"
 
 
 @pytest.fixture(scope="module")
@@ -102,6 +103,8 @@ def ws(tmp_path_factory):
     (data / "dev.conll").write_text(CONLL)
     (data / "train.txt").write_text(TEXT)
     (data / "dev.txt").write_text(TEXT)
+    (data / "train.tsv").write_text(PAIRS)
+    (data / "dev.tsv").write_text(PAIRS)
     (root / "files").mkdir()
     cwd = root / "cwd"
     cwd.mkdir()
@@ -145,6 +148,19 @@ def base_pipeline(task: str, ws: Path) -> dict:
                 "model": {"word_embedding_dim": 4, "casing_dim": 2,
                           "chars": {"type": "cnn", "embedding_dim": 4, "filters": 4},
                           "rnn": rnn, "output": "softmax"},
+                "train": train, "export": export}
+    if task == "translation":
+        return {"name": "tiny", "task": task, "seed": 1,
+                "data": {"train": str(d / "train.tsv"), "dev": str(d / "dev.tsv"),
+                         "format": "tsv", "source_column": 1, "target_column": 0},
+                "vectorize": {"source_max_tokens": 50, "target_max_tokens": 50,
+                              "source_max_length": 10, "target_max_length": 10},
+                "model": {"source_embedding_dim": 4, "target_embedding_dim": 4,
+                          "encoder": dict(rnn, bidirectional=True),
+                          "decoder": {"cell": "gru", "units": 4}, "attention": "additive",
+                          "attention_units": 4, "dropout": 0.1, "label_smoothing": 0.1},
+                "decoding": {"beam_width": 2, "length_penalty": 0.6, "max_length_ratio": 1.5,
+                             "max_length_offset": 2, "dev_sample": 2},
                 "train": train, "export": export}
     return {"name": "tiny", "task": task, "seed": 1,
             "data": {"train": [str(d / "train.txt")], "dev": str(d / "dev.txt"),
@@ -546,12 +562,13 @@ def test_wrong_task_names_the_task_line(ws, data):
     pipeline, where = write_pipeline(new_dir(ws), mapping, data.draw(layouts(), label="layout"))
     line = assert_one_error_line(run_pipeline(str(pipeline)))
     assert line.startswith(f"error: {pipeline}:{where[('task',)]}: task: task must be one of "
-                           "classification, language_model, tagging (got "), line
+                           "classification, language_model, tagging, translation (got "), line
 
 
 def _missing_specs(folder: Path, task: str) -> st.SearchStrategy[tuple[str, str]]:
     """(spec, what the message says) for a data source that does not exist."""
-    corpus = {"classification": "sentiment", "tagging": "ner", "language_model": "reviews"}[task]
+    corpus = {"classification": "sentiment", "tagging": "ner", "language_model": "reviews",
+              "translation": "dates"}[task]
     return st.one_of(
         st.from_regex(r"[a-z0-9_]{1,12}\.(csv|tsv|jsonl|conll|txt)", fullmatch=True).map(
             lambda name: (str(folder / "nope" / name), "file not found: ")),
@@ -563,7 +580,7 @@ def _missing_specs(folder: Path, task: str) -> st.SearchStrategy[tuple[str, str]
             f"${{NLP_RNN_TEST_UNSET_{v}}}/x.csv",
             f"environment variable NLP_RNN_TEST_UNSET_{v} is not set")),
         st.from_regex(r"[a-z]{1,8}", fullmatch=True).filter(
-            lambda c: c not in ("sentiment", "reviews", "ner")).map(
+            lambda c: c not in ("sentiment", "reviews", "ner", "dates")).map(
             lambda c: (f"builtin:{c}", f"unknown built-in corpus '{c}'")),
         st.from_regex(r"[a-z]{1,8}", fullmatch=True).filter(
             lambda s: s not in ("train", "dev", "test")).map(
@@ -811,7 +828,7 @@ def test_unknown_pipeline_name(ws, name):
             f"error: {name}: cannot read: "), line
     else:
         assert line == (f"error: {name}: no such pipeline file or built-in pipeline; built-ins:"
-                        " sentiment, ner, lm (see `nlp-rnn list`)"), line
+                        " sentiment, ner, translation, lm (see `nlp-rnn list`)"), line
     assert_cwd_untouched(ws)
 
 
@@ -1278,7 +1295,7 @@ def test_tagged_jsonl_defect_is_reported_at_its_line(ws, sentences, data):
 
 @prop
 @given(raw=st.binary(max_size=300), ext=st.sampled_from(["csv", "tsv", "jsonl", "txt",
-                                                          "conll"]))
+                                                          "conll", "pairs.tsv"]))
 def test_random_bytes_never_crash_a_reader(ws, raw, ext):
     """Whatever the bytes: data (possibly none) or a DataError naming the file."""
     counted("data: random bytes")
@@ -1286,6 +1303,8 @@ def test_random_bytes_never_crash_a_reader(ws, raw, ext):
     try:
         if ext == "conll":
             tagging.scan_tagged(tagging.read_tagged(path))
+        elif ext == "pairs.tsv":
+            parallel.scan_parallel(parallel.read_parallel(path))
         else:
             scan(path)
     except DataError as err:
@@ -1300,6 +1319,156 @@ def test_random_bytes_never_crash_a_reader(ws, raw, ext):
                 assert err.line == first_bad, (str(err), first_bad)
             else:
                 assert err.line is not None and err.line < first_bad, (str(err), first_bad)
+
+
+# ---- data files: parallel text (translation) ------------------------------------------------------
+
+SENTENCES = st.text(alphabet=st.sampled_from("abcXYZ019 .,'¿?¡!é\"ñ"), min_size=1,
+                    max_size=15).filter(lambda s: s.strip())
+
+
+@st.composite
+def tsv_pair_files(draw):
+    """A valid tab-separated pair file: sides in two of 2-4 columns (either order, negative
+    indices too), blank lines, CRLF, BOM, gzip; ``pairs`` is what a reader must return."""
+    width = draw(st.integers(2, 4))
+    source, target = draw(st.permutations(range(width)))[:2]
+    if draw(st.booleans()):
+        source -= width
+    if draw(st.booleans()):
+        target -= width
+    rows = draw(st.lists(st.lists(SENTENCES, min_size=width, max_size=width), min_size=1,
+                         max_size=8))
+    long_row = draw(st.sampled_from([None, None, 1_000_000]))
+    if long_row:
+        rows[0][source] = "w" * long_row
+    return {"rows": rows, "source": source, "target": target,
+            "pairs": [(r[source].strip(), r[target].strip()) for r in rows],
+            "newline": draw(st.sampled_from(["\n", "\r\n"])), "bom": draw(st.booleans()),
+            "blank": draw(st.lists(st.integers(0, 2), min_size=len(rows) + 1,
+                                   max_size=len(rows) + 1)),
+            "gz": draw(st.sampled_from([False, False, True]))}
+
+
+def tsv_pair_bytes(spec: dict, defect_at: int | None = None,
+                   defect: str | None = None) -> tuple[bytes, int | None]:
+    """The file's bytes, row ``defect_at`` replaced by ``defect``, and that row's line."""
+    nl, lines, line_of_defect = spec["newline"], [], None
+    for i, row in enumerate(spec["rows"]):
+        lines += [""] * spec["blank"][i]
+        if i == defect_at:
+            line_of_defect = len(lines) + 1
+        lines.append(defect if i == defect_at else "\t".join(row))
+    lines += [""] * spec["blank"][-1]
+    body = nl.join(lines) + nl
+    return (b"\xef\xbb\xbf" if spec["bom"] else b"") + body.encode("utf-8", "surrogateescape"), \
+        line_of_defect
+
+
+@prop
+@given(spec=tsv_pair_files())
+def test_valid_tsv_pairs_read_back_exactly(ws, spec):
+    counted("data: valid parallel TSV")
+    content, _ = tsv_pair_bytes(spec)
+    path = write_data(new_dir(ws), "pairs.tsv", content, spec["gz"])
+    assert list(parallel.read_parallel(path, "auto", spec["source"], spec["target"])) == \
+        spec["pairs"]
+
+
+@prop
+@given(spec=tsv_pair_files(), data=st.data())
+def test_tsv_pair_defect_is_reported_at_its_line(ws, spec, data):
+    """Too few columns, an empty source or target, invalid UTF-8: file and line."""
+    kind = data.draw(st.sampled_from(["too few columns", "empty source", "empty target",
+                                      "invalid UTF-8"]), label="defect")
+    at = data.draw(st.integers(0, len(spec["rows"]) - 1), label="row")
+    counted("data: parallel TSV defect at a line")
+    row, width = list(spec["rows"][at]), len(spec["rows"][at])
+    if kind == "too few columns":
+        kept = data.draw(st.integers(1, width - 1), label="columns kept")
+        needed = max(i + 1 if i >= 0 else -i for i in (spec["source"], spec["target"]))
+        assume(kept < needed)
+        defect, says = "\t".join(row[:kept]), f"expected at least {needed} tab-separated columns"
+    elif kind == "invalid UTF-8":
+        defect, says = "\udcff" + "\t".join(row), "invalid UTF-8"
+    else:
+        side = spec["source"] if kind == "empty source" else spec["target"]
+        row[side] = data.draw(st.sampled_from(["", " ", "  "]), label="empty side")
+        defect, says = "\t".join(row), kind
+        assume(defect.strip())  # a line of nothing but tabs and spaces is a blank line
+    content, line = tsv_pair_bytes(spec, at, defect)
+    path = write_data(new_dir(ws), "pairs.tsv", content, spec["gz"])
+    err = data_error(lambda: parallel.scan_parallel(
+        parallel.read_parallel(path, "tsv", spec["source"], spec["target"])))
+    assert (err.file, err.line) == (path, line), (str(err)[:300], line)
+    assert says in err.message, str(err)[:300]
+
+
+@st.composite
+def aligned_files(draw):
+    """Two line-aligned files (each with its own line ends, BOM and gzip)."""
+    pairs = draw(st.lists(st.tuples(SENTENCES, SENTENCES), min_size=1, max_size=8))
+    blank_rows = draw(st.lists(st.integers(0, len(pairs)), max_size=3))  # blank on both sides
+    sides = [{"newline": draw(st.sampled_from(["\n", "\r\n"])), "bom": draw(st.booleans()),
+              "gz": draw(st.sampled_from([False, False, True])),
+              "trailing": draw(st.integers(0, 2))} for _ in range(2)]
+    return {"pairs": [(a.strip(), b.strip()) for a, b in pairs], "blank_rows": blank_rows,
+            "sides": sides}
+
+
+def aligned_lines(spec: dict) -> tuple[list[str], list[str]]:
+    source, target = [], []
+    for i, (a, b) in enumerate(spec["pairs"]):
+        for _ in range(spec["blank_rows"].count(i)):
+            source.append("")
+            target.append("")
+        source.append(a)
+        target.append(b)
+    return source, target
+
+
+def write_aligned(folder: Path, spec: dict, source: list[str], target: list[str]) -> list[str]:
+    paths = []
+    for name, lines, side in (("src.txt", source, spec["sides"][0]),
+                              ("tgt.txt", target, spec["sides"][1])):
+        body = side["newline"].join(lines + [""] * side["trailing"]) + side["newline"]
+        content = (b"\xef\xbb\xbf" if side["bom"] else b"") + body.encode("utf-8",
+                                                                           "surrogateescape")
+        paths.append(write_data(folder, name, content, side["gz"]))
+    return paths
+
+
+@prop
+@given(spec=aligned_files())
+def test_valid_aligned_files_read_back_exactly(ws, spec):
+    counted("data: valid aligned files")
+    paths = write_aligned(new_dir(ws), spec, *aligned_lines(spec))
+    assert list(parallel.read_parallel(paths)) == spec["pairs"]
+
+
+@prop
+@given(spec=aligned_files(), data=st.data())
+def test_aligned_defect_is_reported_in_its_file_at_its_line(ws, spec, data):
+    """A line empty on one side, a file that ends early, invalid UTF-8: that file, that line."""
+    kind = data.draw(st.sampled_from(["empty line", "file ends early", "invalid UTF-8"]),
+                     label="defect")
+    side = data.draw(st.integers(0, 1), label="side")
+    counted("data: aligned files defect at a line")
+    lines = aligned_lines(spec)
+    real = [i for i, text in enumerate(lines[side]) if text]
+    at = data.draw(st.sampled_from(real), label="line index")
+    if kind == "empty line":
+        lines[side][at], says = "", "misaligned files?"
+    elif kind == "invalid UTF-8":
+        lines[side][at], says = "\udcff" + lines[side][at], "invalid UTF-8"
+    else:  # the file stops before line `at`: trailing blank lines would count as lines
+        del lines[side][at:]
+        spec["sides"][side]["trailing"] = 0
+        says = "misaligned files"
+    paths = write_aligned(new_dir(ws), spec, *lines)
+    err = data_error(lambda: parallel.scan_parallel(parallel.read_parallel(paths)))
+    assert (err.file, err.line) == (paths[side], at + 1), (str(err)[:300], paths[side], at + 1)
+    assert says in err.message, str(err)[:300]
 
 
 # ---- end to end: broken data in an otherwise valid pipeline --------------------------------------
@@ -1346,6 +1515,8 @@ E2E_CASES = {
                           "x X-LOC\n", 4, "unknown tag 'X-LOC'"),
     "lm invalid UTF-8": ("language_model", "train.txt", "the time\r\nmachine \udcfe\r\n", 2,
                          "invalid UTF-8"),
+    "pairs with a missing side": ("translation", "train.tsv", "Hi.\tHola.\n\nBye.\t \n", 3,
+                                  "empty source (column 2)"),
 }
 
 
@@ -1371,6 +1542,7 @@ def test_e2e_broken_training_data(e2e, case):
     ("classification", "train.csv", "text,label\n"),
     ("tagging", "train.conll", "-DOCSTART- O\n\n"),
     ("language_model", "train.txt", "\r\n   \n"),
+    ("translation", "train.tsv", "\n\t\n"),
 ])
 def test_e2e_empty_training_data(e2e, task, name, content):
     ws, tmp_path = e2e

@@ -198,7 +198,7 @@ def test_dry_run_prints_resolved_default_config_with_overrides(tmp_path, monkeyp
     assert result.stdout.startswith("# sentiment\n")
     assert "epochs: 2" in result.stdout and "seed: 7" in result.stdout
     documents = list(yaml.safe_load_all(result.stdout))  # one document per built-in pipeline
-    assert [d["name"] for d in documents] == ["sentiment", "ner", "lm"]
+    assert [d["name"] for d in documents] == ["sentiment", "ner", "translation", "lm"]
     assert all(d["train"]["epochs"] == 2 and d["seed"] == 7 for d in documents)
     resolved = documents[0]
     assert resolved["name"] == "sentiment" and resolved["task"] == "classification"

@@ -129,7 +129,7 @@ def test_missing_required_key_points_at_its_section(tmp_path, data_files):
     assert str(err) == f"{path}:3: data.train: required key is missing"
 
 
-@pytest.mark.parametrize("task_line, shown", [("task: translation\n", "'translation'"),
+@pytest.mark.parametrize("task_line, shown", [("task: summarization\n", "'summarization'"),
                                                ("", "None")])
 def test_wrong_or_missing_task_lists_known_tasks(tmp_path, data_files, task_line, shown):
     path = tmp_path / "p.yaml"

@@ -66,13 +66,21 @@ def tiny_vectorizers_for(task):
         tags = ["O"] + [f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BIES"]
         return tagging.Vectorizers(["", "[UNK]", "a"], ["", "[UNK]", "a"], tags, "bioes",
                                    lookup(["a"]), lookup(["a"]), build_label_lookup(tags))
+    if task == "translation":
+        from nlp_rnn.data.vectorize import build_text_vectorizer
+        from nlp_rnn.tasks import translation
+
+        target = [translation.START, translation.END, "a"]
+        return translation.Vectorizers(build_text_vectorizer("none", 10, ["a", "b"]),
+                                       build_text_vectorizer("none", 10, target),
+                                       ["", "[UNK]"] + target)
     return tiny_vectorizers()
 
 
 def test_every_shipped_pipeline_builds_cudnn_eligible_layers():
     configs = shipped_configs()
     names = {c.name for c in configs}
-    assert {"sentiment", "imdb", "lm", "ner", "conll2003"} <= names  # really checked
+    assert {"sentiment", "imdb", "lm", "ner", "conll2003", "translation", "spa_eng"} <= names
     for config in configs:
         model = TASKS[config.task].build_model(config, tiny_vectorizers_for(config.task))
         layers = recurrent_layers(model)
@@ -126,17 +134,58 @@ def test_classifier_variants_build_and_serialize(pooling):
     assert keras.Model.from_config(model.get_config()).count_params() == model.count_params()
 
 
-def test_mixed_float16_builds_and_trains_a_step():
-    from nlp_rnn.training import set_precision
+@pytest.fixture(scope="module", params=BUILTIN_PIPELINES)
+def builtin_batches(request, tmp_path_factory):
+    """(config, task, vectorizers, train batches, dev batches) of one built-in pipeline."""
+    config = load_pipeline(request.param, ["train.batch_size=8"])
+    task = TASKS[config.task]
+    data = task.load_data(config)
+    vectorizers = task.build_vectorizers(config, data, tmp_path_factory.mktemp("vocab"))
+    train, dev, _ = task.make_datasets(config, data, vectorizers)
+    return config, task, vectorizers, train, dev
 
+
+MASKED_INPUT = {"classification": lambda x: x, "tagging": lambda x: x["words"],
+                "translation": lambda x: x["source"]}
+
+
+def test_real_batches_of_every_task_pass_the_cudnn_mask_check(builtin_batches):
+    """What the encoder masks is right-padded with no all-padding row, in training and dev
+    batches (cuDNN fails on anything else); a language model's windows have no padding."""
+    from nlp_rnn.layers.rnn import cudnn_mask_ok
+
+    config, _, _, train, dev = builtin_batches
+    for batches in (train, dev):
+        for features, _ in batches.take(25):
+            if config.task == "language_model":
+                assert not np.any(np.asarray(features) == vectorize.PAD_ID), config.name
+            else:
+                tokens = np.asarray(MASKED_INPUT[config.task](features))
+                assert cudnn_mask_ok(tokens != vectorize.PAD_ID), config.name
+
+
+def test_mixed_float16_builds_and_trains_a_step(builtin_batches):
+    """Every task under mixed_float16 (what a GPU run uses): real batches of its built-in
+    corpus train (Keras wraps the optimizer in dynamic loss scaling, which skips the first
+    steps while the scale is too large for float16, so a few batches), a finite loss, float32
+    weights and outputs."""
+    from nlp_rnn.training import make_optimizer, set_precision
+
+    config, task, vectorizers, train, _ = builtin_batches
     set_precision(True)
     try:
-        config = load_pipeline("sentiment", ["train.mixed_precision=true"])
-        model = classification.build_model(config, tiny_vectorizers())
-        model.compile("adam", **classification.compile_args(config))
-        logs = model.fit(np.array([[2, 3, 0], [4, 0, 0]]), np.array([0, 1]), epochs=1, verbose=0)
+        model = task.build_model(config, vectorizers)
+        model.compile(optimizer=make_optimizer(config.train), **task.compile_args(config))
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+        before = [w.numpy().copy() for w in model.trainable_weights]
+        logs = model.fit(train.take(8), epochs=1, verbose=0)
         assert np.isfinite(logs.history["loss"][0])
-        assert model.output.dtype == "float32"
+        assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before,
+                                                                   model.trainable_weights))
+        assert all(w.dtype == "float32" for w in model.trainable_weights)
+        features, _ = next(iter(train.take(1)))
+        outputs = model(features, training=False)
+        assert all(o.dtype == "float32" for o in keras.tree.flatten(outputs)), config.name
     finally:
         set_precision(False)
 

@@ -4,8 +4,9 @@ From the issue: each exported model accepts empty strings, whitespace-only input
 inputs (truncated as configured), emoji/CJK/RTL/zero-width characters and batches of 0, 1 and
 1,000; 8 threads x 500 calls on one loaded SavedModel give the same answers as sequential
 calls, without errors. Only ``tf.saved_model.load`` and the exported signatures are used, as TF
-Serving would. The classifier and tagger are trained for one epoch on a few examples (their
-answers need not be good, only well-formed and stable); the LM is conftest's ``trained_lm``.
+Serving would. The classifier, tagger and translator are trained for one epoch on a few
+examples (their answers need not be good, only well-formed and stable); the LM is conftest's
+``trained_lm``.
 """
 
 from __future__ import annotations
@@ -369,6 +370,86 @@ def test_language_model_concurrent_calls_match_sequential_ones(lm):
     results, seconds = run_concurrently(lambda batch: generate(loaded, batch, max_length=5),
                                         batches)
     print(f"\nlanguage model: {len(results)} calls (max_length 5) on {THREADS} threads in "
+          f"{seconds:.1f} s")
+    for k, out in results:
+        assert_same(out, sequential[k])
+
+
+# ---- translation ---------------------------------------------------------------------------
+
+TRANSLATOR_SOURCE_MAX_LENGTH = 16
+
+
+@pytest.fixture(scope="module")
+def translator(tmp_path_factory):
+    """(config, target vocabulary, loaded SavedModel) of the built-in translation pipeline,
+    one epoch on the small dev split of the dates corpus."""
+    root = tmp_path_factory.mktemp("translator")
+    config, result, loaded = train_and_load(
+        "translation", ["data.train=builtin:dates:dev", "model.encoder.units=8",
+                        "model.decoder.units=16", "decoding.dev_sample=20",
+                        f"vectorize.source_max_length={TRANSLATOR_SOURCE_MAX_LENGTH}"], root)
+    vocab = vectorize.load_vocabulary(result.run_dir / "vocab" / "target_vocab.txt")
+    return config, set(vocab) | {"[UNK]"}, loaded
+
+
+def translate(loaded, texts: list[str], beam_width: int | None = None) -> dict:
+    if beam_width is None:
+        return as_numpy(loaded.signatures["serving_default"](text=tf.constant(texts, tf.string)))
+    out = loaded.signatures["translate"](text=tf.constant(texts, tf.string),
+                                         beam_width=tf.constant(beam_width, tf.int32),
+                                         length_penalty=tf.constant(0.6, tf.float32))
+    return as_numpy(out)
+
+
+def check_translations(out: dict, texts: list[str], vocab: set[str], config) -> None:
+    dec = config.decoding
+    assert out["translation"].shape == (len(texts),) and out["translation"].dtype == object
+    for text, translation in zip(texts, decode(out["translation"])):
+        words = translation.split()
+        assert set(words) <= vocab  # known tokens only, never [START]/[END] or padding
+        assert not {"[START]", "[END]", ""} & set(words)
+        source_tokens = max(1, min(len(text.split()), config.vectorize.source_max_length))
+        assert len(words) <= np.ceil(dec.max_length_ratio * 2 * source_tokens) + \
+            dec.max_length_offset  # (punctuation split can double the source tokens)
+
+
+def test_translator_accepts_odd_text(translator):
+    config, vocab, loaded = translator
+    for width in (None, 1):
+        out = translate(loaded, ODD, width)
+        check_translations(out, ODD, vocab, config)
+        for i, text in enumerate(ODD):  # the same with or without batch company
+            assert translate(loaded, [text], width)["translation"][0] == out["translation"][i]
+
+
+def test_translator_truncates_a_10000_token_text(translator):
+    config, vocab, loaded = translator
+    words = long_text().split()
+    out = translate(loaded, [" ".join(words)])
+    check_translations(out, [" ".join(words)], vocab, config)
+    cut = " ".join(words[:TRANSLATOR_SOURCE_MAX_LENGTH])
+    assert translate(loaded, [cut])["translation"][0] == out["translation"][0]
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000])
+def test_translator_batch_sizes(translator, size):
+    config, vocab, loaded = translator
+    texts = [f"{MIX[i % len(MIX)]} {'the 2nd of may ' * (i % 3)}" for i in range(size)]
+    for width in (None, 1):
+        out = translate(loaded, texts, width)
+        check_translations(out, texts, vocab, config)
+        for i in range(0, size, 199):
+            assert translate(loaded, [texts[i]], width)["translation"][0] == \
+                out["translation"][i]
+
+
+def test_translator_concurrent_calls_match_sequential_ones(translator):
+    _, _, loaded = translator
+    batches = concurrent_batches(MIX)
+    sequential = [translate(loaded, batch) for batch in batches]
+    results, seconds = run_concurrently(lambda batch: translate(loaded, batch), batches)
+    print(f"\ntranslator: {len(results)} beam-search calls on {THREADS} threads in "
           f"{seconds:.1f} s")
     for k, out in results:
         assert_same(out, sequential[k])

@@ -70,11 +70,13 @@ def sequence_length(features, target) -> tf.Tensor:
     return tf.shape(tokens)[0]
 
 
-def bucket_and_pad(dataset: tf.data.Dataset, batch_size: int, max_length: int) -> tf.data.Dataset:
+def bucket_and_pad(dataset: tf.data.Dataset, batch_size: int, max_length: int,
+                   length_fn=sequence_length) -> tf.data.Dataset:
     """Group (features, target) examples of similar length and right-pad each batch with 0.
 
     ``features`` is int64 tokens [T] or a dict of per-token features ([T], [T, C], ...);
     every [T]-shaped part, the target included for taggers, is padded with 0 == PAD_ID.
+    ``length_fn(features, target)`` gives the length to bucket by (default: the tokens').
 
     Returns:
         dataset of (int64 [B, T_bucket] or dict, target [B, ...]) batches.
@@ -82,18 +84,20 @@ def bucket_and_pad(dataset: tf.data.Dataset, batch_size: int, max_length: int) -
     assert PAD_ID == 0  # padded_batch pads numbers with 0
     bounds = bucket_boundaries(max_length)
     return dataset.bucket_by_sequence_length(
-        element_length_func=sequence_length,
+        element_length_func=length_fn,
         bucket_boundaries=bounds,
         bucket_batch_sizes=[batch_size] * (len(bounds) + 1),
         drop_remainder=False)
 
 
 def training_batches(examples: tf.data.Dataset, batch_size: int, max_length: int,
-                     shuffle_buffer: int, seed: int) -> tf.data.Dataset:
-    """Shuffle (each epoch anew, seeded), bucket, pad and prefetch cached (tokens, label) examples."""
+                     shuffle_buffer: int, seed: int,
+                     length_fn=sequence_length) -> tf.data.Dataset:
+    """Shuffle (each epoch anew, seeded), bucket, pad and prefetch cached (features, target)
+    examples; ``length_fn`` as in ``bucket_and_pad``."""
     return (examples
             .shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-            .apply(lambda ds: bucket_and_pad(ds, batch_size, max_length))
+            .apply(lambda ds: bucket_and_pad(ds, batch_size, max_length, length_fn))
             .prefetch(tf.data.AUTOTUNE))
 
 

@@ -12,6 +12,7 @@ Pure standard library (no numpy / tensorflow) so importing it stays cheap.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import random
 from typing import Callable
@@ -423,3 +424,164 @@ def builtin_tagged(name: str, split: str, size: int | None = None,
         known = ", ".join(sorted(BUILTIN_TAGGED_CORPORA))
         raise ValueError(f"unknown built-in tagging corpus {name!r}; known corpora: {known}")
     return BUILTIN_TAGGED_CORPORA[name](split, size=size, seed=seed)
+
+
+# --- Built-in parallel corpus: English dates -> Spanish ----------------------------------------
+# An English date, written in one of many styles, and the same date in one canonical Spanish
+# form: "[el <weekday>] <day> de <month> de <year>" with day and year as digits. The weekday
+# appears only when the English names it, and it is always the true weekday of that date.
+# The target is a deterministic function of the source, so a model can learn it exactly, and
+# the task is genuinely N -> M: month-first styles ("march 21st , 2019") must be reordered,
+# spelled-out numbers ("the twenty-first", "nineteen ninety-nine") collapse into one digit
+# token, commas and "on"/"of"/"the" have no counterpart, and "/"-separated dates are always
+# month/day/year (US order), so even they are unambiguous.
+
+DATES_DEFAULT_SIZES = {"train": 6000, "dev": 500, "test": 500}
+DATES_FIRST_YEAR, DATES_LAST_YEAR = 1950, 2049
+
+_EN_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
+              "september", "october", "november", "december")
+_EN_MONTH_ABBREVIATIONS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep",
+                           "oct", "nov", "dec")
+_ES_MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
+              "septiembre", "octubre", "noviembre", "diciembre")
+_EN_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+_ES_WEEKDAYS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
+
+_ONES = ("", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
+_TEENS = ("ten", "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+          "seventeen", "eighteen", "nineteen")
+_TENS = ("", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety")
+_ORDINAL_ONES = ("", "first", "second", "third", "fourth", "fifth", "sixth", "seventh",
+                 "eighth", "ninth")
+_ORDINAL_TEENS = ("tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth",
+                  "sixteenth", "seventeenth", "eighteenth", "nineteenth")
+_ORDINAL_TENS = {20: "twentieth", 30: "thirtieth"}
+
+
+def _joined(tens: str, ones: str, rng: random.Random) -> str:
+    """'twenty-one' or, a third of the time, 'twenty one' (both are written)."""
+    return f"{tens} {ones}" if rng.random() < 1 / 3 else f"{tens}-{ones}"
+
+
+def _number_words(n: int, rng: random.Random) -> str:
+    """1-99 in words: 'seven', 'thirteen', 'fifty', 'ninety-nine' / 'ninety nine'."""
+    if n < 10:
+        return _ONES[n]
+    if n < 20:
+        return _TEENS[n - 10]
+    tens, ones = divmod(n, 10)
+    return _TENS[tens] if ones == 0 else _joined(_TENS[tens], _ONES[ones], rng)
+
+
+def _ordinal_words(day: int, rng: random.Random) -> str:
+    """1-31 as an ordinal in words: 'first', 'twelfth', 'twentieth', 'twenty-first'."""
+    if day < 10:
+        return _ORDINAL_ONES[day]
+    if day < 20:
+        return _ORDINAL_TEENS[day - 10]
+    tens, ones = divmod(day, 10)
+    return _ORDINAL_TENS[day] if ones == 0 else _joined(_TENS[tens], _ORDINAL_ONES[ones], rng)
+
+
+def _ordinal_digits(day: int) -> str:
+    """1-31 as '1st', '2nd', '3rd', '4th', '11th', '12th', '13th', '21st', ..."""
+    suffix = "th" if 11 <= day % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(day % 10, "th")
+    return f"{day}{suffix}"
+
+
+def _year_words(year: int, rng: random.Random) -> str:
+    """A 1950-2049 year as spoken: 'nineteen ninety-nine', 'two thousand and nineteen',
+    'two thousand nineteen', 'twenty nineteen', 'twenty oh five', 'two thousand'."""
+    if year < 2000:
+        return "nineteen " + _number_words(year - 1900, rng)
+    rest = year - 2000
+    if rest == 0:
+        return "two thousand"
+    styles = ["two thousand and " + _number_words(rest, rng),
+              "two thousand " + _number_words(rest, rng)]
+    styles.append("twenty " + (f"oh {_ONES[rest]}" if rest < 10 else _number_words(rest, rng)))
+    return rng.choice(styles)
+
+
+def _english_date(date: datetime.date, with_weekday: bool, rng: random.Random) -> str:
+    """One randomly styled English rendering of `date`: lowercase, punctuation as tokens."""
+    month = _EN_MONTHS[date.month - 1]
+    short_month = rng.choice((month, month, _EN_MONTH_ABBREVIATIONS[date.month - 1]))
+    year = str(date.year) if rng.random() < 0.5 else _year_words(date.year, rng)
+    words_day, digit_day = _ordinal_words(date.day, rng), _ordinal_digits(date.day)
+    comma = rng.choice((" ,", ""))
+    body = rng.choice((
+        # day first (the Spanish order)
+        f"the {words_day} of {month}{comma} {year}",
+        f"the {digit_day} of {month}{comma} {year}",
+        f"{date.day} {short_month} {year}",
+        f"{digit_day} {month} {year}",
+        # month first: reordered in Spanish
+        f"{month} {digit_day} , {year}",
+        f"{short_month} {date.day} , {year}",
+        f"{month} the {words_day}{comma} {year}",
+        f"{month} {words_day}{comma} {year}",
+        f"{date.month} / {date.day} / {date.year}",
+    ))
+    if not with_weekday:
+        return body
+    weekday = _EN_WEEKDAYS[date.weekday()]
+    return rng.choice((f"{weekday} {body}", f"{weekday} , {body}", f"on {weekday} , {body}"))
+
+
+def _spanish_date(date: datetime.date, with_weekday: bool) -> str:
+    """The canonical Spanish target: 'el martes 21 de marzo de 2019' / '21 de marzo de 2019'."""
+    text = f"{date.day} de {_ES_MONTHS[date.month - 1]} de {date.year}"
+    return f"el {_ES_WEEKDAYS[date.weekday()]} {text}" if with_weekday else text
+
+
+def date_pairs(split: str, size: int | None = None, seed: int = 0) -> list[tuple[str, str]]:
+    """Generate (English date, Spanish date) pairs for dates from 1950 to 2049.
+
+    Args:
+        split: "train", "dev" or "test". Splits never share a calendar date (so never a
+            source sentence): a dev/test date is unseen in training in any style.
+        size: number of pairs; defaults to 6000 for train and 500 for dev and test.
+        seed: base seed; the split's own seed is derived from (seed, split).
+
+    Returns:
+        Distinct (source, target) pairs in random order, e.g. ("thursday the 21st of march
+        2019", "el jueves 21 de marzo de 2019"). Both sides are lowercase and
+        space-tokenised; the target has no punctuation.
+    """
+    size, rng = _size_and_rng("dates", split, size, DATES_DEFAULT_SIZES, seed)
+    first = datetime.date(DATES_FIRST_YEAR, 1, 1).toordinal()
+    last = datetime.date(DATES_LAST_YEAR, 12, 31).toordinal()
+    seen: set[str] = set()
+    pairs = []
+    while len(pairs) < size:
+        for _ in range(_MAX_TRIES):
+            date = datetime.date.fromordinal(rng.randint(first, last))
+            with_weekday = rng.random() < 0.3
+            source = _english_date(date, with_weekday, rng)
+            if source not in seen and _bucket_of(date.isoformat()) in _BUCKETS[split]:
+                break
+        else:
+            raise ValueError(f"ran out of unique {split} dates after {len(pairs)} pairs; "
+                             "ask for a smaller size")
+        seen.add(source)
+        pairs.append((source, _spanish_date(date, with_weekday)))
+    return pairs
+
+
+BUILTIN_PARALLEL_CORPORA = ("dates",)
+_PARALLEL_GENERATORS: dict[str, Callable[..., list[tuple[str, str]]]] = {"dates": date_pairs}
+
+
+def builtin_parallel(name: str, split: str, size: int | None = None,
+                     seed: int = 0) -> list[tuple[str, str]]:
+    """Generate (source, target) sentence pairs from the built-in parallel corpus `name`.
+
+    Raises:
+        ValueError: `name` is not in BUILTIN_PARALLEL_CORPORA, or `split`/`size` is invalid.
+    """
+    if name not in BUILTIN_PARALLEL_CORPORA:
+        known = ", ".join(sorted(BUILTIN_PARALLEL_CORPORA))
+        raise ValueError(f"unknown built-in parallel corpus {name!r}; known corpora: {known}")
+    return _PARALLEL_GENERATORS[name](split, size=size, seed=seed)

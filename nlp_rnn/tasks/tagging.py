@@ -24,6 +24,7 @@ import tensorflow as tf
 from nlp_rnn.config import TaggingPipeline
 from nlp_rnn.data import batching, tagging, vectorize
 from nlp_rnn.data.sources import TaggedSource, tagged_source
+from nlp_rnn.distribute import per_replica_loss
 from nlp_rnn.errors import DataError
 from nlp_rnn.layers.char_encoder import CharEncoder
 from nlp_rnn.layers.crf import CRF
@@ -220,15 +221,18 @@ class TaggerModel(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         mask = tf.not_equal(x["words"], vectorize.PAD_ID)
         crf = self.get_layer("crf") if any(l.name == "crf" for l in self.layers) else None
+        # divide_no_nan: under a tf.distribute strategy a replica gets an EMPTY share of a
+        # global batch smaller than the number of replicas (0 / 0 would make the update NaN)
         if crf is not None:
             per_row = crf.nll(y_pred, y, mask)
-            loss = tf.reduce_mean(per_row)
+            loss = tf.math.divide_no_nan(tf.reduce_sum(per_row),
+                                         tf.cast(tf.size(per_row), per_row.dtype))
         else:
             maskf = tf.cast(mask, tf.float32)
             ce = keras.losses.sparse_categorical_crossentropy(y, tf.cast(y_pred, tf.float32),
                                                               from_logits=True)
-            loss = tf.reduce_sum(ce * maskf) / tf.maximum(tf.reduce_sum(maskf), 1.0)
-        return loss + (tf.add_n(self.losses) if self.losses else 0.0)
+            loss = tf.math.divide_no_nan(tf.reduce_sum(ce * maskf), tf.reduce_sum(maskf))
+        return per_replica_loss(loss + (tf.add_n(self.losses) if self.losses else 0.0))
 
 
 def build_model(config: TaggingPipeline, vectorizers: Vectorizers) -> keras.Model:

@@ -1,0 +1,653 @@
+"""Translation (N->M): an RNN encoder-decoder with attention, greedy and beam-search decoding.
+
+The encoder is the shared ``rnn_stack`` (bidirectional, stacked) over source embeddings; its
+final states, through a dense "bridge", start the decoder. The decoder is a unidirectional
+LSTM/GRU stack over the target embeddings (teacher forcing in training), followed by
+attention over the encoder states (Luong's arrangement: attention after the recurrent stack,
+scored additively or multiplicatively), a tanh "attentional" layer and the vocabulary
+projection. Keeping attention outside the recurrence is what lets the decoder RNN be a plain
+cuDNN-eligible layer over the whole target; Bahdanau's input-fed arrangement would need a
+custom cell stepped in Python-level loops.
+
+Encoder and decoder are named sub-models (``model.encoder``, ``model.decoder``); decoding
+(``layers/beam_search.py``) calls ``model.encode`` once and ``model.decoder.step`` per token,
+inside the exported SavedModel. BLEU and chrF come from sacrebleu on detokenized output
+against the raw reference text.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nlp_rnn.config import TranslationPipeline
+from nlp_rnn.data import batching, vectorize
+from nlp_rnn.data.sources import ParallelSource, parallel_source
+from nlp_rnn.distribute import per_replica_loss
+from nlp_rnn.errors import DataError
+from nlp_rnn.layers.attention import SequenceAttention
+from nlp_rnn.layers.beam_search import beam_search, greedy_decode
+from nlp_rnn.layers.rnn import recurrent_layer, rnn_stack
+
+MAIN_METRIC = "bleu"
+MONITOR = ("val_bleu", "max")
+START, END = "[START]", "[END]"
+START_ID, END_ID = 2, 3  # after padding (0) and OOV (1)
+_PUNCTUATION = r"([.,!?;:\"()¿¡…])"
+
+
+@dataclass(frozen=True)
+class Data:
+    train: ParallelSource
+    dev: ParallelSource
+
+    def describe(self) -> str:
+        return f"train {self.train.count} sentence pairs from {_spec(self.train.spec)}; " \
+               f"dev {self.dev.count} from {_spec(self.dev.spec)}"
+
+
+@dataclass
+class Vectorizers:
+    source: keras.layers.TextVectorization
+    target: keras.layers.TextVectorization
+    target_vocab: list[str]  # id -> token, with "", "[UNK]", "[START]", "[END]" first
+
+
+def _spec(spec) -> str:
+    return " + ".join(spec) if isinstance(spec, (list, tuple)) else spec
+
+
+# ---- text --------------------------------------------------------------------------------
+
+
+def _compositions() -> list[tuple[str, str]]:
+    """(base letter + combining mark, precomposed letter) for Latin letters with the common
+    accents: what NFC does to decomposed European text (core TensorFlow has no normalizer)."""
+    import unicodedata
+
+    pairs = []
+    for base in "aeiouyncAEIOUYNC":
+        for mark in "\u0300\u0301\u0302\u0303\u0308\u0327":
+            composed = unicodedata.normalize("NFC", base + mark)
+            if len(composed) == 1:
+                pairs.append((base + mark, composed))
+    return pairs
+
+
+_COMPOSITIONS = _compositions()
+
+
+def normalize(text: tf.Tensor, lowercase: bool) -> tf.Tensor:
+    """Unicode-compose accents, unify quotes, (lower-case,) split punctuation into tokens.
+
+    Args:
+        text: string [B].
+    Returns:
+        string [B], tokens separated by single spaces; apostrophes and hyphens stay inside
+        words ("don't", "well-known"), as sacrebleu's 13a tokenizer keeps them.
+    """
+    def compose(t):
+        for decomposed, composed in _COMPOSITIONS:
+            t = tf.strings.regex_replace(t, decomposed, composed)
+        return t
+
+    has_marks = tf.reduce_any(tf.strings.regex_full_match(text, "(?s).*[\u0300-\u036f].*"))
+    text = tf.cond(has_marks, lambda: compose(text), lambda: text)
+    text = tf.strings.regex_replace(text, "[\u2018\u2019\u02bc`´]", "'")
+    text = tf.strings.regex_replace(text, "[\u201c\u201d\u201e\u00ab\u00bb]", '"')
+    if lowercase:
+        text = tf.strings.lower(text, encoding="utf-8")
+    text = tf.strings.regex_replace(text, _PUNCTUATION, r" \1 ")
+    return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
+
+
+def detokenize(text: tf.Tensor) -> tf.Tensor:
+    """Undo ``normalize``'s punctuation split: "Is it ready ?" -> "Is it ready?"."""
+    text = tf.strings.regex_replace(text, r" ([.,!?;:)…])", r"\1")
+    return tf.strings.regex_replace(text, r"([(¿¡]) ", r"\1")
+
+
+def source_ids(config: TranslationPipeline, vectorizers: Vectorizers,
+               text: tf.Tensor) -> tf.RaggedTensor:
+    """string [B] -> int64 [B, (S <= source_max_length)]; rows may be empty."""
+    vec = config.vectorize
+    return vectorizers.source(normalize(text, vec.lowercase_source))[:, :vec.source_max_length]
+
+
+def target_ids(config: TranslationPipeline, vectorizers: Vectorizers,
+               text: tf.Tensor) -> tf.RaggedTensor:
+    """string [B] -> int64 [B, (T + 2)]: [START] tokens (<= target_max_length) [END]."""
+    vec = config.vectorize
+    ids = vectorizers.target(normalize(text, vec.lowercase_target))[:, :vec.target_max_length]
+    rows = tf.shape(text, out_type=tf.int64)[0]
+    start = tf.fill([rows, 1], tf.constant(START_ID, tf.int64))
+    end = tf.fill([rows, 1], tf.constant(END_ID, tf.int64))
+    return tf.concat([start, ids, end], axis=1)
+
+
+# ---- data --------------------------------------------------------------------------------
+
+
+def load_data(config: TranslationPipeline) -> Data:
+    """Open and validate the train and dev sentence pairs (local files fail at file:line)."""
+    return Data(open_pairs(config, "train"), open_pairs(config, "dev"))
+
+
+def open_pairs(config: TranslationPipeline, role: str) -> ParallelSource:
+    """The ``data.train`` or ``data.dev`` source."""
+    d = config.data
+    return parallel_source(getattr(d, role), role, d.format, d.source_column, d.target_column,
+                           d.source_language, d.target_language)
+
+
+def _adapted_vocabulary(texts: tf.data.Dataset, max_tokens: int) -> list[str]:
+    layer = vectorize.build_text_vectorizer("none", max_tokens)
+    vectorize.adapt_text_vectorizer(layer, texts)
+    return [str(t) for t in vectorize.text_vocabulary(layer)]
+
+
+def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) -> Vectorizers:
+    """Adapt one vocabulary per language on the training pairs, or reload them (resume)."""
+    vec = config.vectorize
+    source_file, target_file = vocab_dir / "source_vocab.txt", vocab_dir / "target_vocab.txt"
+    if source_file.exists() and target_file.exists():
+        source_vocab = vectorize.load_vocabulary(source_file)
+        target_vocab = vectorize.load_vocabulary(target_file)
+    else:
+        pairs = data.train.dataset()
+        source_vocab = _adapted_vocabulary(
+            pairs.map(lambda s, t: s).batch(1024).map(
+                lambda s: normalize(s, vec.lowercase_source)).unbatch(), vec.source_max_tokens)
+        adapted = _adapted_vocabulary(
+            pairs.map(lambda s, t: t).batch(1024).map(
+                lambda t: normalize(t, vec.lowercase_target)).unbatch(),
+            vec.target_max_tokens - 2)  # room for [START] and [END]
+        target_vocab = [START, END] + [t for t in adapted if t not in (START, END)]
+        vocab_dir.mkdir(parents=True, exist_ok=True)
+        vectorize.save_vocabulary(source_vocab, source_file)
+        vectorize.save_vocabulary(target_vocab, target_file)
+    if not source_vocab or len(target_vocab) <= 2:
+        raise DataError("the training pairs have no tokens on one side", _spec(data.train.spec))
+    return Vectorizers(
+        vectorize.build_text_vectorizer("none", vec.source_max_tokens, source_vocab),
+        vectorize.build_text_vectorizer("none", vec.target_max_tokens, target_vocab),
+        ["", "[UNK]"] + target_vocab)
+
+
+def _pair_length(features, target) -> tf.Tensor:
+    return tf.maximum(tf.shape(features["source"])[0], tf.shape(target)[0])
+
+
+def _examples(config: TranslationPipeline, vectorizers: Vectorizers,
+              source: ParallelSource) -> tf.data.Dataset:
+    """Cached ({"source" [S], "target_in" [T]}, target_out [T]) examples (teacher forcing:
+    target_in is [START] w1 .. wn, target_out is w1 .. wn [END])."""
+
+    def encode(src, tgt):
+        return source_ids(config, vectorizers, src), target_ids(config, vectorizers, tgt)
+
+    def flat(x):  # an unbatched ragged row may come out as a rank-0-ragged tensor
+        return x.flat_values if isinstance(x, tf.RaggedTensor) else x
+
+    def shift(src, tgt):
+        src, tgt = batching.ensure_nonempty(flat(src)), flat(tgt)
+        return {"source": src, "target_in": tgt[:-1]}, tgt[1:]
+
+    return (source.dataset()
+            .batch(512)
+            .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+            .unbatch()
+            .map(shift, num_parallel_calls=tf.data.AUTOTUNE)
+            .cache())
+
+
+def _max_pair_length(config: TranslationPipeline) -> int:
+    return max(config.vectorize.source_max_length, config.vectorize.target_max_length + 1)
+
+
+def make_datasets(config: TranslationPipeline, data: Data, vectorizers: Vectorizers):
+    """Shuffled, length-bucketed training batches and dev batches.
+
+    Returns:
+        (train batches, dev batches, (0 dropped, target tokens per epoch)).
+    """
+    train = _examples(config, vectorizers, data.train)
+    tokens = int(train.reduce(tf.constant(0, tf.int64), lambda n, ex: n + tf.cast(
+        tf.shape(ex[1], out_type=tf.int64)[0], tf.int64)))  # also fills the cache
+    batches = batching.training_batches(train, config.train.batch_size, _max_pair_length(config),
+                                        config.train.shuffle_buffer, config.seed, _pair_length)
+    return batches, dev_batches(config, data, vectorizers), (0, tokens)
+
+
+def dev_batches(config: TranslationPipeline, data: Data, vectorizers: Vectorizers):
+    """Dev teacher-forcing batches (for the dev loss and token accuracy)."""
+    dev = _examples(config, vectorizers, data.dev)
+    return batching.bucket_and_pad(dev, config.train.batch_size, _max_pair_length(config),
+                                   _pair_length).prefetch(tf.data.AUTOTUNE)
+
+
+# ---- model -------------------------------------------------------------------------------
+
+
+def _states_per_layer(cell: str) -> int:
+    return 2 if cell == "lstm" else 1
+
+
+class Decoder(keras.Model):
+    """Target tokens + encoder states -> next-token logits, whole sequences or one step."""
+
+    def __init__(self, vocab_size: int, embedding_dim: int, cell: str, units: int, layers: int,
+                 dropout: float, attention: str, attention_units: int, output_dropout: float,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.cell_name, self.layer_count = cell, layers
+        self.embedding = keras.layers.Embedding(vocab_size, embedding_dim, name="target_embedding")
+        self.rnns = [recurrent_layer(cell, units, dropout=dropout, name=f"decoder_{cell}_{i + 1}")
+                     for i in range(layers)]
+        self.attention = SequenceAttention(attention, attention_units, name="attention")
+        self.attentional = keras.layers.Dense(units, activation="tanh", name="attentional")
+        self.dropout = keras.layers.Dropout(output_dropout, name="dropout")
+        self.logits = keras.layers.Dense(vocab_size, dtype="float32", name="logits")
+
+    def group_states(self, flat: list) -> list[list]:
+        """The encoder's flat list of initial states -> one list ([h] or [h, c]) per layer."""
+        k = _states_per_layer(self.cell_name)
+        return [list(flat[i * k:(i + 1) * k]) for i in range(self.layer_count)]
+
+    def _output(self, rnn_out, context, training=False):
+        hidden = self.attentional(tf.concat([rnn_out, tf.cast(context, rnn_out.dtype)], -1))
+        return self.logits(self.dropout(hidden, training=training))
+
+    def call(self, target_in, memory, source_mask, states, training=False):
+        """Teacher forcing.
+
+        Args:
+            target_in: int64 [B, T] ([START] w1 .. wn, 0-padded at the end).
+            memory: float [B, S, D] encoder states; source_mask: bool [B, S].
+            states: per layer, the initial states.
+        Returns:
+            (logits float32 [B, T, V], attention weights float32 [B, T, S]).
+        """
+        # The decoder reads left to right, so end padding cannot change earlier steps: no mask
+        # is needed (and none means no masking work in the recurrent kernel).
+        x = self.dropout(self.embedding(target_in), training=training)
+        for rnn, initial in zip(self.rnns, states):
+            x = rnn(x, initial_state=initial, training=training)
+        context, weights = self.attention(x, memory, source_mask)
+        return self._output(x, context, training), weights
+
+    def step(self, tokens, states, context):
+        """One decoding step (the beam-search ``step_fn``).
+
+        Args:
+            tokens: int32 [N] previous tokens.
+            states: per layer, [h] or [h, c], each float [N, units].
+            context: (memory [N, S, D], projected keys [N, S, K], source mask bool [N, S]).
+        Returns:
+            (log-probabilities float32 [N, V], new states).
+        """
+        memory, keys, mask = context
+        x = self.embedding(tokens)
+        new_states = []
+        for rnn, state in zip(self.rnns, states):
+            x, updated = rnn.cell(x, list(state), training=False)
+            new_states.append(list(updated) if isinstance(updated, (list, tuple)) else [updated])
+        attended, _ = self.attention.attend(x[:, None, :], keys, memory, mask)
+        return tf.nn.log_softmax(self._output(x, attended[:, 0])), new_states
+
+
+class Seq2SeqModel(keras.Model):
+    """{"source" int64 [B, S], "target_in" int64 [B, T]} -> logits float32 [B, T, V].
+
+    The loss (compile it without one) is the token cross-entropy, optionally label-smoothed,
+    averaged over real target tokens only.
+    """
+
+    def __init__(self, encoder: keras.Model, decoder: Decoder, label_smoothing: float = 0.0,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.encoder, self.decoder, self.label_smoothing = encoder, decoder, label_smoothing
+
+    def encode(self, source, training=False):
+        """source int64 [B, S] -> (memory [B, S, D], per-layer decoder initial states)."""
+        memory, *states = self.encoder(source, training=training)
+        return memory, self.decoder.group_states(states)
+
+    def call(self, inputs, training=False):
+        source = inputs["source"]
+        memory, states = self.encode(source, training=training)
+        logits, _ = self.decoder(inputs["target_in"], memory,
+                                 tf.not_equal(source, vectorize.PAD_ID), states,
+                                 training=training)
+        return logits
+
+    def attention_weights(self, source, target_in):
+        """float32 [B, T, S]: where each target position looked (teacher-forced on target_in)."""
+        memory, states = self.encode(source)
+        _, weights = self.decoder(target_in, memory, tf.not_equal(source, vectorize.PAD_ID),
+                                  states)
+        return weights
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        mask = tf.cast(tf.not_equal(y, vectorize.PAD_ID), tf.float32)
+        log_probs = tf.nn.log_softmax(tf.cast(y_pred, tf.float32))
+        nll = -tf.gather(log_probs, y, batch_dims=2)
+        if self.label_smoothing:
+            # (1 - e) * NLL + e * cross-entropy with the uniform distribution, without one-hots
+            nll = (1 - self.label_smoothing) * nll - self.label_smoothing * tf.reduce_mean(
+                log_probs, axis=-1)
+        # divide_no_nan: under a strategy a replica may get an empty share of a small batch
+        loss = tf.math.divide_no_nan(tf.reduce_sum(nll * mask), tf.reduce_sum(mask))
+        return per_replica_loss(loss + (tf.add_n(self.losses) if self.losses else 0.0))
+
+
+class MaskedAccuracy(keras.metrics.Mean):
+    """Next-token accuracy over real (non-padding) target tokens."""
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        correct = tf.equal(tf.argmax(y_pred, axis=-1, output_type=y_true.dtype), y_true)
+        super().update_state(tf.cast(correct, tf.float32),
+                             sample_weight=tf.cast(tf.not_equal(y_true, vectorize.PAD_ID),
+                                                   tf.float32))
+
+
+def build_encoder(config: TranslationPipeline, vectorizers: Vectorizers) -> keras.Model:
+    """source int64 [B, S] -> [memory float [B, S, D], decoder initial states ...]."""
+    m, dec = config.model, config.model.decoder
+    source = keras.Input(shape=(None,), dtype="int64", name="source")
+    mask = keras.ops.not_equal(source, vectorize.PAD_ID)
+    x = keras.layers.Embedding(vectorizers.source.vocabulary_size(), m.source_embedding_dim,
+                               name="source_embedding")(source)
+    if m.dropout:
+        x = keras.layers.Dropout(m.dropout, name="source_dropout")(x)
+    memory, final = rnn_stack(x, mask, **m.encoder.model_dump(), return_sequences=True,
+                              return_state=True, name="encoder")
+    # final: per direction [h] or [h, c]; the bridge maps their concatenation to each
+    # decoder layer's initial state.
+    k = _states_per_layer(m.encoder.cell)
+    hidden = [final[i] for i in range(0, len(final), k)]
+    cells = [final[i + 1] for i in range(0, len(final), k)] if k == 2 else hidden
+    concat = lambda parts: parts[0] if len(parts) == 1 else keras.layers.Concatenate()(parts)  # noqa: E731
+    h, c = concat(hidden), concat(cells)
+    initial = []
+    for i in range(dec.layers):
+        initial.append(keras.layers.Dense(dec.units, activation="tanh", name=f"bridge_h_{i + 1}")(h))
+        if dec.cell == "lstm":
+            initial.append(keras.layers.Dense(dec.units, name=f"bridge_c_{i + 1}")(c))
+    return keras.Model(source, [memory, *initial], name="encoder")
+
+
+def build_model(config: TranslationPipeline, vectorizers: Vectorizers) -> keras.Model:
+    m = config.model
+    decoder = Decoder(len(vectorizers.target_vocab), m.target_embedding_dim, m.decoder.cell,
+                      m.decoder.units, m.decoder.layers, m.decoder.dropout, m.attention,
+                      m.attention_units, m.dropout, name="decoder")
+    model = Seq2SeqModel(build_encoder(config, vectorizers), decoder, m.label_smoothing,
+                         name=f"{config.name}_translator")
+    model({"source": tf.ones([1, 2], tf.int64),  # builds every weight
+           "target_in": tf.constant([[START_ID, END_ID]], tf.int64)})
+    return model
+
+
+def compile_args(config: TranslationPipeline) -> dict:
+    return {"metrics": [MaskedAccuracy(name="accuracy")]}
+
+
+# ---- decoding ----------------------------------------------------------------------------
+
+
+def translator(model: Seq2SeqModel, vectorizers: Vectorizers, config: TranslationPipeline):
+    """A function (text string [B], beam_width int32 [], length_penalty float32 []) ->
+    (translation string [B], token ids int32 [B, T], lengths int32 [B]); width 1 = greedy."""
+    dec = config.decoding
+    vocab = tf.constant(vectorizers.target_vocab)
+
+    def translate(text, beam_width, length_penalty):
+        ragged = source_ids(config, vectorizers, text)
+        source = batching.pad_batch(ragged)
+        n_source = tf.cast(tf.maximum(ragged.row_lengths(), 1), tf.float32)
+        max_lengths = tf.cast(tf.math.ceil(dec.max_length_ratio * n_source), tf.int32) + \
+            dec.max_length_offset
+        memory, states = model.encode(source)
+        context = (memory, model.decoder.attention.project_keys(memory),
+                   tf.not_equal(source, vectorize.PAD_ID))
+        step = model.decoder.step
+        ids, lengths = tf.cond(
+            beam_width <= 1,
+            lambda: greedy_decode(step, states, context, START_ID, END_ID, max_lengths),
+            lambda: beam_search(step, states, context, START_ID, END_ID, max_lengths,
+                                beam_width, length_penalty)[:2])
+        words = tf.RaggedTensor.from_tensor(tf.gather(vocab, ids), lengths=lengths)
+        return detokenize(tf.strings.reduce_join(words, axis=1, separator=" ")), ids, lengths
+
+    return translate
+
+
+def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
+                      config: TranslationPipeline) -> dict:
+    """``serving_default``: text string [None] -> translation string [None] (beam search with
+    the configured width); ``translate``: the same plus beam_width int32 [] (1 = greedy) and
+    length_penalty float32 [] chosen per call."""
+    translate = translator(model, vectorizers, config)
+    dec = config.decoding
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def serving_default(text):
+        translation, _, _ = translate(text, tf.constant(dec.beam_width),
+                                      tf.constant(dec.length_penalty))
+        return {"translation": translation}
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                  tf.TensorSpec([], tf.int32, name="beam_width"),
+                                  tf.TensorSpec([], tf.float32, name="length_penalty")])
+    def translate_with(text, beam_width, length_penalty):
+        translation, ids, lengths = translate(text, beam_width, length_penalty)
+        return {"translation": translation, "lengths": lengths}
+
+    return {"serving_default": serving_default, "translate": translate_with}
+
+
+def corpus_scores(hypotheses: list[str], references: list[str]) -> dict:
+    """sacrebleu BLEU (13a tokenization, case-sensitive) and chrF on detokenized text."""
+    from sacrebleu.metrics import BLEU, CHRF
+
+    bleu_metric = BLEU()
+    bleu = bleu_metric.corpus_score(hypotheses, [references])
+    chrf = CHRF().corpus_score(hypotheses, [references])
+    return {"bleu": float(bleu.score), "chrf": float(chrf.score),
+            "bleu_signature": str(bleu_metric.get_signature()),
+            "brevity_penalty": float(bleu.bp)}
+
+
+def translate_all(translate_fn, sources: list[str], beam_width: int, length_penalty: float,
+                  batch_size: int = 128) -> tuple[list[str], float]:
+    """(translations, sentences per second) of a ``translate``-shaped function."""
+    out, start = [], time.perf_counter()
+    for i in range(0, len(sources), batch_size):
+        result = translate_fn(text=tf.constant(sources[i:i + batch_size]),
+                              beam_width=tf.constant(beam_width, tf.int32),
+                              length_penalty=tf.constant(length_penalty, tf.float32))
+        out.extend(t.decode("utf-8") for t in result["translation"].numpy())
+    seconds = time.perf_counter() - start
+    return out, len(sources) / seconds if seconds > 0 else float("inf")
+
+
+def read_pairs(source: ParallelSource) -> tuple[list[str], list[str]]:
+    sources, references = [], []
+    for src, tgt in source.dataset().as_numpy_iterator():
+        sources.append(src.decode("utf-8"))
+        references.append(tgt.decode("utf-8"))
+    return sources, references
+
+
+def evaluate(translate_fn, sources: list[str], references: list[str], beam_width: int,
+             length_penalty: float) -> dict:
+    """BLEU/chrF of beam search (and of greedy decoding) over raw pairs, plus decoding speed.
+
+    The same function scores a run's dev split and an exported model in ``nlp-rnn evaluate``,
+    so the two agree by construction.
+    """
+    if not sources:
+        raise DataError("no sentence pairs to evaluate")
+    beam, beam_rate = translate_all(translate_fn, sources, beam_width, length_penalty)
+    metrics = {"pairs": len(sources), "beam_width": beam_width, "length_penalty": length_penalty,
+               **corpus_scores(beam, references), "sentences_per_second_beam": beam_rate}
+    if beam_width > 1:
+        greedy, greedy_rate = translate_all(translate_fn, sources, 1, 0.0)
+        scores = corpus_scores(greedy, references)
+        metrics.update({"bleu_greedy": scores["bleu"], "chrf_greedy": scores["chrf"],
+                        "sentences_per_second_greedy": greedy_rate})
+    metrics["samples"] = [{"source": s, "reference": r, "translation": t}
+                          for s, r, t in list(zip(sources, references, beam))[:12]]
+    return metrics
+
+
+# ---- per-epoch BLEU ------------------------------------------------------------------------
+
+
+def sample_markdown(rows: list[dict]) -> str:
+    lines = ["| source | reference | translation |", "|---|---|---|"]
+    escape = lambda s: s.replace("|", "\\|")  # noqa: E731
+    for r in rows:
+        lines.append(f"| {escape(r['source'])} | {escape(r['reference'])} | "
+                     f"{escape(r['translation'])} |")
+    return "\n".join(lines)
+
+
+class DevBleu(keras.callbacks.Callback):
+    """Adds ``val_bleu``/``val_chrf`` (greedy decoding of a fixed dev sample) after every epoch,
+    and a text summary of sample translations."""
+
+    def __init__(self, model, vectorizers, config: TranslationPipeline, dev: ParallelSource,
+                 log_dir: Path, samples: int = 8):
+        super().__init__()
+        self.translate = translator(model, vectorizers, config)
+        self.size, self.dev, self.samples = config.decoding.dev_sample, dev, samples
+        self.writer = tf.summary.create_file_writer(str(log_dir / "validation"))
+        self.pairs = None
+        self._compiled = None
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.size:
+            return
+        if self.pairs is None:
+            sources, references = read_pairs(self.dev)
+            # evenly spaced, not the first N: corpora such as Tatoeba run from short to long
+            chosen = np.unique(np.linspace(0, len(sources) - 1, self.size).astype(int))
+            self.pairs = [sources[i] for i in chosen], [references[i] for i in chosen]
+            translate = self.translate
+            self._compiled = tf.function(
+                lambda text, beam_width, length_penalty: {
+                    "translation": translate(text, beam_width, length_penalty)[0]},
+                input_signature=[tf.TensorSpec([None], tf.string), tf.TensorSpec([], tf.int32),
+                                 tf.TensorSpec([], tf.float32)])
+        sources, references = self.pairs
+        hypotheses, _ = translate_all(self._compiled, sources, 1, 0.0)
+        scores = corpus_scores(hypotheses, references)
+        if logs is not None:
+            logs["val_bleu"], logs["val_chrf"] = scores["bleu"], scores["chrf"]
+        rows = [{"source": s, "reference": r, "translation": t}
+                for s, r, t in list(zip(sources, references, hypotheses))[:self.samples]]
+        with self.writer.as_default():
+            tf.summary.text("dev_translations", sample_markdown(rows), step=epoch)
+        self.writer.flush()
+
+
+def callbacks(model, vectorizers, config, log_dir, dev_batches) -> list:
+    return [DevBleu(model, vectorizers, config, open_pairs(config, "dev"), log_dir)]
+
+
+# ---- evaluation and summaries ----------------------------------------------------------------
+
+
+def attention_maps(model: Seq2SeqModel, vectorizers: Vectorizers, config: TranslationPipeline,
+                   sources: list[str], translate_fn) -> list[dict]:
+    """Source tokens, output tokens and the attention matrix for a few translated sentences."""
+    result = translate_fn(text=tf.constant(sources),
+                          beam_width=tf.constant(config.decoding.beam_width),
+                          length_penalty=tf.constant(config.decoding.length_penalty))
+    ragged = source_ids(config, vectorizers, tf.constant(sources))
+    maps = []
+    for i, text in enumerate(sources):
+        n_out = int(result["lengths"][i])
+        src = ragged[i].numpy()
+        out = target_ids(config, vectorizers, result["translation"][i:i + 1])[0].numpy()
+        target_in = out[:-1][None, :]  # [START] w1 .. wn, fed back to read the attention
+        weights = model.attention_weights(batching.pad_batch(ragged[i:i + 1]), target_in)[0]
+        source_vocab = vectorizers.source.get_vocabulary()
+        maps.append({"source": [source_vocab[t] for t in src] or ["[UNK]"],
+                     "output": [vectorizers.target_vocab[t] for t in out[1:]],
+                     "weights": np.asarray(weights)[:, :max(len(src), 1)].tolist(),
+                     "decoded_tokens": n_out})
+    return maps
+
+
+def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_batches,
+                 config: TranslationPipeline) -> dict:
+    """Dev BLEU/chrF of the best epoch through the exported ``translate`` function."""
+    sources, references = read_pairs(data.dev)
+    dec = config.decoding
+    metrics = evaluate(endpoints["translate"], sources, references, dec.beam_width,
+                       dec.length_penalty)
+    metrics["samples"] = {"translations": metrics["samples"],
+                          "attention": attention_maps(model, vectorizers, config, sources[:4],
+                                                      endpoints["translate"])}
+    return metrics
+
+
+def headline(metrics: dict) -> dict:
+    keys = ("bleu", "chrf", "bleu_greedy")
+    return {k: metrics[k] for k in keys if k in metrics}
+
+
+def attention_png(item: dict) -> bytes:
+    """A heatmap: output tokens (rows) x source tokens (columns)."""
+    from nlp_rnn.plots import figure_png, pyplot
+
+    plt = pyplot()
+    weights = np.array(item["weights"])
+    rows, cols = weights.shape
+    fig, ax = plt.subplots(figsize=(max(3.5, 0.45 * cols + 1.5), max(3.0, 0.4 * rows + 1.2)),
+                           dpi=100)
+    ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto")
+    ax.set_xticks(range(cols), item["source"][:cols], rotation=60, ha="right")
+    ax.set_yticks(range(rows), item["output"][:rows])
+    ax.set_xlabel("source")
+    ax.set_ylabel("output")
+    return figure_png(fig)
+
+
+def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
+    """Sample translations (text) and attention heatmaps (images; PNGs in the run folder)."""
+    samples = metrics["samples"]
+    writer = tf.summary.create_file_writer(str(log_dir / "validation"))
+    with writer.as_default():
+        tf.summary.text("dev_translations_final", sample_markdown(samples["translations"]),
+                        step=0)
+        for i, item in enumerate(samples["attention"]):
+            png = attention_png(item)
+            (run_dir / f"attention_{i + 1}.png").write_bytes(png)
+            tf.summary.image(f"attention/{i + 1}", tf.image.decode_png(png, channels=4)[None],
+                             step=0)
+    writer.flush()
+
+
+def export_inputs(vectorizers: Vectorizers, config: TranslationPipeline) -> dict:
+    return {"text": tf.constant(["a sample input", ""])}
+
+
+def trackables(vectorizers: Vectorizers) -> list:
+    return [vectorizers.source, vectorizers.target]
+
+
+def export_metadata(config: TranslationPipeline, vectorizers: Vectorizers) -> dict:
+    """What ``nlp-rnn predict/evaluate`` need to know about an exported translator."""
+    d, dec = config.data, config.decoding
+    return {"source_column": d.source_column, "target_column": d.target_column,
+            "beam_width": dec.beam_width, "length_penalty": dec.length_penalty,
+            "max_length_ratio": dec.max_length_ratio, "max_length_offset": dec.max_length_offset}
