@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 
-SECTIONS = ("training", "pipeline", "inference", "scaling")
+SECTIONS = ("training", "pipeline", "inference", "decoding", "scaling")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # every run's markdown and raw JSON (git-ignored)
 
@@ -66,6 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path,
                    default=Path(os.environ.get("NLP_RNN_DATA", ROOT.parent / "shared" / "data"))
                    / "imdb", help="folder holding train.csv.gz and dev.csv.gz")
+    p.add_argument("--translator", type=Path,
+                   default=ROOT / "saved_models" / "spa_eng",
+                   help="decoding section: an exported translator (default: saved_models/spa_eng "
+                        "when it exists, else the built-in dates translator is trained first)")
+    p.add_argument("--translation-data", default=str(
+        Path(os.environ.get("NLP_RNN_DATA", ROOT.parent / "shared" / "data")) / "spa-eng"
+        / "dev.txt"), help="decoding section: tab-separated pairs whose sources are decoded "
+                           "(with the built-in translator: its own dev split)")
     p.add_argument("--reference-padding", choices=("pre", "post"), default="pre",
                    help="reference input: pad_sequences' default 'pre' (keep the last tokens, "
                         "pad left; the recipe's) or 'post' (TextVectorization's own)")
@@ -100,7 +108,7 @@ def _log(started: float):
 def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
     """Run the selected sections; return the report dict (see report.render_markdown)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from benchmarks import inference, input_pipeline, scaling, training
+    from benchmarks import decoding, inference, input_pipeline, scaling, training
     from benchmarks.common import Check, SectionResult, machine_info, prepare_data, read_pairs
     from benchmarks.report import section_markdown
 
@@ -161,6 +169,16 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
             return inference.run(state["pair"], read_pairs(data.dev, needed)[0],
                                  plan.single_reps, plan.batch_reps, plan.batch_size, log)
 
+        def measure_decoding():
+            export, data_spec, trained = args.translator, args.translation_data, False
+            if not export.exists():
+                export = decoding.train_builtin_translator(workdir / "decoding", log)
+                data_spec, trained = None, True
+            needed = max(plan.single_reps, plan.batch_size * plan.batch_reps)
+            sources, name = decoding.dev_sources(export, data_spec, needed)
+            return decoding.run(export, sources, name, plan.single_reps, plan.batch_reps,
+                                plan.batch_size, log, trained_here=trained)
+
         def measure_scaling():
             return scaling.run(data.train, data.dev, plan.scaling_base, plan.scaling_dev,
                                workdir / "scaling", log, overrides=overrides)
@@ -168,6 +186,7 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
         section("training", "Training", measure_training)
         section("pipeline", "Input pipeline", measure_pipeline)
         section("inference", "Inference", measure_inference)
+        section("decoding", "Decoding", measure_decoding)
         section("scaling", "Scaling", measure_scaling)
     finally:
         if args.keep_workdir:

@@ -204,3 +204,25 @@ def test_input_pipeline_section_on_a_tiny_csv(tiny_data: DataFiles, tmp_path: Pa
     assert section.raw["examples"] == 40 and section.raw["model_batches"] == 2
     assert section.checks[0].passed in (True, False)
     assert (tmp_path / "vocab" / "vocab.txt").exists()
+
+
+def test_decoding_section_on_a_tiny_translator(tmp_path: Path):
+    from benchmarks import decoding
+    from nlp_rnn.config import load_pipeline
+    from nlp_rnn.pipeline import run_pipeline
+
+    config = load_pipeline("translation", [
+        f"output_dir={tmp_path / 'runs'}", f"export.dir={tmp_path / 'saved_models'}",
+        "train.epochs=1", "model.encoder.units=8", "model.decoder.units=8",
+        "decoding.dev_sample=0"])
+    export = run_pipeline(config, log=lambda line: None).export_path
+    sources, name = decoding.dev_sources(tmp_path / "saved_models" / "translation", None, 12)
+    assert len(sources) == 12 and name == "builtin:dates:dev"
+    section = decoding.run(export, sources, name, single_reps=3, batch_reps=2, batch_size=4,
+                           log=lambda line: None, widths=(1, 3))
+    rows = section.tables[0][1]
+    assert [row["decoding"] for row in rows] == ["greedy", "beam 3"]
+    assert all(row["batch 4 sentences/s"] > 0 and row["1 sentence p50 ms"] > 0 for row in rows)
+    assert all(row["mean output tokens"] is not None for row in rows)
+    assert rows[0]["vs greedy (batch)"] == "1.00×"
+    assert {len(t) for t in section.raw["seconds"]["batch"].values()} == {2}
