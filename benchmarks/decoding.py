@@ -44,8 +44,9 @@ def resolve(export: Path) -> Path:
 
 
 def dev_sources(export: Path, data: str | None, limit: int) -> tuple[list[str], str]:
-    """Source sentences to decode, and where they come from: ``data`` (a tab-separated pair
-    file, read with the model's own source column) or the built-in dates dev split."""
+    """``limit`` source sentences evenly spaced over ``data`` (a tab-separated pair file, read
+    with the model's own source column; Tatoeba's dev file runs from short to long sentences)
+    or over the built-in dates dev split, and the name of where they come from."""
     from nlp_rnn.data.sources import parallel_source
     from nlp_rnn.export import read_metadata
 
@@ -53,8 +54,9 @@ def dev_sources(export: Path, data: str | None, limit: int) -> tuple[list[str], 
     spec = data or "builtin:dates:dev"
     source = parallel_source(spec, "dev", "auto", metadata.get("source_column", 1),
                              metadata.get("target_column", 0))
-    sentences = [s for s, _ in itertools.islice(source.pairs(), limit)]
-    return sentences, spec
+    everything = [s for s, _ in source.pairs()]
+    step = max(len(everything) / max(limit, 1), 1.0)
+    return [everything[int(i * step)] for i in range(min(limit, len(everything)))], spec
 
 
 def run(export: Path, sources: Sequence[str], data_name: str, single_reps: int,

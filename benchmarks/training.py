@@ -174,6 +174,10 @@ def run(data: DataFiles, workdir: Path, epochs: int, threshold: float, extra_epo
     cfg = nlp.config
     rnn = cfg.model.rnn
     encoder = f"{rnn.layers}×{'Bi' if rnn.bidirectional else ''}{rnn.cell.upper()}({rnn.units})"
+    conv = cfg.model.conv
+    if conv is not None:
+        pooled = f" + max-pool {conv.pool_size}" if conv.pool_size > 1 else ""
+        encoder = f"Conv1D({conv.filters}, {conv.kernel_size}){pooled} → {encoder}"
     measures = (
         f"{examples:,} training / {data.n_dev:,} dev reviews"
         f"{' (subsample)' if data.subsampled else ''}. "

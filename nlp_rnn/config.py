@@ -71,10 +71,12 @@ class RnnConfig(Section):
 
 
 class ConvConfig(Section):
-    """Optional Conv1D front before the RNN stack (CNN-LSTM)."""
+    """Optional Conv1D front before the RNN stack (CNN-LSTM); ``pool_size`` > 1 max-pools
+    its outputs in windows of that many tokens, so the RNN reads that many times fewer steps."""
 
     filters: int = Field(64, ge=1)
     kernel_size: int = Field(5, ge=1)
+    pool_size: int = Field(1, ge=1, le=64)
 
 
 class ClassificationModel(Section):

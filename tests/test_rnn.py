@@ -125,6 +125,7 @@ def test_pooling_ignores_padding(mode):
 @pytest.mark.parametrize("pooling", ["last", "attention"])
 def test_classifier_variants_build_and_serialize(pooling):
     overrides = [f"model.pooling={pooling}", "model.conv.filters=8", "model.conv.kernel_size=3",
+                 "model.conv.pool_size=2",
                  "model.hidden_units=4", "model.rnn.cell=gru"]
     config = load_pipeline("sentiment", overrides)
     model = classification.build_model(config, tiny_vectorizers(["a", "b", "c"]))
@@ -132,6 +133,30 @@ def test_classifier_variants_build_and_serialize(pooling):
     assert out.shape == (2, 3)
     np.testing.assert_allclose(np.asarray(out).sum(axis=1), 1.0, rtol=1e-5)
     assert keras.Model.from_config(model.get_config()).count_params() == model.count_params()
+
+
+@pytest.mark.parametrize("pool_size", [1, 3])
+def test_conv_front_ignores_padding_and_pools_the_mask(pool_size):
+    """A review scores the same however far its batch is padded, and the pooled mask marks
+    exactly the windows holding a real token (so it stays right-padded, never empty)."""
+    import tensorflow as tf
+
+    from nlp_rnn.layers.rnn import cudnn_mask_ok
+    from nlp_rnn.tasks.classification import conv_front
+
+    config = load_pipeline("sentiment", ["model.conv.filters=6", "model.conv.kernel_size=3",
+                                         f"model.conv.pool_size={pool_size}"])
+    model = classification.build_model(config, tiny_vectorizers(["a", "b", "c"]))
+    rows = [[2, 3, 4, 2, 3, 4, 2], [4], [2, 2, 3, 3]]
+    padded = np.array([r + [0] * (12 - len(r)) for r in rows])
+    alone = np.concatenate([np.asarray(model(np.array([r]))) for r in rows])
+    np.testing.assert_allclose(np.asarray(model(padded)), alone, rtol=1e-5, atol=1e-6)
+    tokens = tf.constant(padded)
+    x = tf.random.normal([3, 12, 5])
+    pooled, mask = conv_front(x, tokens != 0, config.model.conv)
+    expected = [[i * pool_size < len(r) for i in range(-(-12 // pool_size))] for r in rows]
+    assert np.asarray(mask).tolist() == expected and cudnn_mask_ok(np.asarray(mask))
+    assert pooled.shape == (3, len(expected[0]), 6)
 
 
 @pytest.fixture(scope="module", params=BUILTIN_PIPELINES)

@@ -204,7 +204,7 @@ def test_classifier_batch_sizes(classifier, size):
 def test_classifier_with_a_conv_front_accepts_an_empty_batch(tmp_path):
     """TF's CPU convolution returns its input unchanged on a batch of 0; serving must not care."""
     config = load_pipeline("sentiment", ["vectorize.max_length=12", "model.rnn.units=4",
-                                         "model.conv={filters: 4, kernel_size: 3}"])
+                                         "model.conv={filters: 4, kernel_size: 3, pool_size: 2}"])
     text = vectorize.build_text_vectorizer("lower_split_punct", 50, ["movie", "bad", "not"])
     labels = ["negative", "positive"]
     vecs = classification.Vectorizers(text, labels, vectorize.build_label_lookup(labels))

@@ -72,3 +72,38 @@ class SequencePooling(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "mode": self.mode,
                 "attention_units": self.attention_units}
+
+
+@keras.saving.register_keras_serializable(package="nlp_rnn")
+class WindowMaxPooling(keras.layers.Layer):
+    """Max over non-overlapping windows of ``pool_size`` steps, aligned at step 0.
+
+    [B, T, C] -> [B, ceil(T / pool_size), C]; a short last window is padded on the right with
+    ``fill``. Keras' MaxPooling1D(padding="same") splits its padding between both ends, so its
+    windows shift with the padded length T and a right-padded batch would pool a sequence
+    differently than the sequence alone.
+
+    Args:
+        pool_size: steps per window.
+        fill: the value padding counts as (0 suits ReLU outputs, which are never below it).
+    """
+
+    def __init__(self, pool_size: int, fill: float = 0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.pool_size, self.fill = pool_size, fill
+
+    def call(self, x):
+        p = self.pool_size
+        steps = ops.shape(x)[1]
+        extra = (p - steps % p) % p
+        x = ops.pad(x, [[0, 0], [0, extra], [0, 0]], constant_values=self.fill)
+        windows = ops.reshape(x, (ops.shape(x)[0], -1, p, ops.shape(x)[2]))
+        return ops.max(windows, axis=2)
+
+    def compute_output_shape(self, input_shape):
+        steps = input_shape[1]
+        return (input_shape[0], None if steps is None else -(-steps // self.pool_size),
+                input_shape[2])
+
+    def get_config(self):
+        return {**super().get_config(), "pool_size": self.pool_size, "fill": self.fill}

@@ -22,7 +22,7 @@ from nlp_rnn.config import ClassificationPipeline
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import LabelledSource, labelled_source
 from nlp_rnn.errors import DataError
-from nlp_rnn.layers.pooling import SequencePooling
+from nlp_rnn.layers.pooling import SequencePooling, WindowMaxPooling
 from nlp_rnn.layers.rnn import rnn_stack
 from nlp_rnn.layers.token_dropout import TokenDropout
 
@@ -115,6 +115,30 @@ def dev_batches(config: ClassificationPipeline, data: Data, vectorizers: Vectori
 # ---- model -------------------------------------------------------------------------------
 
 
+def conv_front(x, mask, conv):
+    """Conv1D (ReLU, "same": one output per token), then optionally non-overlapping max
+    pooling.
+
+    Args:
+        x: float [B, T, D] token embeddings; mask: bool [B, T] (right-padded, no empty row).
+    Returns:
+        (float [B, ceil(T / pool), filters], its mask bool [B, ceil(T / pool)]): window i is
+        real when its first token is, so the mask stays right-padded with no empty row.
+    """
+    def zero_padding(values, mask):
+        # a token's features must not depend on how far its batch is padded
+        return keras.ops.multiply(values, keras.ops.cast(keras.ops.expand_dims(mask, -1),
+                                                         values.dtype))
+
+    x = keras.layers.Conv1D(conv.filters, conv.kernel_size, padding="same", activation="relu",
+                            name="conv")(zero_padding(x, mask))
+    if conv.pool_size > 1:
+        # ReLU outputs are >= 0, so zeroed padding never wins a window's max over real tokens
+        x = WindowMaxPooling(conv.pool_size, name="conv_pool")(zero_padding(x, mask))
+        mask = mask[:, ::conv.pool_size]
+    return x, mask
+
+
 def build_model(config: ClassificationPipeline, vectorizers: Vectorizers) -> keras.Model:
     """tokens int64 [B, T] (0 = padding) -> class probabilities float32 [B, n_labels]."""
     m = config.model
@@ -129,9 +153,7 @@ def build_model(config: ClassificationPipeline, vectorizers: Vectorizers) -> ker
     if m.embedding_dropout:
         x = keras.layers.SpatialDropout1D(m.embedding_dropout, name="embedding_dropout")(x)
     if m.conv is not None:
-        # "same" padding keeps one output per token, so the token mask still applies.
-        x = keras.layers.Conv1D(m.conv.filters, m.conv.kernel_size, padding="same",
-                                activation="relu", name="conv")(x)
+        x, mask = conv_front(x, mask, m.conv)
     last_only = m.pooling == "last"
     x = rnn_stack(x, mask, **m.rnn.model_dump(), return_sequences=not last_only, name="encoder")
     if not last_only:
