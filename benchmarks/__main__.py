@@ -43,15 +43,18 @@ class Plan:
     batch_size: int
     scaling_base: int  # reviews at 1×
     scaling_dev: int
+    scaling_reps: int  # interleaved rounds of 1×, 2×, 4×
     budget_seconds: float
 
 
 FULL = Plan(quick=False, train_limit=None, dev_limit=None, epochs=4, threshold=0.85,
             extra_epochs=1, pipeline_reps=5, model_batches=20, single_reps=300, batch_reps=30,
-            batch_size=64, scaling_base=5000, scaling_dev=500, budget_seconds=3600)
+            batch_size=64, scaling_base=5000, scaling_dev=500, scaling_reps=3,
+            budget_seconds=3600)
 QUICK = Plan(quick=True, train_limit=2000, dev_limit=1000, epochs=2, threshold=0.85,
              extra_epochs=1, pipeline_reps=3, model_batches=8, single_reps=50, batch_reps=5,
-             batch_size=64, scaling_base=500, scaling_dev=200, budget_seconds=600)
+             batch_size=64, scaling_base=500, scaling_dev=200, scaling_reps=1,
+             budget_seconds=600)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -181,7 +184,8 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
 
         def measure_scaling():
             return scaling.run(data.train, data.dev, plan.scaling_base, plan.scaling_dev,
-                               workdir / "scaling", log, overrides=overrides)
+                               workdir / "scaling", log, overrides=overrides,
+                               repeats=plan.scaling_reps)
 
         section("training", "Training", measure_training)
         section("pipeline", "Input pipeline", measure_pipeline)

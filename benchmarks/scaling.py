@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
-from benchmarks.common import (Check, SectionResult, StageClock, memory_kib, ratio, read_pairs,
-                               times_str, write_pairs)
+from benchmarks.common import (Check, SectionResult, StageClock, median, memory_kib, ratio,
+                               read_pairs, times_str, write_pairs)
 
 RESULT_PREFIX = "SCALING-RESULT "
 
@@ -76,29 +76,48 @@ def linearity(sizes: Sequence[int], seconds: Sequence[float]) -> float:
 
 def run(train_file: Path, dev_file: Path, base: int, dev_rows: int, workdir: Path,
         log: Callable[[str], None], multipliers: Sequence[int] = (1, 2, 4),
-        overrides: Sequence[str] = (), timeout: float = 1800) -> SectionResult:
+        overrides: Sequence[str] = (), timeout: float = 1800, repeats: int = 1) -> SectionResult:
+    """Every size ``repeats`` times, in interleaved rounds (1×, 2×, 4×, 1×, 2×, ...) so a slow
+    spell of the machine hits every size alike; the table holds each size's medians and the
+    largest peak memory."""
     started = time.perf_counter()
     texts, labels = read_pairs(train_file, base * max(multipliers))
     workdir.mkdir(parents=True, exist_ok=True)
     dev = write_pairs(workdir / "dev.csv", *read_pairs(dev_file, dev_rows))
-    rows, raw = [], []
-    for k in multipliers:
-        n = base * k
-        train = write_pairs(workdir / f"train_{k}x.csv", texts, labels, count=n)
-        log(f"[scaling] {k}× = {n:,} reviews in a fresh process ...")
-        out = _run_child(train, dev, workdir / f"{k}x", overrides, timeout)
+    trains = {k: write_pairs(workdir / f"train_{k}x.csv", texts, labels, count=base * k)
+              for k in multipliers}
+    runs: dict[int, list[dict]] = {k: [] for k in multipliers}
+    raw = []
+    for rep in range(repeats):
+        for k in multipliers:
+            n = base * k
+            log(f"[scaling] {k}× = {n:,} reviews in a fresh process "
+                f"(round {rep + 1}/{repeats}) ...")
+            out = _run_child(trains[k], dev, workdir / f"{k}x-{rep}", overrides, timeout)
+            s = out["stages"]
+            out["adapt_and_epoch"] = s["vocabulary"] + s["tokenize_and_cache"] + s["fit"]
+            runs[k].append(out)
+            raw.append({"multiplier": k, "reviews": n, "round": rep + 1, **out})
+            log(f"[scaling] {k}×: {out['adapt_and_epoch']:.1f} s, "
+                f"peak {out['peak_kib'] / 1024:.0f} MiB")
+    for train in trains.values():
         train.unlink()
-        s = out["stages"]
-        adapt_and_epoch = s["vocabulary"] + s["tokenize_and_cache"] + s["fit"]
-        raw.append({"multiplier": k, "reviews": n, **out})
-        rows.append({"data": f"{k}×", "reviews": n, "tokens": out["train_tokens"],
-                     "read+scan s": s["read_and_scan"], "vocabulary s": s["vocabulary"],
-                     "tokenize+cache s": s["tokenize_and_cache"], "epoch s": s["epoch"],
+    rows = []
+    for k in multipliers:
+        n, outs = base * k, runs[k]
+
+        def med(stage: str) -> float:
+            return median(o["stages"][stage] for o in outs)
+
+        peak = max(o["peak_kib"] for o in outs)
+        adapt_and_epoch = median(o["adapt_and_epoch"] for o in outs)
+        rows.append({"data": f"{k}×", "reviews": n, "tokens": outs[0]["train_tokens"],
+                     "read+scan s": med("read_and_scan"), "vocabulary s": med("vocabulary"),
+                     "tokenize+cache s": med("tokenize_and_cache"), "epoch s": med("epoch"),
                      "vocab+tokenize+fit s": adapt_and_epoch,
                      "s per 1k reviews": adapt_and_epoch / n * 1000,
-                     "peak RSS MiB": out["peak_kib"] / 1024,
-                     "above start-up MiB": (out["peak_kib"] - out["baseline_kib"]) / 1024})
-        log(f"[scaling] {k}×: {adapt_and_epoch:.1f} s, peak {out['peak_kib'] / 1024:.0f} MiB")
+                     "peak RSS MiB": peak / 1024,
+                     "above start-up MiB": (peak - max(o["baseline_kib"] for o in outs)) / 1024})
     sizes = [r["reviews"] for r in rows]
     seconds = [r["vocab+tokenize+fit s"] for r in rows]
     growth = linearity(sizes, seconds)
@@ -114,17 +133,20 @@ def run(train_file: Path, dev_file: Path, base: int, dev_rows: int, workdir: Pat
               "≤ 1.10×", mem_growth <= 1.10),
     ]
     repeated = base * max(multipliers) > len(texts)
+    rounds = (f"{repeats} interleaved rounds ({', '.join(f'{k}×' for k in multipliers)}, "
+              "then again), each size's median time and largest peak memory"
+              if repeats > 1 else "One run per size")
     measures = (
         f"nlp-rnn's `run_pipeline` for one epoch (no export) on the first {base:,} × "
         f"{', '.join(f'{k}' for k in multipliers)} training reviews"
         f"{' (rows repeated cyclically beyond the file)' if repeated else ''}, dev fixed at "
-        f"{dev_rows:,} reviews, one fresh process per size (so peak RSS, VmHWM, is that size's "
+        f"{dev_rows:,} reviews, one fresh process per run (so peak RSS, VmHWM, is that size's "
         "alone; 'above start-up' subtracts the RSS after importing TensorFlow and nlp-rnn). "
         "Time = vocabulary adaptation + tokenizing into the cache + building and fitting one "
         "epoch (with its dev evaluation); reading/validating the CSV is shown apart. Linear "
         "means a constant marginal cost per review (fixed start-up costs such as tracing the "
         "model are allowed), so the check compares the marginal seconds per review of the "
-        "1×→2× and 2×→4× steps. One run per size.")
+        f"1×→2× and 2×→4× steps. {rounds}.")
     return SectionResult("scaling", "Scaling with data size", measures,
                          tables=[("Vocabulary adaptation + one epoch", rows)], checks=checks,
                          seconds=time.perf_counter() - started, raw={"sizes": raw})

@@ -102,6 +102,33 @@ def test_linearity_allows_a_fixed_cost():
     assert linearity([1000, 2000, 4000], [10.0, 20.0, 60.0]) == pytest.approx(2.0)
 
 
+def test_scaling_interleaves_rounds_and_reports_medians(tiny_data: DataFiles, tmp_path: Path,
+                                                        monkeypatch):
+    from benchmarks import scaling
+
+    calls = []
+    fit = {(20, 0): 9.0, (40, 0): 2.0, (20, 1): 1.0, (40, 1): 3.0, (20, 2): 2.0, (40, 2): 4.0}
+
+    def fake_child(train, dev, workdir, overrides, timeout):
+        n = len(read_pairs(train)[0])
+        rep = int(Path(workdir).name.split("-")[1])
+        calls.append((n, rep))
+        stages = {"read_and_scan": 0.1, "vocabulary": 0.0, "tokenize_and_cache": 0.0,
+                  "fit": fit[n, rep], "epoch": fit[n, rep]}
+        return {"stages": stages, "train_tokens": 10 * n, "baseline_kib": 1000,
+                "peak_kib": 2000 + 100 * rep}
+
+    monkeypatch.setattr(scaling, "_run_child", fake_child)
+    result = scaling.run(tiny_data.train, tiny_data.dev, base=20, dev_rows=4,
+                         workdir=tmp_path / "scaling", log=lambda line: None,
+                         multipliers=(1, 2), repeats=3)
+    assert calls == [(20, 0), (40, 0), (20, 1), (40, 1), (20, 2), (40, 2)]  # interleaved
+    rows = result.tables[0][1]
+    assert [r["vocab+tokenize+fit s"] for r in rows[:2]] == [2.0, 3.0]  # medians, not means
+    assert rows[0]["peak RSS MiB"] == 2200 / 1024  # the largest peak of its runs
+    assert not list((tmp_path / "scaling").glob("train_*.csv"))  # training copies removed
+
+
 def test_csv_round_trip_and_cycling(tmp_path: Path):
     path = write_pairs(tmp_path / "x.csv", ['a, "quoted"\nline', "b"], ["1", "0"], count=5)
     texts, labels = read_pairs(path)
