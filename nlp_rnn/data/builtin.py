@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import random
-from typing import Callable
+from typing import Callable, Sequence
 
 NEGATIVE = "negative"
 POSITIVE = "positive"
@@ -456,32 +456,31 @@ _ORDINAL_ONES = ("", "first", "second", "third", "fourth", "fifth", "sixth", "se
                  "eighth", "ninth")
 _ORDINAL_TEENS = ("tenth", "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth",
                   "sixteenth", "seventeenth", "eighteenth", "nineteenth")
-_ORDINAL_TENS = {20: "twentieth", 30: "thirtieth"}
+_ORDINAL_TENS = ("", "", "twentieth", "thirtieth")
 
 
-def _joined(tens: str, ones: str, rng: random.Random) -> str:
-    """'twenty-one' or, a third of the time, 'twenty one' (both are written)."""
-    return f"{tens} {ones}" if rng.random() < 1 / 3 else f"{tens}-{ones}"
+def _in_words(n: int, ones: Sequence[str], teens: Sequence[str], round_tens: Sequence[str],
+              rng: random.Random) -> str:
+    """1-99 in words, from the given words for 1-9, 10-19 and 20, 30, ...; 'twenty-one' or, a
+    third of the time, 'twenty one' (both are written)."""
+    if n < 10:
+        return ones[n]
+    if n < 20:
+        return teens[n - 10]
+    tens, rest = divmod(n, 10)
+    if rest == 0:
+        return round_tens[tens]
+    return f"{_TENS[tens]} {ones[rest]}" if rng.random() < 1 / 3 else f"{_TENS[tens]}-{ones[rest]}"
 
 
 def _number_words(n: int, rng: random.Random) -> str:
     """1-99 in words: 'seven', 'thirteen', 'fifty', 'ninety-nine' / 'ninety nine'."""
-    if n < 10:
-        return _ONES[n]
-    if n < 20:
-        return _TEENS[n - 10]
-    tens, ones = divmod(n, 10)
-    return _TENS[tens] if ones == 0 else _joined(_TENS[tens], _ONES[ones], rng)
+    return _in_words(n, _ONES, _TEENS, _TENS, rng)
 
 
 def _ordinal_words(day: int, rng: random.Random) -> str:
     """1-31 as an ordinal in words: 'first', 'twelfth', 'twentieth', 'twenty-first'."""
-    if day < 10:
-        return _ORDINAL_ONES[day]
-    if day < 20:
-        return _ORDINAL_TEENS[day - 10]
-    tens, ones = divmod(day, 10)
-    return _ORDINAL_TENS[day] if ones == 0 else _joined(_TENS[tens], _ORDINAL_ONES[ones], rng)
+    return _in_words(day, _ORDINAL_ONES, _ORDINAL_TEENS, _ORDINAL_TENS, rng)
 
 
 def _ordinal_digits(day: int) -> str:
