@@ -37,6 +37,18 @@ def built(tmp_path_factory):
     return config, data, vecs, translation.build_model(config, vecs)
 
 
+def test_data_description_reports_sentence_lengths(tmp_path):
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("hola mundo\thello world\nuno dos tres\tone two\n", encoding="utf-8")
+    config = load_pipeline("builtin:translation", [f"data.train={pairs}", f"data.dev={pairs}",
+                                                   "data.source_column=0",
+                                                   "data.target_column=1"])
+    described = translation.load_data(config).describe()
+    assert described.startswith("train 2 sentence pairs (words per sentence: mean 2.5 -> 2.0, "
+                                "longest 3 -> 2) from ")
+    assert described.endswith(f"; dev 2 from {pairs}")
+
+
 def texts(tensor) -> list[str]:
     return [t.decode("utf-8") for t in tensor.numpy()]
 
