@@ -1,0 +1,93 @@
+"""Writes that a crash, a kill or a full disk cannot tear.
+
+Every file a run, an export or a command writes goes through here: the bytes go to a temporary
+file in the destination's own folder (so the rename stays on one file system), are flushed and
+fsync'ed, and only then renamed over the destination. A reader sees the old file or the new one,
+never half of one. Temporary names start with ``.tmp-`` so a later run can recognise and remove
+what a killed writer left behind. Files get the permissions any other output would get
+(0666 less the umask), not the 0600 that ``tempfile`` gives.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import IO, Iterator
+
+TMP_PREFIX = ".tmp-"
+
+
+def _umask() -> int:
+    mask = os.umask(0)  # the only way to read it; set it straight back
+    os.umask(mask)
+    return mask
+
+
+def default_mode(directory: bool = False) -> int:
+    """Permissions a plain ``open``/``mkdir`` would give under the current umask."""
+    return (0o777 if directory else 0o666) & ~_umask()
+
+
+def fsync_dir(path: str | os.PathLike) -> None:
+    """Make a rename inside ``path`` durable (a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
+                  newline: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` atomically.
+
+    On an exception (a full disk, an interrupt) the temporary file is removed and ``path`` keeps
+    its old content. ``mode`` is "w" or "wb".
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
+    try:
+        os.fchmod(fd, default_mode())
+        binary = "b" in mode
+        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else encoding,
+                       newline=None if binary else newline) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
+    """``Path.write_text``, atomically."""
+    with atomic_output(path, "w", encoding=encoding) as f:
+        f.write(text)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """``Path.write_bytes``, atomically."""
+    with atomic_output(path, "wb") as f:
+        f.write(data)
+
+
+def make_private_dir_public(path: str | os.PathLike) -> None:
+    """Give a ``tempfile.mkdtemp`` folder (mode 0700) and everything in it the umask's modes."""
+    path = Path(path)
+    os.chmod(path, default_mode(directory=True))
+    for root, dirs, files in os.walk(path):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), default_mode(directory=True))
+        for f in files:
+            os.chmod(os.path.join(root, f), default_mode())
