@@ -11,6 +11,7 @@ what a killed writer left behind. Files get the permissions any other output wou
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -70,6 +71,48 @@ def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str | None
     fsync_dir(path.parent)
 
 
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
+    """A temporary path beside ``path`` for writers that insist on a file name (h5py, Keras);
+    on a clean exit the file there is fsync'ed and renamed over ``path``.
+
+    ``suffix`` keeps the extension a writer checks (Keras wants ``.weights.h5``). On an
+    exception the temporary file is removed and ``path`` keeps its old content.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", suffix=suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.chmod(tmp, default_mode())
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(path.parent)
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the ``.tmp-*`` files a killed writer left in ``folder`` (not recursive).
+
+    Only for a folder this process owns (a locked run folder): a live writer's temporary file
+    would go too. Returns what was removed.
+    """
+    removed = []
+    for item in Path(folder).glob(f"{TMP_PREFIX}*"):
+        if item.is_file():
+            with contextlib.suppress(OSError):
+                item.unlink()
+                removed.append(item)
+    return removed
+
+
 def write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> None:
     """``Path.write_text``, atomically."""
     with atomic_output(path, "w", encoding=encoding) as f:
@@ -80,6 +123,21 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """``Path.write_bytes``, atomically."""
     with atomic_output(path, "wb") as f:
         f.write(data)
+
+
+def disk_full(path: str | os.PathLike) -> OSError:
+    """The one error a full disk gives (``<path>: No space left on device`` in the CLI)."""
+    return OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+
+def is_disk_full(exc: BaseException | None) -> bool:
+    """Whether ``exc`` (or what caused it) is a full disk, however the library wrapped it
+    (h5py's OSError without errno, TensorFlow's ResourceExhaustedError)."""
+    while exc is not None:
+        if getattr(exc, "errno", None) == errno.ENOSPC or "No space left" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def make_private_dir_public(path: str | os.PathLike) -> None:

@@ -13,9 +13,14 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from nlp_rnn import atomic
 from nlp_rnn.errors import UserError
 
 METADATA_FILE = "assets.extra/nlp_rnn.json"  # TF Serving ignores assets.extra/
+TMP_EXPORT = ".tmp-export-"
+# what a version folder holds once its rename made it visible; a folder without them is
+# empty or half-copied by hand (an rsync in progress) and never the one `predict NAME` picks
+COMPLETE_VERSION = ("saved_model.pb", "variables/variables.index", METADATA_FILE)
 
 
 def versions(model_root: Path) -> list[int]:
@@ -26,7 +31,7 @@ def versions(model_root: Path) -> list[int]:
 
 
 def export_saved_model(model, endpoints: dict, trackables: list, export_root: str,
-                       name: str, sample_inputs: dict, metadata: dict) -> Path:
+                       name: str, sample_inputs: dict, metadata: dict, log=print) -> Path:
     """Write ``endpoints`` (tf.functions with input signatures) as a new SavedModel version.
 
     Args:
@@ -35,12 +40,18 @@ def export_saved_model(model, endpoints: dict, trackables: list, export_root: st
         metadata: JSON written to ``assets.extra/nlp_rnn.json`` (task, labels, ...).
     Returns:
         the version folder, e.g. ``saved_models/imdb/3``.
+    Raises:
+        OSError(ENOSPC) naming the folder when the disk fills (TensorFlow would raise a
+        ResourceExhaustedError with a traceback's worth of detail).
     """
     import keras
+    import tensorflow as tf
 
     model_root = Path(export_root) / name
     model_root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-export-", dir=model_root))
+    remove_stale_exports(model_root, log)
+    # the pid in the name tells a later export whether the writer is still alive
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_EXPORT}{os.getpid()}-", dir=model_root))
     try:
         archive = keras.export.ExportArchive()
         archive.track(model)
@@ -51,18 +62,46 @@ def export_saved_model(model, endpoints: dict, trackables: list, export_root: st
         archive.write_out(str(tmp), verbose=False)
         check_saved_model(tmp, sample_inputs)
         (tmp / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
-        (tmp / METADATA_FILE).write_text(json.dumps(metadata, indent=2))
+        atomic.write_text(tmp / METADATA_FILE, json.dumps(metadata, indent=2))
+        atomic.make_private_dir_public(tmp)  # mkdtemp's 0700 would lock out a TF Serving user
         while True:  # another export may take a version number between our look and rename
             target = model_root / str((versions(model_root) or [0])[-1] + 1)
             try:
                 os.rename(tmp, target)
+                atomic.fsync_dir(model_root)
                 return target
             except OSError:
                 if not target.exists():
                     raise
+    except (OSError, tf.errors.OpError) as exc:
+        if atomic.is_disk_full(exc):
+            raise atomic.disk_full(model_root) from None
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_exports(model_root: Path, log=print) -> None:
+    """Delete ``.tmp-export-<pid>-*`` folders whose writer is dead (killed mid-export).
+
+    A live writer's folder is kept; one named by an older nlp-rnn (no pid) is stale.
+    """
+    for item in model_root.glob(f"{TMP_EXPORT}*"):
+        pid = item.name[len(TMP_EXPORT):].partition("-")[0]
+        if item.is_dir() and not (pid.isdigit() and _pid_alive(int(pid))):
+            shutil.rmtree(item, ignore_errors=True)
+            log(f"removed {item}, an export a killed process left unfinished")
 
 
 def check_saved_model(path: Path, sample_inputs: dict) -> dict:
@@ -82,9 +121,17 @@ def resolve_model_dir(model_dir: str) -> Path:
     if (path / "saved_model.pb").exists():
         return path
     found = versions(path)
+    complete = [v for v in found if is_complete(path / str(v))]
+    if complete:
+        return path / str(complete[-1])
     if found:
-        return path / str(found[-1])
+        raise UserError(f"{model_dir}: no complete version folder (each of "
+                        f"{', '.join(map(str, found))} lacks one of {', '.join(COMPLETE_VERSION)})")
     raise UserError(f"{model_dir}: not a SavedModel (no saved_model.pb, no version folders)")
+
+
+def is_complete(version_dir: Path) -> bool:
+    return all((version_dir / part).is_file() for part in COMPLETE_VERSION)
 
 
 def read_metadata(version_dir: Path) -> dict:

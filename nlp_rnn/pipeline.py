@@ -3,23 +3,31 @@
 Each run gets ``runs/<name>/<timestamp>/`` holding the resolved config.yaml, the vocabulary,
 TensorBoard logs, checkpoints, history.csv, metrics.json and run.json (whose ``status`` says
 whether the run completed). Re-running the same config after a crash resumes the unfinished
-run folder instead of starting over. Under ``train.distribute: multi_worker`` only the chief
+run folder of a dead run, on the same data, instead of starting over: from the last completed
+epoch, or, when training had finished, straight at evaluation and export (run_folder.py has
+the rules and the lock that keeps a live run's folder its own). Under ``train.distribute: multi_worker`` only the chief
 writes a run folder (distribute.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import signal
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
+from nlp_rnn import atomic
 from nlp_rnn.config import PipelineConfig, config_to_yaml
+from nlp_rnn.run_folder import prepare_run_dir, read_status, write_status
 
 Log = Callable[[str], None]
 
@@ -47,45 +55,21 @@ class RunResult:
         return sorted(times)[len(times) // 2] if times else float("nan")  # median: robust
 
 
-# ---- run folders -------------------------------------------------------------------------
+# ---- run folders (run_folder.py: locking, run.json, data fingerprint) --------------------
 
 
-def _read_status(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "run.json").read_text())
-    except (OSError, ValueError):
-        return {}
+def check_export_dir(config: PipelineConfig) -> None:
+    """An export folder that cannot be written fails now, not after hours of training.
 
-
-def _write_status(run_dir: Path, **fields) -> None:
-    status = {**_read_status(run_dir), **fields}
-    tmp = run_dir / "run.json.tmp"
-    tmp.write_text(json.dumps(status, indent=2))
-    os.replace(tmp, run_dir / "run.json")
-
-
-def prepare_run_dir(config: PipelineConfig) -> tuple[Path, bool]:
-    """A new ``runs/<name>/<timestamp>/``, or the newest unfinished one with the same config.
-
-    Returns:
-        (run folder, whether it resumes an earlier attempt).
+    A probe file is created and removed (``os.access`` says yes to root on a read-only mount).
     """
-    resolved = config_to_yaml(config)
-    root = Path(config.output_dir) / config.name
-    if root.is_dir():
-        for candidate in sorted(root.iterdir(), reverse=True):
-            if (candidate / "config.yaml").exists() and \
-                    _read_status(candidate).get("status") != "completed" and \
-                    (candidate / "config.yaml").read_text() == resolved:
-                return candidate, True
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir, n = root / stamp, 1
-    while run_dir.exists():
-        n += 1
-        run_dir = root / f"{stamp}-{n}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "config.yaml").write_text(resolved)
-    return run_dir, False
+    if not config.export.enabled:
+        return
+    model_root = Path(config.export.dir) / config.export_name
+    model_root.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=model_root)
+    os.close(fd)
+    os.unlink(probe)
 
 
 # ---- TensorBoard extras ------------------------------------------------------------------
@@ -144,9 +128,9 @@ def prepare_worker_dirs(config: PipelineConfig, worker: str) -> tuple[Path, Path
     if not resumed:
         shutil.rmtree(backup, ignore_errors=True)
         home.mkdir(parents=True, exist_ok=True)
-        stamp.write_text(resolved)
+        atomic.write_text(stamp, resolved)
     scratch = Path(tempfile.mkdtemp(prefix=f"nlp-rnn-{config.name}-{worker}-"))
-    (scratch / "config.yaml").write_text(resolved)
+    atomic.write_text(scratch / "config.yaml", resolved)
     return scratch, backup, resumed
 
 
@@ -161,116 +145,189 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
     # first: a strategy must exist before TensorFlow runs anything
     distribution = distribute.setup(config.train.distribute)
 
+    lock = None
+    if distribution.is_chief:
+        check_export_dir(config)
+        run_dir, resumed, lock, fingerprint = prepare_run_dir(config, log)
+        backup_dir = run_dir / "backup"
+        log(f"[{config.name}] {'resuming' if resumed else 'run folder'} {run_dir}")
+        earlier = read_status(run_dir)
+        write_status(run_dir, status="running", task=config.task, pid=os.getpid(),
+                     started=datetime.now().isoformat(timespec="seconds"),
+                     distribute=distribution.record(), data=fingerprint,
+                     phase=earlier.get("phase", "setup"))
+    else:
+        run_dir, backup_dir, resumed = prepare_worker_dirs(config, distribution.task.name)
+        earlier = {}
+        log(f"[{config.name}] {distribution.task.name} is not the chief: the chief writes the "
+            f"run folder and exports; scratch folder {run_dir} (deleted at the end), "
+            f"{'resuming from ' if resumed else 'backup in '}{backup_dir}")
+    try:
+        with _sigterm_as_interrupt():
+            result = _run(config, distribution, run_dir, backup_dir, resumed, earlier, log)
+    except BaseException as exc:
+        if distribution.is_chief:
+            _record_failure(run_dir, resumed, exc, log)
+        if isinstance(exc, Terminated):
+            _die_of_sigterm()
+        raise
+    finally:
+        if not distribution.is_chief:
+            shutil.rmtree(run_dir, ignore_errors=True)
+        if lock is not None:
+            lock.release()
+    distribution.barrier()  # multi-worker: the other workers wait until the export is done
+    return result
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C so the run records ``interrupted``."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """While a run runs, SIGTERM (``kill``, a scheduler's stop) unwinds it as an exception, so
+    that run.json can say ``interrupted`` before the process ends."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def handler(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _die_of_sigterm() -> None:
+    """End the process as SIGTERM would have (exit status 128+15 in a shell)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _record_failure(run_dir: Path, resumed: bool, exc: BaseException, log: Log) -> None:
+    """run.json after an exception; a new folder that never got past setup is removed, so a
+    run that fails on its data does not leave one more folder each time it is tried."""
+    status = read_status(run_dir)
+    if not resumed and status.get("phase", "setup") == "setup":
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    interrupted = isinstance(exc, (KeyboardInterrupt, Terminated))
+    try:
+        write_status(run_dir, status="interrupted" if interrupted else "failed",
+                     error=None if interrupted else f"{type(exc).__name__}: {exc}"[:300])
+    except OSError:
+        log(f"warning: could not record the failure in {run_dir / 'run.json'}")
+
+
+def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, resumed: bool,
+         earlier: dict, log: Log) -> RunResult:
     from nlp_rnn import training
     from nlp_rnn.export import export_saved_model
     from nlp_rnn.layers.rnn import cudnn_report, describe_cudnn
     from nlp_rnn.tasks import TASKS
 
     task = TASKS[config.task]
-    if distribution.is_chief:
-        run_dir, resumed = prepare_run_dir(config)
-        backup_dir = run_dir / "backup"
-        log(f"[{config.name}] {'resuming' if resumed else 'run folder'} {run_dir}")
-    else:
-        run_dir, backup_dir, resumed = prepare_worker_dirs(config, distribution.task.name)
-        log(f"[{config.name}] {distribution.task.name} is not the chief: the chief writes the "
-            f"run folder and exports; scratch folder {run_dir} (deleted at the end), "
-            f"{'resuming from ' if resumed else 'backup in '}{backup_dir}")
     log(f"[{config.name}] {distribution.describe(config.train.batch_size)}")
     log_dir = run_dir / "logs"
-    _write_status(run_dir, status="running", task=config.task, pid=os.getpid(),
-                  started=datetime.now().isoformat(timespec="seconds"),
-                  distribute=distribution.record())
     training.set_seed(config.seed)
     training.set_precision(config.train.mixed_precision)
-    try:
-        # data and vocabulary (every worker builds the same, deterministically)
-        data = task.load_data(config)
-        log(f"[{config.name}] {data.describe()}")
-        log(f"[{config.name}] building the vocabulary from the training split ...")
-        vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
-        log(f"[{config.name}] tokenizing and caching the training data ...")
-        train_ds, dev_ds, (dropped, train_tokens) = task.make_datasets(config, data, vectorizers)
-        train_ds, dev_ds = distribution.prepare_dataset(train_ds), \
-            distribution.prepare_dataset(dev_ds)
-        notes = []
-        if dropped:
-            notes.append(f"dropped {dropped} training examples that are empty after tokenization")
-            log(f"[{config.name}] {notes[-1]}")
-        examples = getattr(getattr(data, "train", None), "count", None)
-        if isinstance(examples, int) and examples > config.train.shuffle_buffer:
-            # A window shuffle of a file sorted by length or label (Tatoeba runs from short to
-            # long) feeds each part of an epoch from one end of the file.
-            notes.append(f"train.shuffle_buffer {config.train.shuffle_buffer} < {examples} "
-                         "training examples: each epoch is only shuffled within a moving "
-                         "window; raise it if the data is ordered (by length, label, topic)")
-            log(f"[{config.name}] warning: {notes[-1]}")
 
-        # model: its variables, and the metrics' in compile_args, belong to the strategy
-        with distribution.scope():
-            model = task.build_model(config, vectorizers)
-            compile_args = task.compile_args(config)
-        params = model.count_params()
-        log(f"[{config.name}] model {model.name}: {params:,} parameters")
-        cudnn = describe_cudnn(cudnn_report(model))
-        log(f"[{config.name}] {cudnn}")
-        notes.extend(line.strip() for line in cudnn.splitlines()[1:])
+    # data and vocabulary (every worker builds the same, deterministically)
+    data = task.load_data(config)
+    log(f"[{config.name}] {data.describe()}")
+    log(f"[{config.name}] building the vocabulary from the training split ...")
+    vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
+    log(f"[{config.name}] tokenizing and caching the training data ...")
+    train_ds, dev_ds, (dropped, train_tokens) = task.make_datasets(config, data, vectorizers)
+    train_ds, dev_ds = distribution.prepare_dataset(train_ds), \
+        distribution.prepare_dataset(dev_ds)
+    notes = []
+    if dropped:
+        notes.append(f"dropped {dropped} training examples that are empty after tokenization")
+        log(f"[{config.name}] {notes[-1]}")
+    examples = getattr(getattr(data, "train", None), "count", None)
+    if isinstance(examples, int) and examples > config.train.shuffle_buffer:
+        # A window shuffle of a file sorted by length or label (Tatoeba runs from short to
+        # long) feeds each part of an epoch from one end of the file.
+        notes.append(f"train.shuffle_buffer {config.train.shuffle_buffer} < {examples} "
+                     "training examples: each epoch is only shuffled within a moving "
+                     "window; raise it if the data is ordered (by length, label, topic)")
+        log(f"[{config.name}] warning: {notes[-1]}")
 
-        # training
-        start = time.perf_counter()
+    # model: its variables, and the metrics' in compile_args, belong to the strategy
+    with distribution.scope():
+        model = task.build_model(config, vectorizers)
+        compile_args = task.compile_args(config)
+    params = model.count_params()
+    log(f"[{config.name}] model {model.name}: {params:,} parameters")
+    cudnn = describe_cudnn(cudnn_report(model))
+    log(f"[{config.name}] {cudnn}")
+    notes.extend(line.strip() for line in cudnn.splitlines()[1:])
+
+    # training, unless an earlier attempt finished it (and was killed in evaluation or export)
+    start = time.perf_counter()
+    if distribution.is_chief and earlier.get("phase") == "trained" and \
+            training.load_trained(model, config.train, run_dir, compile_args, distribution):
+        history = training.read_history(run_dir / "history.csv")
+        train_seconds = float(earlier.get("train_seconds", 0.0))
+        log(f"[{config.name}] training had finished ({len(history)} epochs): loaded the best "
+            "weights; evaluating and exporting")
+    else:
+        if distribution.is_chief:
+            write_status(run_dir, phase="training")
         history = training.fit(model, train_ds, dev_ds, config.train, run_dir, task.MONITOR,
                                compile_args, log_dir,
                                task.callbacks(model, vectorizers, config, log_dir, dev_ds),
-                               distribution=distribution, backup_dir=backup_dir)
+                               distribution=distribution, backup_dir=backup_dir, log=log)
         train_seconds = time.perf_counter() - start
+        if distribution.is_chief:
+            write_status(run_dir, phase="trained", train_seconds=train_seconds)
 
-        if not distribution.is_chief:
-            return _finish_worker(config, distribution, run_dir, backup_dir, history,
-                                  train_seconds, resumed, notes, params, train_tokens, log)
+    if not distribution.is_chief:
+        return _finish_worker(config, distribution, run_dir, backup_dir, history,
+                              train_seconds, resumed, notes, params, train_tokens, log)
 
-        # evaluation through the serving function itself, so `nlp-rnn evaluate` agrees
-        log(f"[{config.name}] trained {len(history)} epochs in {train_seconds:.0f} s; "
-            "evaluating the best epoch on dev ...")
-        endpoints = task.serving_endpoints(model, vectorizers, config)
-        metrics = task.evaluate_run(model, endpoints, data, vectorizers, dev_ds, config)
-        headline = task.headline(metrics)
-        write_hparams(log_dir, config, f"{config.name}/{run_dir.name}", headline)
-        task.write_summaries(metrics, run_dir, log_dir)
+    # evaluation through the serving function itself, so `nlp-rnn evaluate` agrees
+    log(f"[{config.name}] trained {len(history)} epochs in {train_seconds:.0f} s; "
+        "evaluating the best epoch on dev ...")
+    endpoints = task.serving_endpoints(model, vectorizers, config)
+    metrics = task.evaluate_run(model, endpoints, data, vectorizers, dev_ds, config)
+    headline = task.headline(metrics)
+    write_hparams(log_dir, config, f"{config.name}/{run_dir.name}", headline)
+    task.write_summaries(metrics, run_dir, log_dir)
 
-        export_path = None
-        if config.export.enabled:
-            metadata = {"task": config.task, "name": config.name, "run_dir": str(run_dir),
-                        "dev_metrics": headline, **task.export_metadata(config, vectorizers)}
-            export_path = export_saved_model(
-                model, endpoints, task.trackables(vectorizers), config.export.dir,
-                config.export_name, task.export_inputs(vectorizers, config), metadata)
-            log(f"[{config.name}] exported SavedModel to {export_path}")
+    export_path = None
+    if config.export.enabled:
+        metadata = {"task": config.task, "name": config.name, "run_dir": str(run_dir),
+                    "dev_metrics": headline, **task.export_metadata(config, vectorizers)}
+        export_path = export_saved_model(
+            model, endpoints, task.trackables(vectorizers), config.export.dir,
+            config.export_name, task.export_inputs(vectorizers, config), metadata, log=log)
+        log(f"[{config.name}] exported SavedModel to {export_path}")
 
-        key, mode = task.MONITOR
-        scored = [row for row in history if key in row]
-        best = (max if mode == "max" else min)(scored, key=lambda row: row[key]) if scored else {}
-        summary = {"dev": {k: v for k, v in metrics.items() if k != "samples"},
-                   "headline": headline, "epochs_run": len(history),
-                   "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,
-                   "dropped_empty_train_examples": dropped, "train_tokens": train_tokens,
-                   "params": params, "history": history,
-                   "export_path": str(export_path) if export_path else None, "notes": notes,
-                   "distribute": distribution.record()}
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
-        _write_status(run_dir, status="completed",
-                      finished=datetime.now().isoformat(timespec="seconds"),
-                      export_path=str(export_path) if export_path else None)
-        result = RunResult(config.name, config.task, run_dir, export_path, headline,
-                           len(history), train_seconds, resumed, notes, params, train_tokens,
-                           summary["best_epoch"], history, distribution.record())
-    except BaseException as exc:
-        _write_status(run_dir, status="failed", error=f"{type(exc).__name__}: {exc}"[:500])
-        raise
-    finally:
-        if not distribution.is_chief:
-            shutil.rmtree(run_dir, ignore_errors=True)
-    distribution.barrier()  # multi-worker: the other workers wait until the export is done
-    return result
+    key, mode = task.MONITOR
+    scored = [row for row in history if key in row]
+    best = (max if mode == "max" else min)(scored, key=lambda row: row[key]) if scored else {}
+    summary = {"dev": {k: v for k, v in metrics.items() if k != "samples"},
+               "headline": headline, "epochs_run": len(history),
+               "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,
+               "dropped_empty_train_examples": dropped, "train_tokens": train_tokens,
+               "params": params, "history": history,
+               "export_path": str(export_path) if export_path else None, "notes": notes,
+               "distribute": distribution.record()}
+    atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
+    write_status(run_dir, status="completed", phase="completed", error=None,
+                 finished=datetime.now().isoformat(timespec="seconds"),
+                 export_path=str(export_path) if export_path else None)
+    return RunResult(config.name, config.task, run_dir, export_path, headline,
+                     len(history), train_seconds, resumed, notes, params, train_tokens,
+                     summary["best_epoch"], history, distribution.record())
 
 
 def _finish_worker(config: PipelineConfig, distribution, scratch: Path, backup_dir: Path,

@@ -12,6 +12,8 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from nlp_rnn import atomic
+
 PAD_ID = 0  # TextVectorization reserves 0 for padding ...
 OOV_ID = 1  # ... and 1 for out-of-vocabulary tokens.
 
@@ -90,7 +92,7 @@ def save_vocabulary(tokens: list[str], path: Path) -> None:
     """One token per line (UTF-8); backslash, newline and CR are escaped (char-level vocabularies
     contain "\\n"), so every token survives the round trip."""
     escaped = ("".join(_ESCAPES.get(c, c) for c in t) for t in tokens)
-    path.write_text("".join(f"{t}\n" for t in escaped), encoding="utf-8")
+    atomic.write_text(path, "".join(f"{t}\n" for t in escaped))
 
 
 def load_vocabulary(path: Path) -> list[str]:
