@@ -10,6 +10,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import sys
 import time
@@ -358,8 +359,16 @@ def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
         # tf.data input has unknown length by design (bucketing); Keras warns about it each epoch.
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
         warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
-        model.fit(train_ds, validation_data=dev_ds, epochs=train.epochs, callbacks=callbacks,
-                  verbose=1 if sys.stdout.isatty() else 2)
+        try:
+            model.fit(train_ds, validation_data=dev_ds, epochs=train.epochs,
+                      callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
+        except Exception as exc:
+            # TensorBoard's event writer reports a full disk as a ResourceExhaustedError with
+            # the path inside its message: one plain OSError naming that file instead
+            if atomic.is_disk_full(exc):
+                found = re.search(r"(/\S+?);? No space left", str(exc))
+                raise atomic.disk_full(found.group(1) if found else run_dir) from None
+            raise
     best = run_dir / BEST_WEIGHTS
     if best.exists():
         model.load_weights(str(best))

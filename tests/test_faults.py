@@ -98,6 +98,14 @@ def history_epochs(run_dir: Path) -> list[int]:
         return [int(row["epoch"]) for row in csv.DictReader(f)]
 
 
+def epochs_done(runs: Path) -> int:
+    """Epochs the (only) run under ``runs`` has completed so far."""
+    folders = run_dirs(runs)
+    if not folders or not (folders[0] / "history.csv").exists():
+        return 0
+    return len(training.read_history(folders[0] / "history.csv"))
+
+
 def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + WAIT
     while not condition():
@@ -143,12 +151,11 @@ def tmpfs(path: Path, size: str):
 def fill(folder: Path) -> Path:
     """Write to ``folder`` until its file system is full; returns the filler file."""
     filler = folder / "filler"
-    with filler.open("wb") as f:
+    with filler.open("wb", buffering=0) as f:  # unbuffered: nothing left to fail at close
         for chunk in (1 << 16, 4096, 1):
             with contextlib.suppress(OSError):
                 while True:
                     f.write(b"\0" * chunk)
-                    f.flush()
     return filler
 
 
@@ -254,8 +261,7 @@ def test_full_disk_during_training_fails_with_one_line_then_resumes(tmp_path):
     runs = tmp_path / "runs"
     with tmpfs(runs, "4m"):
         proc = start(command(tmp_path, runs=runs))
-        wait_for(lambda: run_dirs(runs) and (run_dirs(runs)[0] / "history.csv").exists(),
-                 proc, "the first epoch")
+        wait_for(lambda: epochs_done(runs), proc, "the first epoch")
         os.killpg(proc.pid, signal.SIGSTOP)  # hold it still while the disk fills
         filler = fill(runs)
         os.killpg(proc.pid, signal.SIGCONT)
@@ -320,8 +326,7 @@ def test_sigterm_marks_run_interrupted_and_changed_data_starts_a_new_folder(tmp_
     data = tmp_path / "data"
     train, _ = write_data(data)
     proc = start(command(tmp_path))
-    wait_for(lambda: run_dirs(tmp_path / "runs") and
-             (run_dirs(tmp_path / "runs")[0] / "history.csv").exists(), proc, "the first epoch")
+    wait_for(lambda: epochs_done(tmp_path / "runs"), proc, "the first epoch")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == -signal.SIGTERM

@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nlp_rnn import atomic
 from nlp_rnn.config import LanguageModelPipeline
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import plain_texts
@@ -308,7 +309,7 @@ def headline(metrics: dict) -> dict:
 
 
 def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
-    (run_dir / "samples.md").write_text(metrics["samples"] + "\n")
+    atomic.write_text(run_dir / "samples.md", metrics["samples"] + "\n")
     writer = tf.summary.create_file_writer(str(log_dir / "samples"))
     with writer.as_default():
         tf.summary.text("final_samples", metrics["samples"], step=0)
