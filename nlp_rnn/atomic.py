@@ -46,32 +46,6 @@ def fsync_dir(path: str | os.PathLike) -> None:
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
-                  newline: str | None = None) -> Iterator[IO]:
-    """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` atomically.
-
-    On an exception (a full disk, an interrupt) the temporary file is removed and ``path`` keeps
-    its old content. ``mode`` is "w" or "wb".
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{path.name}.", dir=path.parent)
-    try:
-        os.fchmod(fd, default_mode())
-        binary = "b" in mode
-        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else encoding,
-                       newline=None if binary else newline) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    fsync_dir(path.parent)
-
-
-@contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """A temporary path beside ``path`` for writers that insist on a file name (h5py, Keras);
     on a clean exit the file there is fsync'ed and renamed over ``path``.
@@ -96,6 +70,21 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
             os.unlink(tmp)
         raise
     fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8",
+                  newline: str | None = None) -> Iterator[IO]:
+    """Open a temporary file beside ``path``; on a clean exit it replaces ``path`` atomically.
+
+    On an exception (a full disk, an interrupt) the temporary file is removed and ``path`` keeps
+    its old content. ``mode`` is "w" or "wb".
+    """
+    binary = "b" in mode
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb" if binary else "w", encoding=None if binary else encoding,
+                  newline=None if binary else newline) as f:
+            yield f
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
