@@ -12,6 +12,7 @@ writes a run folder (distribute.py).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -61,13 +62,18 @@ class RunResult:
 def check_export_dir(config: PipelineConfig) -> None:
     """An export folder that cannot be written fails now, not after hours of training.
 
-    A probe file is created and removed (``os.access`` says yes to root on a read-only mount).
+    The nearest folder of ``export.dir/<name>`` that exists must be a folder this process can
+    create files in: a probe file is made and removed there (``os.access`` says yes to root on a
+    read-only mount). Nothing is left behind.
     """
     if not config.export.enabled:
         return
-    model_root = Path(config.export.dir) / config.export_name
-    model_root.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=model_root)
+    existing = Path(config.export.dir) / config.export_name
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+    fd, probe = tempfile.mkstemp(prefix=".tmp-probe-", dir=existing)
     os.close(fd)
     os.unlink(probe)
 
@@ -272,8 +278,13 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
 
     # training, unless an earlier attempt finished it (and was killed in evaluation or export)
     start = time.perf_counter()
-    if distribution.is_chief and earlier.get("phase") == "trained" and \
-            training.load_trained(model, config.train, run_dir, compile_args, distribution):
+    trained = distribution.is_chief and earlier.get("phase") == "trained"
+    if trained and not training.load_trained(model, config.train, run_dir, compile_args,
+                                             distribution, log):
+        trained = False
+        log(f"[{config.name}] training had finished, but its best weights are gone: "
+            "training again from epoch 1")
+    if trained:
         history = training.read_history(run_dir / "history.csv")
         train_seconds = float(earlier.get("train_seconds", 0.0))
         log(f"[{config.name}] training had finished ({len(history)} epochs): loaded the best "
@@ -281,13 +292,18 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
     else:
         if distribution.is_chief:
             write_status(run_dir, phase="training")
+
+        def record_trained():
+            if distribution.is_chief:
+                write_status(run_dir, phase="trained",
+                             train_seconds=time.perf_counter() - start)
+
         history = training.fit(model, train_ds, dev_ds, config.train, run_dir, task.MONITOR,
                                compile_args, log_dir,
                                task.callbacks(model, vectorizers, config, log_dir, dev_ds),
-                               distribution=distribution, backup_dir=backup_dir, log=log)
+                               distribution=distribution, backup_dir=backup_dir, log=log,
+                               on_trained=record_trained)
         train_seconds = time.perf_counter() - start
-        if distribution.is_chief:
-            write_status(run_dir, phase="trained", train_seconds=train_seconds)
 
     if not distribution.is_chief:
         return _finish_worker(config, distribution, run_dir, backup_dir, history,

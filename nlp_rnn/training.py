@@ -17,6 +17,7 @@ import time
 import warnings
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
 import keras
 
@@ -287,7 +288,9 @@ def standard_callbacks(run_dir: Path, train: TrainConfig, monitor: str, mode: st
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     callbacks = [
         EpochLogger(),  # before TensorBoard and CSVLogger, which read the logs it adds
-        AtomicBackupAndRestore(str(backup_dir or run_dir / "backup"), delete_checkpoint=True),
+        # kept until fit() has recorded that training finished (then removed): a kill between
+        # the two must not lose both the backup and the news that it is no longer needed
+        AtomicBackupAndRestore(str(backup_dir or run_dir / "backup"), delete_checkpoint=False),
         AtomicModelCheckpoint(
             str(run_dir / BEST_WEIGHTS), monitor=monitor, mode=mode, save_best_only=True,
             save_weights_only=True,
@@ -329,17 +332,22 @@ def read_history(history_csv: Path) -> list[dict]:
 def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
         monitor: tuple[str, str], compile_args: dict, log_dir: Path,
         extra_callbacks: list = (), distribution: Distribution | None = None,
-        backup_dir: Path | None = None, log=print) -> list[dict]:
+        backup_dir: Path | None = None, log=print,
+        on_trained: Callable[[], None] | None = None) -> list[dict]:
     """Compile and train ``model``; load the best epoch's weights at the end.
 
     Under a strategy, ``model`` and the metrics in ``compile_args`` must have been made in
     ``distribution.scope()``; the optimizer is made and the model compiled in it here.
 
+    ``on_trained()`` is called once the best weights are on disk, before the resume backup
+    is deleted (the pipeline records there that a re-run need not train again).
+
     Returns:
         per-epoch metrics (dicts with "epoch", "loss", "val_...").
     """
     name, mode = monitor
-    check_resume_files(run_dir, backup_dir or run_dir / "backup", log)
+    backup_dir = backup_dir or run_dir / "backup"
+    check_resume_files(run_dir, backup_dir, log)
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     with scope:
         model.compile(optimizer=make_optimizer(train),
@@ -374,11 +382,14 @@ def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
         model.load_weights(str(best))
     else:  # nothing was ever "best" (no monitored value): the last epoch's weights are
         save_weights_atomically(model, best)
+    if on_trained is not None:
+        on_trained()
+    shutil.rmtree(backup_dir, ignore_errors=True)
     return read_history(run_dir / "history.csv")
 
 
 def load_trained(model: keras.Model, train: TrainConfig, run_dir: Path, compile_args: dict,
-                 distribution: Distribution | None = None) -> bool:
+                 distribution: Distribution | None = None, log=print) -> bool:
     """Compile ``model`` and load the best weights of a run whose training had finished.
 
     Returns False (after setting the file aside) when those weights cannot be read: the run
@@ -388,7 +399,7 @@ def load_trained(model: keras.Model, train: TrainConfig, run_dir: Path, compile_
     if not best.exists():
         return False
     if why := unreadable_weights(best):
-        set_aside(best, why)
+        set_aside(best, why, log)
         return False
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
     with scope:
