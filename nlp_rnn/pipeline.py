@@ -161,7 +161,7 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
     # first: a strategy must exist before TensorFlow runs anything
     distribution = distribute.setup(config.train.distribute)
 
-    from nlp_rnn import training
+    from nlp_rnn import embeddings, training
     from nlp_rnn.export import export_saved_model
     from nlp_rnn.layers.rnn import cudnn_report, describe_cudnn
     from nlp_rnn.tasks import TASKS
@@ -189,6 +189,12 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         log(f"[{config.name}] {data.describe()}")
         log(f"[{config.name}] building the vocabulary from the training split ...")
         vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
+        # pretrained word vectors (embeddings.py): the task read them with its vocabulary
+        pretrained = getattr(vectorizers, "pretrained", None) or {}
+        for embedding in pretrained.values():
+            log(f"[{config.name}] pretrained {embedding.describe()}")
+        if pretrained and distribution.is_chief:
+            embeddings.write_summary(log_dir, pretrained)
         log(f"[{config.name}] tokenizing and caching the training data ...")
         train_ds, dev_ds, (dropped, train_tokens) = task.make_datasets(config, data, vectorizers)
         train_ds, dev_ds = distribution.prepare_dataset(train_ds), \
@@ -209,6 +215,7 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         # model: its variables, and the metrics' in compile_args, belong to the strategy
         with distribution.scope():
             model = task.build_model(config, vectorizers)
+            embeddings.load_into(model, pretrained)
             compile_args = task.compile_args(config)
         params = model.count_params()
         log(f"[{config.name}] model {model.name}: {params:,} parameters")
@@ -254,6 +261,7 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
                    "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,
                    "dropped_empty_train_examples": dropped, "train_tokens": train_tokens,
                    "params": params, "history": history,
+                   "pretrained": {name: e.report() for name, e in pretrained.items()},
                    "export_path": str(export_path) if export_path else None, "notes": notes,
                    "distribute": distribution.record()}
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2))
