@@ -594,9 +594,9 @@ def _check_pretrained(config: PipelineBase, file: str, lines: dict[tuple, int]) 
         except UserError as exc:
             raise ConfigError(str(exc), file, key, line) from None
         if dim_field in model.model_fields_set and getattr(model, dim_field) != dim:
-            raise ConfigError(f"model.{dim_field} is {getattr(model, dim_field)} but the vectors "
-                              f"of {settings.path} have {dim} dimensions; remove "
-                              f"model.{dim_field} (it follows the vectors) or set it to {dim}",
+            raise ConfigError(f"{getattr(model, dim_field)}, but the vectors of {settings.path} "
+                              f"have {dim} dimensions; remove it (the size follows the vectors) "
+                              f"or set it to {dim}",
                               file, f"model.{dim_field}", lines.get(("model", dim_field)))
         updates[dim_field] = dim
     if not updates:

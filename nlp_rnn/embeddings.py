@@ -272,10 +272,9 @@ def iter_rows(source: VectorsSource) -> Iterator[tuple[str, int, object]]:
         yield line[:space], number, line[space + 1:]
 
 
-def parse_row(source: VectorsSource, payload, number: int, matrix=None) -> np.ndarray:
-    """The float32 [D] vector of a row ``iter_rows`` gave (``matrix``: the npy source's)."""
-    if source.format == "npy":
-        return np.asarray(matrix[payload], dtype=np.float32)
+def parse_row(source: VectorsSource, payload, number: int) -> np.ndarray:
+    """The float32 [D] vector of a text or binary row ``iter_rows`` gave (npy rows are
+    gathered from the memory-mapped matrix by their row number)."""
     if source.format == "word2vec_binary":
         return np.frombuffer(payload, dtype="<f4").astype(np.float32)
     try:
@@ -350,11 +349,20 @@ def read_vectors(source: VectorsSource, wanted: Collection[str], normalize: Norm
         if not take and len(added) < add and reachable(key):
             added.append(key)
             take = True
-        if take:
-            vector = parse_row(source, payload, number, matrix)
+        if take and matrix is not None:
+            vectors[key] = payload  # a row number: gathered in one read below
+        elif take:
+            vector = parse_row(source, payload, number)
             if dim is None:
                 dim = vector.shape[0]
             vectors[key] = vector
+    if matrix is not None and vectors:
+        # one sorted fancy index of the memory map instead of a slice per row
+        keys, index = list(vectors), np.fromiter(vectors.values(), dtype=np.int64)
+        order = np.argsort(index)
+        gathered = np.empty((len(keys), matrix.shape[1]), dtype=np.float32)
+        gathered[order] = matrix[index[order]]
+        vectors = dict(zip(keys, gathered))
     if dim is None:
         dim = peek_dimension(source)
     return LoadedVectors(source, dim, vectors, added, rows)

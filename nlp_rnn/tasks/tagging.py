@@ -14,7 +14,6 @@ checkpoint and early stopping) and through the exported model at the end.
 from __future__ import annotations
 
 import collections
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,9 +154,9 @@ def build_vectorizers(config: TaggingPipeline, data: Data, vocab_dir: Path) -> V
                               lookup(chars), vectorize.build_label_lookup(tags), pretrained)
     for embedding in pretrained.values():
         for split, source in (("train", data.train), ("dev", data.dev)):
-            embedding.count_tokens(split, source.dataset().map(
-                lambda tokens, tags: vectorizers.word_lookup(normalize_words(config, tokens)))
-                .as_numpy_iterator())
+            embedding.count_tokens(split, source.dataset().ragged_batch(1024).map(
+                lambda tokens, tags: vectorizers.word_lookup(
+                    normalize_words(config, tokens.flat_values))).as_numpy_iterator())
     return vectorizers
 
 
@@ -166,11 +165,12 @@ def _python_normalizer(config: TaggingPipeline) -> embeddings.Normalize:
     "Germany" and "germany" share a row, and "1996" takes the vector of the most frequent
     four-digit word in the file (its first row normalising to "0000", usually a year)."""
     lowercase, digits = config.vectorize.lowercase, config.vectorize.digits_to_zero
+    zeros = str.maketrans("123456789", "000000000")  # ASCII digits only, as the graph's [0-9]
 
     def normalize(word: str) -> str:
         if lowercase:
             word = word.lower()
-        return re.sub("[0-9]", "0", word) if digits else word
+        return word.translate(zeros) if digits else word
 
     return normalize
 
