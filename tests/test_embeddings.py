@@ -398,3 +398,39 @@ def test_offline_glove_package(tmp_path):
     loaded = embeddings.read_vectors(source, {"the", "paris", "zzzqqqxx"}, str, add=3)
     assert set(loaded.vectors) == {"the", "paris", ",", ".", "of"}
     assert loaded.added == [",", ".", "of"] and loaded.rows_read == 400_000
+
+
+@pytest.mark.parametrize("pipeline,overrides,layers", [
+    ("translation", ["source_pretrained", "target_pretrained"],
+     ["source_embedding", "target_embedding"]),
+    ("lm", ["pretrained"], ["embedding"]),
+])
+def test_translation_sides_and_word_lm_load_their_vectors(tmp_path, pipeline, overrides, layers):
+    """The task modules' wiring without training: vocabulary, matrix and the model's layers
+    (the target embedding sits inside the translation decoder)."""
+    from nlp_rnn.tasks import TASKS
+
+    # words of the built-in corpora (English -> Spanish dates; reviews), at 4 dimensions
+    vectors = write(tmp_path / "v.txt", "the 1 0 0 0\nde 0 1 0 0\nel 0 0 1 0\n"
+                                        "monday 1 1 0 0\nzebra 0 0 0 1\n")
+    sets = [f"model.{o}.path={vectors}" for o in overrides]
+    sets += [f"model.{o}.vocabulary=train+pretrained" for o in overrides]
+    if pipeline == "lm":
+        sets += ["vectorize.level=word", "model.embedding_dim=4", "vectorize.max_tokens=200"]
+    else:
+        sets += ["model.source_embedding_dim=4", "model.target_embedding_dim=4",
+                 "vectorize.source_max_tokens=400", "vectorize.target_max_tokens=400",
+                 "model.encoder.units=8", "model.decoder.units=8", "model.attention_units=8"]
+    config = load_pipeline(pipeline, sets)
+    task = TASKS[config.task]
+    data = task.load_data(config)
+    vecs = task.build_vectorizers(config, data, tmp_path / "vocab")
+    assert sorted(vecs.pretrained) == sorted(layers)
+    model = task.build_model(config, vecs)
+    embeddings.load_into(model, vecs.pretrained)
+    found = {layer.name: layer for layer in embeddings._all_layers(model)}
+    for name in layers:
+        embedding = vecs.pretrained[name]
+        np.testing.assert_array_equal(found[name].embeddings.numpy(), embedding.matrix)
+        assert embedding.found.sum() >= 1 and embedding.tokens["dev"]["total"] > 0
+        assert 0 < embedding.report()["token_coverage"]["train"] < 1
