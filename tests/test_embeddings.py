@@ -6,7 +6,6 @@ import importlib.util
 import json
 import struct
 import tracemalloc
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
