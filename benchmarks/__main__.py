@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 
-SECTIONS = ("training", "pipeline", "inference", "decoding", "scaling")
+SECTIONS = ("training", "glove", "pipeline", "inference", "decoding", "scaling")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # every run's markdown and raw JSON (git-ignored)
 
@@ -155,6 +155,16 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
                 args.reference_padding, log, overrides)
             return result
 
+        def measure_glove():
+            if state["pair"] is None:  # the rows it is compared with
+                state["pair"] = training.train_both(
+                    data, workdir / "training", plan.epochs, plan.threshold, plan.extra_epochs,
+                    args.reference_padding, log, overrides)
+            # its own time limit bounds it; the quick plan keeps the quick plan's epochs
+            return training.run_glove(data, workdir / "glove",
+                                      plan.epochs if plan.quick else 2 * plan.epochs,
+                                      state["pair"], log, overrides)
+
         def measure_pipeline():
             config = training.nlp_rnn_config(data, workdir / "pipeline", plan.epochs, overrides)
             pair = state["pair"]
@@ -188,6 +198,7 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
                                repeats=plan.scaling_reps)
 
         section("training", "Training", measure_training)
+        section("glove", "Pretrained GloVe vectors", measure_glove)
         section("pipeline", "Input pipeline", measure_pipeline)
         section("inference", "Inference", measure_inference)
         section("decoding", "Decoding", measure_decoding)

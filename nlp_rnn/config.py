@@ -13,10 +13,11 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, ClassVar, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
 
 from nlp_rnn.errors import ConfigError
 
@@ -56,6 +57,30 @@ class VectorizeConfig(Section):
 # ---- model -------------------------------------------------------------------------------
 
 
+class PretrainedConfig(Section):
+    """Start a word embedding from pretrained vectors (embeddings.py); one shape everywhere.
+
+    ``pretrained: glove-6b-50d`` is short for ``pretrained: {path: glove-6b-50d}``. The
+    embedding size follows the vectors: validation reads the dimension from the file's first
+    line (or the .npy header) and sets the embedding size to it; an explicit different size
+    is an error naming both numbers.
+    """
+
+    path: str = Field(min_length=1, description="vectors file, or a known name: glove-6b-50d")
+    format: Literal["auto", "glove", "word2vec", "word2vec_binary", "fasttext", "npy"] = "auto"
+    words: Optional[str] = None  # npy: the word list (default: the matrix's stem + .txt/.parquet)
+    trainable: bool = True  # false: the rows stay exactly as loaded (frozen)
+    # train: the training vocabulary, rows found in the vectors start from them;
+    # train+pretrained: then the most frequent pretrained words never seen in training are
+    # added until the vocabulary holds max_tokens entries (unseen test words get a vector)
+    vocabulary: Literal["train", "train+pretrained"] = "train"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_shorthand(cls, value):
+        return {"path": value} if isinstance(value, str) else value
+
+
 class RnnConfig(Section):
     """The shared recurrent stack (layers/rnn.py)."""
 
@@ -80,8 +105,11 @@ class ConvConfig(Section):
 
 
 class ClassificationModel(Section):
+    PRETRAINED_DIMS: ClassVar[dict[str, str]] = {"pretrained": "embedding_dim"}
+
     token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="word dropout rate (training)")
     embedding_dim: int = Field(128, ge=1)
+    pretrained: Optional[PretrainedConfig] = None
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     conv: Optional[ConvConfig] = None
     rnn: RnnConfig = RnnConfig()
@@ -132,6 +160,10 @@ class PipelineBase(Section):
     def export_name(self) -> str:
         return self.export.name or self.name
 
+    def pretrained_problem(self) -> tuple[str, str] | None:
+        """(key, message) when this task cannot use a configured ``pretrained`` entry."""
+        return None
+
 
 class ClassificationPipeline(PipelineBase):
     task: Literal["classification"]
@@ -168,7 +200,10 @@ class CausalRnnConfig(RnnConfig):
 
 
 class LanguageModelModel(Section):
+    PRETRAINED_DIMS: ClassVar[dict[str, str]] = {"pretrained": "embedding_dim"}
+
     embedding_dim: int = Field(64, ge=1)
+    pretrained: Optional[PretrainedConfig] = None  # word level only
     rnn: CausalRnnConfig = CausalRnnConfig()
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -186,6 +221,12 @@ class LanguageModelPipeline(PipelineBase):
     vectorize: TextVectorizeConfig = TextVectorizeConfig()
     model: LanguageModelModel = LanguageModelModel()
     generation: GenerationConfig = GenerationConfig()
+
+    def pretrained_problem(self) -> tuple[str, str] | None:
+        if self.model.pretrained is not None and self.vectorize.level == "char":
+            return ("model.pretrained", "a character-level language model has no word "
+                    "vocabulary for pretrained word vectors; set vectorize.level: word")
+        return None
 
 
 # ---- sequence tagging (NER) ----------------------------------------------------------------
@@ -228,7 +269,12 @@ class CharEncoderConfig(Section):
 
 
 class TaggingModel(Section):
+    PRETRAINED_DIMS: ClassVar[dict[str, str]] = {"pretrained": "word_embedding_dim"}
+
     word_embedding_dim: int = Field(100, ge=1)
+    # the word embedding's vectors; their words go through the vocabulary's own
+    # normalisation (vectorize.lowercase, digits_to_zero) before matching
+    pretrained: Optional[PretrainedConfig] = None
     casing_dim: int = Field(8, ge=0, description="casing/shape feature embedding; 0 = off")
     chars: Optional[CharEncoderConfig] = CharEncoderConfig()  # null = no character features
     token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="word dropout rate (training)")
@@ -285,8 +331,13 @@ class DecoderConfig(Section):
 
 
 class TranslationModel(Section):
+    PRETRAINED_DIMS: ClassVar[dict[str, str]] = {"source_pretrained": "source_embedding_dim",
+                                                 "target_pretrained": "target_embedding_dim"}
+
     source_embedding_dim: int = Field(256, ge=1)
     target_embedding_dim: int = Field(256, ge=1)
+    source_pretrained: Optional[PretrainedConfig] = None
+    target_pretrained: Optional[PretrainedConfig] = None
     encoder: RnnConfig = RnnConfig(cell="gru", units=256)
     decoder: DecoderConfig = DecoderConfig()
     # Scores between the decoder's output and each encoder state: additive (Bahdanau 2015,
@@ -517,7 +568,40 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
     except ValidationError as exc:
         raise _first_error(exc, cls, file, lines) from None
     _check_paths(config, file, lines)
-    return config
+    return _check_pretrained(config, file, lines)
+
+
+def _check_pretrained(config: PipelineBase, file: str, lines: dict[tuple, int]) -> PipelineBase:
+    """Each ``pretrained`` vectors source must resolve (file present, package installed); the
+    embedding size it sets is the vectors' dimension, read from a header, not the whole file."""
+    from nlp_rnn.embeddings import peek_dimension, resolve
+    from nlp_rnn.errors import UserError
+
+    problem = config.pretrained_problem()
+    if problem:
+        key, message = problem
+        raise ConfigError(message, file, key, lines.get(tuple(key.split("."))))
+    model = getattr(config, "model", None)
+    updates = {}
+    for field, dim_field in getattr(type(model), "PRETRAINED_DIMS", {}).items():
+        settings = getattr(model, field)
+        if settings is None:
+            continue
+        key = f"model.{field}"
+        line = lines.get(("model", field)) or lines.get(("model", field, "path"))
+        try:
+            dim = peek_dimension(resolve(settings.path, settings.format, settings.words))
+        except UserError as exc:
+            raise ConfigError(str(exc), file, key, line) from None
+        if dim_field in model.model_fields_set and getattr(model, dim_field) != dim:
+            raise ConfigError(f"{getattr(model, dim_field)}, but the vectors of {settings.path} "
+                              f"have {dim} dimensions; remove it (the size follows the vectors) "
+                              f"or set it to {dim}",
+                              file, f"model.{dim_field}", lines.get(("model", dim_field)))
+        updates[dim_field] = dim
+    if not updates:
+        return config
+    return config.model_copy(update={"model": model.model_copy(update=updates)})
 
 
 def read_yaml(path: str) -> tuple[Any, str]:

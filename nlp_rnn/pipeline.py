@@ -233,7 +233,7 @@ def _record_failure(run_dir: Path, resumed: bool, exc: BaseException, log: Log) 
 
 def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, resumed: bool,
          earlier: dict, log: Log) -> RunResult:
-    from nlp_rnn import training
+    from nlp_rnn import embeddings, training
     from nlp_rnn.export import export_saved_model
     from nlp_rnn.layers.rnn import cudnn_report, describe_cudnn
     from nlp_rnn.tasks import TASKS
@@ -249,6 +249,12 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
     log(f"[{config.name}] {data.describe()}")
     log(f"[{config.name}] building the vocabulary from the training split ...")
     vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
+    # pretrained word vectors (embeddings.py): the task read them with its vocabulary
+    pretrained = getattr(vectorizers, "pretrained", None) or {}
+    for embedding in pretrained.values():
+        log(f"[{config.name}] pretrained {embedding.describe()}")
+    if pretrained and distribution.is_chief:
+        embeddings.write_summary(log_dir, pretrained)
     log(f"[{config.name}] tokenizing and caching the training data ...")
     train_ds, dev_ds, (dropped, train_tokens) = task.make_datasets(config, data, vectorizers)
     train_ds, dev_ds = distribution.prepare_dataset(train_ds), \
@@ -269,6 +275,7 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
     # model: its variables, and the metrics' in compile_args, belong to the strategy
     with distribution.scope():
         model = task.build_model(config, vectorizers)
+        embeddings.load_into(model, pretrained)
         compile_args = task.compile_args(config)
     params = model.count_params()
     log(f"[{config.name}] model {model.name}: {params:,} parameters")
@@ -335,6 +342,7 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
                "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,
                "dropped_empty_train_examples": dropped, "train_tokens": train_tokens,
                "params": params, "history": history,
+               "pretrained": {name: e.report() for name, e in pretrained.items()},
                "export_path": str(export_path) if export_path else None, "notes": notes,
                "distribute": distribution.record()}
     atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))

@@ -11,13 +11,15 @@ layer choice (layers/rnn.py does that). Every task module offers the same functi
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from nlp_rnn import embeddings
 from nlp_rnn.config import ClassificationPipeline
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import LabelledSource, labelled_source
@@ -45,6 +47,9 @@ class Vectorizers:
     text: keras.layers.TextVectorization
     labels: list[str]
     label_lookup: keras.layers.StringLookup
+    # layer name -> pretrained starting point (model.pretrained), loaded into the model by
+    # the pipeline after build_model
+    pretrained: dict[str, embeddings.PretrainedEmbedding] = field(default_factory=dict)
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -71,7 +76,8 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
     """Adapt the text vectorizer on training text only, or reload it from ``vocab_dir`` (resume)."""
     vec = config.vectorize
     vocab_file, labels_file = vocab_dir / "vocab.txt", vocab_dir / "labels.txt"
-    if vocab_file.exists() and labels_file.exists():
+    resumed = vocab_file.exists() and labels_file.exists()
+    if resumed:
         text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens,
                                                vectorize.load_vocabulary(vocab_file))
         labels = vectorize.load_vocabulary(labels_file)
@@ -79,10 +85,45 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
         text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens)
         vectorize.adapt_text_vectorizer(text, data.train.dataset().map(lambda t, y: t))
         labels = list(data.train.labels)
+    pretrained = {}
+    if config.model.pretrained is not None:
+        reserved = ["", "[UNK]"]  # ids PAD_ID and OOV_ID
+        words, pretrained["embedding"] = embeddings.prepare(
+            config.model.pretrained, reserved + [str(t) for t in vectorize.text_vocabulary(text)],
+            len(reserved), _word_normalizer(vec.standardize), vec.max_tokens, config.seed,
+            "embedding", extend=not resumed, reachable=_reachable_word(vec.standardize))
+        if not resumed and pretrained["embedding"].added_words:
+            text.set_vocabulary(words[len(reserved):])
+    if not resumed:
         vocab_dir.mkdir(parents=True, exist_ok=True)
         vectorize.save_vocabulary([str(t) for t in vectorize.text_vocabulary(text)], vocab_file)
         vectorize.save_vocabulary(labels, labels_file)
-    return Vectorizers(text, labels, vectorize.build_label_lookup(labels))
+    vectorizers = Vectorizers(text, labels, vectorize.build_label_lookup(labels), pretrained)
+    tokenize = _tokenizer(config, vectorizers)
+    for embedding in pretrained.values():
+        for split, source in (("train", data.train), ("dev", data.dev)):
+            embedding.count_tokens(split, source.dataset().map(lambda t, y: t).batch(1024).map(
+                lambda t: tokenize(t).flat_values).as_numpy_iterator())
+    return vectorizers
+
+
+def _word_normalizer(standardize: str) -> embeddings.Normalize:
+    """A vectors file's words as the vocabulary spells them: every standardizer but "none"
+    lower-cases (GloVe 6B is lower-cased too)."""
+    return (lambda word: word) if standardize == "none" else str.lower
+
+
+def _reachable_word(standardize: str):
+    """Whether a (lower-cased) vectors word can come out of this standardizer, so that
+    ``train+pretrained`` adds only words a text can produce ("u.s." never comes out of
+    lower_split_punct, which splits it into "u . s .")."""
+    if standardize == "lower_split_punct":
+        pattern = re.compile(r"[!?.,;:()\"]|(?:[^\W_]|')+")
+    elif standardize == "lower_and_strip_punctuation":
+        pattern = re.compile(r"[^\W_]+")
+    else:
+        pattern = re.compile(r"\S+")
+    return lambda word: pattern.fullmatch(word) is not None
 
 
 def _tokenizer(config: ClassificationPipeline, vectorizers: Vectorizers):

@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import collections
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from nlp_rnn import atomic
+from nlp_rnn import atomic, embeddings
 from nlp_rnn.config import LanguageModelPipeline
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import plain_texts
@@ -41,6 +42,9 @@ class Vectorizers:
     tokens: list[str]  # the vocabulary, RESERVED first
     lookup: keras.layers.StringLookup
     level: str
+    # layer name -> pretrained starting point (model.pretrained, word level), loaded by the
+    # pipeline
+    pretrained: dict[str, embeddings.PretrainedEmbedding] = field(default_factory=dict)
 
     @property
     def separator(self) -> str:
@@ -79,7 +83,8 @@ def _tokenize(config: LanguageModelPipeline, text):
 def build_vectorizers(config: LanguageModelPipeline, data: Data, vocab_dir: Path) -> Vectorizers:
     """Most frequent training tokens (ids 0/1 reserved), or the saved vocabulary on resume."""
     vocab_file = vocab_dir / "vocab.txt"
-    if vocab_file.exists():
+    resumed = vocab_file.exists()
+    if resumed:
         tokens = vectorize.load_vocabulary(vocab_file)
     else:
         counts = collections.Counter(
@@ -88,10 +93,23 @@ def build_vectorizers(config: LanguageModelPipeline, data: Data, vocab_dir: Path
         keep = config.vectorize.max_tokens - len(RESERVED)
         tokens = list(RESERVED) + [t for t, _ in sorted(counts.items(),
                                                         key=lambda kv: (-kv[1], kv[0]))[:keep]]
+    pretrained = {}
+    if config.model.pretrained is not None:  # config validation: word level only
+        v = config.vectorize
+        word = re.compile(r"[^\W\d_]+" if v.letters_only else r"\S+")
+        tokens, pretrained["embedding"] = embeddings.prepare(
+            config.model.pretrained, tokens, len(RESERVED),
+            str.lower if v.lowercase else (lambda w: w), v.max_tokens, config.seed,
+            "embedding", extend=not resumed, reachable=lambda w: word.fullmatch(w) is not None)
+    if not resumed:
         vocab_dir.mkdir(parents=True, exist_ok=True)
         vectorize.save_vocabulary(tokens, vocab_file)
     lookup = keras.layers.StringLookup(vocabulary=tokens[2:], mask_token="", num_oov_indices=1)
-    return Vectorizers(tokens, lookup, config.vectorize.level)
+    vectorizers = Vectorizers(tokens, lookup, config.vectorize.level, pretrained)
+    for embedding in pretrained.values():
+        for split, text in (("train", data.train), ("dev", data.dev)):
+            embedding.count_tokens(split, [token_ids(config, vectorizers, text).numpy()])
+    return vectorizers
 
 
 def token_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: str) -> tf.Tensor:

@@ -14,13 +14,14 @@ checkpoint and early stopping) and through the exported model at the end.
 from __future__ import annotations
 
 import collections
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from nlp_rnn import embeddings
 from nlp_rnn.config import TaggingPipeline
 from nlp_rnn.data import batching, tagging, vectorize
 from nlp_rnn.data.sources import TaggedSource, tagged_source
@@ -68,6 +69,8 @@ class Vectorizers:
     word_lookup: keras.layers.StringLookup
     char_lookup: keras.layers.StringLookup
     tag_lookup: keras.layers.StringLookup
+    # layer name -> pretrained starting point (model.pretrained), loaded by the pipeline
+    pretrained: dict[str, embeddings.PretrainedEmbedding] = field(default_factory=dict)
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -115,7 +118,9 @@ def _all_tags(scheme: str, types: list[str]) -> list[str]:
 def build_vectorizers(config: TaggingPipeline, data: Data, vocab_dir: Path) -> Vectorizers:
     """Word and character vocabularies from the training sentences (or reloaded on resume)."""
     files = {name: vocab_dir / f"{name}.txt" for name in ("words", "chars", "tags")}
-    if all(f.exists() for f in files.values()):
+    resumed = all(f.exists() for f in files.values())
+    pretrained = {}
+    if resumed:
         words, chars, tags = (vectorize.load_vocabulary(files[n]) for n in files)
     else:
         word_counts, char_counts = collections.Counter(), collections.Counter()
@@ -134,13 +139,40 @@ def build_vectorizers(config: TaggingPipeline, data: Data, vocab_dir: Path) -> V
         # every tag the scheme allows for the training types, so dev/serving never meet an
         # unknown tag id, in a fixed order
         tags = _all_tags(config.vectorize.tag_scheme, list(data.train.stats.entity_counts))
+    if config.model.pretrained is not None:
+        words, pretrained["word_embedding"] = embeddings.prepare(
+            config.model.pretrained, words, len(RESERVED), _python_normalizer(config),
+            config.vectorize.max_tokens, config.seed, "word_embedding", extend=not resumed,
+            reachable=lambda word: not any(c.isspace() for c in word))
+    if not resumed:
         vocab_dir.mkdir(parents=True, exist_ok=True)
         for name, values in (("words", words), ("chars", chars), ("tags", tags)):
             vectorize.save_vocabulary(values, files[name])
     lookup = lambda vocab: keras.layers.StringLookup(  # noqa: E731
         vocabulary=vocab[len(RESERVED):], mask_token="", num_oov_indices=1)
-    return Vectorizers(words, chars, tags, config.vectorize.tag_scheme, lookup(words),
-                       lookup(chars), vectorize.build_label_lookup(tags))
+    vectorizers = Vectorizers(words, chars, tags, config.vectorize.tag_scheme, lookup(words),
+                              lookup(chars), vectorize.build_label_lookup(tags), pretrained)
+    for embedding in pretrained.values():
+        for split, source in (("train", data.train), ("dev", data.dev)):
+            embedding.count_tokens(split, source.dataset().ragged_batch(1024).map(
+                lambda tokens, tags: vectorizers.word_lookup(
+                    normalize_words(config, tokens.flat_values))).as_numpy_iterator())
+    return vectorizers
+
+
+def _python_normalizer(config: TaggingPipeline) -> embeddings.Normalize:
+    """``normalize_words`` in Python, applied to a vectors file's words: with the defaults
+    "Germany" and "germany" share a row, and "1996" takes the vector of the most frequent
+    four-digit word in the file (its first row normalising to "0000", usually a year)."""
+    lowercase, digits = config.vectorize.lowercase, config.vectorize.digits_to_zero
+    zeros = str.maketrans("123456789", "000000000")  # ASCII digits only, as the graph's [0-9]
+
+    def normalize(word: str) -> str:
+        if lowercase:
+            word = word.lower()
+        return word.translate(zeros) if digits else word
+
+    return normalize
 
 
 def featurize(config: TaggingPipeline, vectorizers: Vectorizers,

@@ -18,13 +18,14 @@ against the raw reference text.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from nlp_rnn import embeddings
 from nlp_rnn.config import TranslationPipeline
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import ParallelSource, parallel_source
@@ -65,6 +66,9 @@ class Vectorizers:
     source: keras.layers.TextVectorization
     target: keras.layers.TextVectorization
     target_vocab: list[str]  # id -> token, with "", "[UNK]", "[START]", "[END]" first
+    # layer name -> pretrained starting point (model.source_/target_pretrained), loaded by
+    # the pipeline
+    pretrained: dict[str, embeddings.PretrainedEmbedding] = field(default_factory=dict)
 
 
 def _spec(spec) -> str:
@@ -164,7 +168,8 @@ def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) 
     """Adapt one vocabulary per language on the training pairs, or reload them (resume)."""
     vec = config.vectorize
     source_file, target_file = vocab_dir / "source_vocab.txt", vocab_dir / "target_vocab.txt"
-    if source_file.exists() and target_file.exists():
+    resumed = source_file.exists() and target_file.exists()
+    if resumed:
         source_vocab = vectorize.load_vocabulary(source_file)
         target_vocab = vectorize.load_vocabulary(target_file)
     else:
@@ -177,15 +182,41 @@ def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) 
                 lambda t: normalize(t, vec.lowercase_target)).unbatch(),
             vec.target_max_tokens - 2)  # room for [START] and [END]
         target_vocab = [START, END] + [t for t in adapted if t not in (START, END)]
+    if not source_vocab or len(target_vocab) <= 2:
+        raise DataError("the training pairs have no tokens on one side", _spec(data.train.spec))
+    pretrained = {}
+    for side, settings, lowercase, max_tokens, special in (
+            ("source", config.model.source_pretrained, vec.lowercase_source,
+             vec.source_max_tokens, ["", "[UNK]"]),
+            ("target", config.model.target_pretrained, vec.lowercase_target,
+             vec.target_max_tokens, ["", "[UNK]", START, END])):
+        if settings is None:
+            continue
+        vocab = source_vocab if side == "source" else target_vocab[2:]
+        words, pretrained[f"{side}_embedding"] = embeddings.prepare(
+            settings, special + vocab, len(special), str.lower if lowercase else (lambda w: w),
+            max_tokens, config.seed, f"{side}_embedding", extend=not resumed,
+            reachable=lambda w: not any(c.isspace() for c in w))
+        if side == "source":
+            source_vocab = words[len(special):]
+        else:
+            target_vocab = words[2:]
+    if not resumed:
         vocab_dir.mkdir(parents=True, exist_ok=True)
         vectorize.save_vocabulary(source_vocab, source_file)
         vectorize.save_vocabulary(target_vocab, target_file)
-    if not source_vocab or len(target_vocab) <= 2:
-        raise DataError("the training pairs have no tokens on one side", _spec(data.train.spec))
-    return Vectorizers(
+    vectorizers = Vectorizers(
         vectorize.build_text_vectorizer("none", vec.source_max_tokens, source_vocab),
         vectorize.build_text_vectorizer("none", vec.target_max_tokens, target_vocab),
-        ["", "[UNK]"] + target_vocab)
+        ["", "[UNK]"] + target_vocab, pretrained)
+    for name, embedding in pretrained.items():
+        ids = source_ids if name == "source_embedding" else target_ids
+        column = 0 if name == "source_embedding" else 1
+        for split, source in (("train", data.train), ("dev", data.dev)):
+            embedding.count_tokens(split, source.dataset().batch(1024).map(
+                lambda *pair: ids(config, vectorizers, pair[column]).flat_values)
+                .as_numpy_iterator())
+    return vectorizers
 
 
 def _pair_length(features, target) -> tf.Tensor:
