@@ -77,7 +77,8 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
         labels = vectorize.load_vocabulary(labels_file)
     else:
         text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens)
-        vectorize.adapt_text_vectorizer(text, data.train.dataset().map(lambda t, y: t))
+        vectorize.adapt_text_vectorizer(text, data.train.dataset().map(lambda t, y: t),
+                                        source=data.train.spec)
         labels = list(data.train.labels)
         vocab_dir.mkdir(parents=True, exist_ok=True)
         vectorize.save_vocabulary([str(t) for t in vectorize.text_vocabulary(text)], vocab_file)
