@@ -275,7 +275,10 @@ def list_command(folder):
         try:  # the reader every pipeline goes through: no FIFO blocks it, no alias bomb
             raw = read_yaml(str(path))[0] or {}
         except ConfigError as exc:
-            raw = {"description": f"(invalid: {exc.message})"}
+            where = f"line {exc.line}: " if exc.line else ""
+            problem = exc.message.removeprefix("invalid YAML: ")
+            raw = {"description": f"(invalid YAML) {where}{problem}"
+                   if problem != exc.message else f"(cannot read) {problem}"}
         if not isinstance(raw, dict):
             raw = {"description": "(not a pipeline: top level is not a mapping)"}
         click.echo(f"  {str(path):<28} {str(raw.get('task', '')):<15} "
@@ -354,9 +357,9 @@ def evaluate_command(model_dir, data, data_format, text_column, label_column, as
     from nlp_rnn.serving import evaluate
 
     require_paths({"MODEL_DIR": model_dir, "--data": data})
+    check_model_dir(model_dir)
     if not data.startswith(("tfds:", "builtin:")):  # before the model loads: no FIFO, no device
         check_input_path(data, allow_folder=True)
-    check_model_dir(model_dir)
     quiet_tensorflow()
 
     metrics = evaluate(model_dir, data, data_format, text_column, label_column)
