@@ -20,29 +20,17 @@ import shutil
 import signal
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from nlp_rnn.cli import main
 from nlp_rnn.config import MAX_YAML_NODES, load_pipeline
 
+from cli_helpers import describe, invoke
 from conftest import CSV
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def describe(result: Result) -> str:
-    text = f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-    if result.exc_info and not isinstance(result.exception, SystemExit):
-        text += "\n--- exception\n" + "".join(traceback.format_exception(*result.exc_info))
-    return text
 
 
 def one_error_line(exit_code: int, stderr: str, *expected: str, code: int = 2) -> str:
@@ -181,10 +169,10 @@ def test_non_regular_files_are_refused_before_anything_opens_them(tmp_path, trai
     os.mkfifo(tmp_path / "fifo.yaml")
     os.mkfifo(tmp_path / "fifo.txt")
     (tmp_path / "folder").mkdir()
-    fifo_train = write_classification(tmp_path, train="fifo.csv", name="fifo_train.yaml")
-    device_dev = write_classification(tmp_path, dev="/dev/zero", name="device_dev.yaml")
-    folder_csv = write_classification(tmp_path, "  format: csv\n", train="folder",
-                                      name="folder.yaml")
+    write_classification(tmp_path, train="fifo.csv", name="fifo_train.yaml")
+    write_classification(tmp_path, dev="/dev/zero", name="device_dev.yaml")
+    write_classification(tmp_path, "  format: csv\n", train="folder",
+                         name="folder.yaml")
     (tmp_path / "tagger.yaml").write_text(
         "name: t\ntask: tagging\ndata:\n  train: builtin:ner\n  dev: folder\n")
     (tmp_path / "lm.yaml").write_text(
