@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -50,8 +51,6 @@ def require_paths(options: dict[str, str | None]) -> None:
 
 def check_output_file(path: str) -> None:
     """An output file must be creatable: its folder exists and the path is not a folder."""
-    from pathlib import Path
-
     folder = Path(path).parent
     if Path(path).is_dir():
         raise UserError(f"{path}: is a folder; expected a file name")
