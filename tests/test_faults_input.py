@@ -416,7 +416,8 @@ def test_sigint_to_a_training_run_exits_130_and_marks_the_run(tmp_path):
     """Ctrl-C in a real `run pipeline` subprocess, once its model is built and training:
     exit 130 (not click's "Aborted!" and 1), one line, and run.json is not left `running`."""
     write_classification(tmp_path, "model:\n  embedding_dim: 4\n  rnn: {units: 4}\n"
-                         "train:\n  epochs: 100000\nexport:\n  enabled: false\n")
+                         "train:\n  epochs: 100000\n  early_stopping_patience: null\n"
+                         "export:\n  enabled: false\n")  # trains until interrupted
     proc = subprocess.Popen(
         [sys.executable, "-m", "nlp_rnn.cli", "run", "pipeline", "p.yaml"], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
