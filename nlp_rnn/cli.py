@@ -10,6 +10,7 @@ import functools
 import json
 import os
 import sys
+from pathlib import Path
 
 import click
 
@@ -40,6 +41,36 @@ def user_errors(fn):
     return wrapper
 
 
+def require_paths(options: dict[str, str | None]) -> None:
+    """Refuse empty paths ({"--output-dir": value, ...}): "" would silently mean the current
+    folder, or nothing."""
+    for option, value in options.items():
+        if value is not None and not value.strip():
+            raise UserError(f"{option}: empty path")
+
+
+def check_output_file(path: str) -> None:
+    """An output file must be creatable: its folder exists and the path is not a folder."""
+    folder = Path(path).parent
+    if Path(path).is_dir():
+        raise UserError(f"{path}: is a folder; expected a file name")
+    if not folder.is_dir():
+        raise UserError(f"{path}: folder {folder} does not exist")
+
+
+class InterruptibleGroup(click.Group):
+    """Ctrl-C anywhere in a command: one line and exit code 130 (128 + SIGINT), as shells do,
+    instead of click's "Aborted!" and 1. Whatever the command was writing has already been
+    cleaned up or marked by the ``finally``/``except`` blocks the interrupt unwound through."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted", err=True)
+            sys.exit(130)
+
+
 def quiet_tensorflow() -> None:
     """Import TensorFlow without its C++ start-up chatter (replayed if the import fails).
 
@@ -60,7 +91,7 @@ def quiet_tensorflow() -> None:
             import tensorflow as tf
 
             tf.constant(0)  # the CUDA probe happens on first use
-        except BaseException:
+        except Exception:  # not on Ctrl-C: an interrupt is one line, not TF's start-up notes
             os.dup2(saved, 2)
             captured.seek(0)
             sys.stderr.buffer.write(captured.read())
@@ -77,7 +108,7 @@ def check_model_dir(model_dir: str) -> None:
     read_metadata(resolve_model_dir(model_dir))
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=InterruptibleGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="nlp-rnn")
 def main():
     """Train, evaluate and export recurrent (LSTM/GRU) NLP models.
@@ -115,6 +146,7 @@ def run_pipeline_command(pipelines, overrides, output_dir, seed, dry_run):
     """
     from nlp_rnn.config import BUILTIN_PIPELINES, config_to_yaml, load_pipeline
 
+    require_paths({"--output-dir": output_dir})
     sources = list(pipelines) or list(BUILTIN_PIPELINES)
     configs = [load_pipeline(s, list(overrides), seed, output_dir) for s in sources]
     if dry_run:  # one YAML document per pipeline
@@ -152,6 +184,7 @@ def compare_command(pipeline, vary, overrides, seed, output_dir, export):
     """
     from nlp_rnn.compare import plan_comparison, run_comparison
 
+    require_paths({"--output-dir": output_dir})
     plan = plan_comparison(pipeline, list(vary), list(overrides), seed, output_dir, export)
     quiet_tensorflow()  # only once every variant's config is known to be valid
     run_comparison(plan, log=click.echo)
@@ -181,6 +214,7 @@ def long_range_command(output_dir, lengths, cells, task, quick, seed):
     norm ||dL/dh_t|| at every time step, with and without gradient clipping; writes a table,
     accuracy-vs-length and gradient-norm PNGs, and TensorBoard images (~10 min on 2 cores).
     """
+    require_paths({"--output-dir": output_dir})
     try:
         parsed = None if lengths is None else [int(n) for n in lengths.split(",") if n.strip()]
     except ValueError:
@@ -211,6 +245,7 @@ def gradients_command(run_dir, batches, output_dir):
     """
     from nlp_rnn.experiments.gradients import resolve_run_dir
 
+    require_paths({"RUN_DIR": run_dir, "--output-dir": output_dir})
     resolve_run_dir(run_dir)  # a wrong path fails before TensorFlow loads
     quiet_tensorflow()
     from nlp_rnn.experiments.gradients import diagnose_gradients
@@ -221,23 +256,28 @@ def gradients_command(run_dir, batches, output_dir):
 @main.command("list")
 @click.option("--dir", "folder", default="pipelines", show_default=True,
               help="Folder of pipeline files to list.")
+@user_errors
 def list_command(folder):
     """List the built-in pipelines and the pipeline files in ./pipelines."""
-    import yaml
+    from nlp_rnn.config import (BUILTIN_PIPELINES, builtin_pipeline_text, load_yaml_text,
+                                read_yaml, shipped_pipelines)
+    from nlp_rnn.errors import ConfigError
 
-    from nlp_rnn.config import BUILTIN_PIPELINES, builtin_pipeline_text, shipped_pipelines
-
+    require_paths({"--dir": folder})
     click.echo("Built-in pipelines (run all: `nlp-rnn run pipeline`):")
     for name in BUILTIN_PIPELINES:
-        raw = yaml.safe_load(builtin_pipeline_text(name))
+        raw = load_yaml_text(builtin_pipeline_text(name))
         click.echo(f"  {name:<16} {raw.get('task', ''):<15} {raw.get('description', '')}")
     files = shipped_pipelines(folder)
     click.echo(f"\nPipeline files in {folder}/:" if files else f"\nNo pipeline files in {folder}/")
     for path in files:
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except (yaml.YAMLError, OSError, UnicodeDecodeError):
-            raw = {"description": "(invalid YAML)"}
+        try:  # the reader every pipeline goes through: no FIFO blocks it, no alias bomb
+            raw = read_yaml(str(path))[0] or {}
+        except ConfigError as exc:
+            where = f"line {exc.line}: " if exc.line else ""
+            problem = exc.message.removeprefix("invalid YAML: ")
+            raw = {"description": f"(invalid YAML) {where}{problem}"
+                   if problem != exc.message else f"(cannot read) {problem}"}
         if not isinstance(raw, dict):
             raw = {"description": "(not a pipeline: top level is not a mapping)"}
         click.echo(f"  {str(path):<28} {str(raw.get('task', '')):<15} "
@@ -271,8 +311,12 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
     are prompts: {"prompt": "...", "continuation": "..."}; for a translator
     {"text": "...", "translation": "..."}.
     """
+    from nlp_rnn.atomic import atomic_output
     from nlp_rnn.serving import predict, read_inputs
 
+    require_paths({"MODEL_DIR": model_dir, "--input": input_file, "--output": output_file})
+    if output_file:
+        check_output_file(output_file)
     check_model_dir(model_dir)
     items = read_inputs(list(texts), input_file)
     quiet_tensorflow()
@@ -280,11 +324,9 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
                   "beam_width": beam_width}
     lines = [json.dumps(r, ensure_ascii=False) for r in predict(model_dir, items,
                                                                 generation=generation)]
-    if output_file:
-        tmp = f"{output_file}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
+    if output_file:  # all or nothing, even on a full disk or Ctrl-C
+        with atomic_output(output_file) as f:
             f.write("\n".join(lines) + "\n")
-        os.replace(tmp, output_file)
         click.echo(f"wrote {len(lines)} predictions to {output_file}", err=True)
     else:
         for line in lines:
@@ -310,9 +352,13 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
 @user_errors
 def evaluate_command(model_dir, data, data_format, text_column, label_column, as_json):
     """Score an exported SavedModel on labelled data it has never seen."""
+    from nlp_rnn.data.readers import check_input_path
     from nlp_rnn.serving import evaluate
 
+    require_paths({"MODEL_DIR": model_dir, "--data": data})
     check_model_dir(model_dir)
+    if not data.startswith(("tfds:", "builtin:")):  # before the model loads: no FIFO, no device
+        check_input_path(data, allow_folder=True)
     quiet_tensorflow()
 
     metrics = evaluate(model_dir, data, data_format, text_column, label_column)

@@ -19,16 +19,27 @@ import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
                       model_validator)
 
-from nlp_rnn.errors import ConfigError
+from nlp_rnn.errors import ConfigError, DataError
 
 BUILTIN_PIPELINES = ("sentiment", "ner", "translation", "lm")  # run in this order by `nlp-rnn run pipeline` with no file
 SOURCE_PREFIXES = ("tfds:", "builtin:")
+# A run folder / SavedModel name: one path component that cannot climb out of its root.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+INT64_MAX = 2**63 - 1  # TensorFlow and NumPy hold every integer setting in (at most) 64 bits
 
 
 class Section(BaseModel):
     """Base for every config section: unknown keys are errors and objects are immutable."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _fits_in_int64(cls, value: Any) -> Any:
+        # A Python int has no bound; past int64 it would pass here and crash inside TensorFlow.
+        if type(value) is int and not -INT64_MAX <= value <= INT64_MAX:
+            raise ValueError("integer too large (at most 2**63 - 1)")
+        return value
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -42,6 +53,11 @@ class ClassificationData(Section):
     format: Literal["auto", "csv", "tsv", "jsonl", "folder"] = "auto"
     text_column: str = "text"
     label_column: str = "label"
+
+    @property
+    def accepts_folders(self) -> bool:
+        """Whether a data path may be a folder (of class folders) rather than a file."""
+        return self.format in ("auto", "folder")
 
 
 class VectorizeConfig(Section):
@@ -95,6 +111,24 @@ class RnnConfig(Section):
     activation: Literal["tanh", "relu", "sigmoid"] = "tanh"
 
 
+_GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}  # weight matrices per recurrent cell
+
+
+def rnn_parameters(rnn: RnnConfig | DecoderConfig, input_dim: int) -> tuple[int, int]:
+    """(weights of a recurrent stack reading ``input_dim`` features, its output features).
+
+    Each layer and direction holds gates x units x (inputs + units + bias); the same sum
+    Keras's LSTM/GRU/SimpleRNN weights add up to (GRU's second bias left out: a lower bound).
+    """
+    directions = 2 if getattr(rnn, "bidirectional", False) else 1
+    concat = directions == 2 and getattr(rnn, "merge_mode", "concat") == "concat"
+    total = 0
+    for _ in range(rnn.layers):
+        total += directions * _GATES[rnn.cell] * rnn.units * (input_dim + rnn.units + 1)
+        input_dim = rnn.units * (2 if concat else 1)
+    return total, input_dim
+
+
 class ConvConfig(Section):
     """Optional Conv1D front before the RNN stack (CNN-LSTM); ``pool_size`` > 1 max-pools
     its outputs in windows of that many tokens, so the RNN reads that many times fewer steps."""
@@ -144,15 +178,16 @@ class TrainConfig(Section):
 
 class ExportConfig(Section):
     enabled: bool = True
-    dir: str = "saved_models"
-    name: Optional[str] = None  # default: the pipeline name
+    dir: str = Field("saved_models", min_length=1)
+    # default: the pipeline name; a folder name under ``dir``, never a path out of it
+    name: Optional[str] = Field(None, pattern=NAME_PATTERN)
 
 
 class PipelineBase(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     seed: int = Field(42, ge=0, lt=2**32)  # the range NumPy's seed accepts
-    output_dir: str = "runs"
+    output_dir: str = Field("runs", min_length=1)
     train: TrainConfig = TrainConfig()
     export: ExportConfig = ExportConfig()
 
@@ -164,12 +199,33 @@ class PipelineBase(Section):
         """(key, message) when this task cannot use a configured ``pretrained`` entry."""
         return None
 
+    def parameter_counts(self) -> dict[str, int]:
+        """A lower bound on the model's weights, known before any data is read.
+
+        Returns:
+            config key most responsible -> weights it accounts for; vocabularies are taken
+            at their smallest (padding, OOV and the specials), so the figures never overstate.
+        """
+        return {}
+
 
 class ClassificationPipeline(PipelineBase):
     task: Literal["classification"]
     data: ClassificationData
     vectorize: VectorizeConfig = VectorizeConfig()
     model: ClassificationModel = ClassificationModel()
+
+    def parameter_counts(self) -> dict[str, int]:
+        m = self.model
+        features = m.embedding_dim
+        counts = {"model.embedding_dim": 2 * m.embedding_dim}  # padding and OOV at least
+        if m.conv is not None:
+            counts["model.conv.filters"] = m.conv.filters * (m.conv.kernel_size * features + 1)
+            features = m.conv.filters
+        counts["model.rnn.units"], features = rnn_parameters(m.rnn, features)
+        counts["model.hidden_units"] = m.hidden_units * (features + 1)
+        counts["model.rnn.units"] += 2 * (m.hidden_units or features)  # 2 labels at least
+        return counts
 
 
 # ---- language model ----------------------------------------------------------------------
@@ -227,6 +283,12 @@ class LanguageModelPipeline(PipelineBase):
             return ("model.pretrained", "a character-level language model has no word "
                     "vocabulary for pretrained word vectors; set vectorize.level: word")
         return None
+
+    def parameter_counts(self) -> dict[str, int]:
+        m = self.model
+        rnn, features = rnn_parameters(m.rnn, m.embedding_dim)
+        # embedding and logits each span a vocabulary of padding, OOV and one token at least
+        return {"model.embedding_dim": 3 * m.embedding_dim, "model.rnn.units": rnn + 3 * features}
 
 
 # ---- sequence tagging (NER) ----------------------------------------------------------------
@@ -289,6 +351,23 @@ class TaggingPipeline(PipelineBase):
     data: TaggingData
     vectorize: TaggingVectorizeConfig = TaggingVectorizeConfig()
     model: TaggingModel = TaggingModel()
+
+    def parameter_counts(self) -> dict[str, int]:
+        m = self.model
+        counts = {"model.word_embedding_dim": 2 * m.word_embedding_dim,
+                  "model.casing_dim": m.casing_dim}
+        features = m.word_embedding_dim + m.casing_dim
+        if m.chars is not None:
+            c = m.chars
+            if c.type == "cnn":
+                counts["model.chars.filters"] = c.filters * (c.kernel_size * c.embedding_dim + 1)
+                features += c.filters
+            else:
+                counts["model.chars.units"] = 2 * 4 * c.units * (c.embedding_dim + c.units + 1)
+                features += 2 * c.units
+            counts["model.chars.embedding_dim"] = 2 * c.embedding_dim
+        counts["model.rnn.units"], _ = rnn_parameters(m.rnn, features)
+        return counts
 
 
 # ---- translation (seq2seq) -----------------------------------------------------------------
@@ -364,6 +443,19 @@ class TranslationPipeline(PipelineBase):
     model: TranslationModel = TranslationModel()
     decoding: DecodingConfig = DecodingConfig()
 
+    def parameter_counts(self) -> dict[str, int]:
+        m = self.model
+        encoder, memory = rnn_parameters(m.encoder, m.source_embedding_dim)
+        decoder, features = rnn_parameters(m.decoder, m.target_embedding_dim)
+        return {"model.source_embedding_dim": 2 * m.source_embedding_dim,
+                # target vocabulary: padding, OOV, start and end at least (embedding, logits)
+                "model.target_embedding_dim": 4 * m.target_embedding_dim,
+                "model.encoder.units": encoder,
+                # the attentional layer reads the decoder output and the attention context
+                "model.decoder.units": decoder + features * (features + memory) + 4 * features,
+                "model.attention_units": (m.attention_units * (features + memory)
+                                          if m.attention == "additive" else 0)}
+
 
 PIPELINE_CLASSES: dict[str, type[PipelineBase]] = {
     "classification": ClassificationPipeline, "language_model": LanguageModelPipeline,
@@ -375,8 +467,50 @@ PipelineConfig = Union[ClassificationPipeline, LanguageModelPipeline, TaggingPip
 # ---- loading -----------------------------------------------------------------------------
 
 
-class _LineLoader(yaml.SafeLoader):
-    """SafeLoader that records the line of every mapping key, for error messages."""
+MAX_YAML_NODES = 100_000  # a pipeline has a few hundred values, with every alias expanded
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses documents whose aliases expand past MAX_YAML_NODES values.
+
+    Aliases let a few lines describe billions of values ("billion laughs"); PyYAML builds them
+    as shared references, but anything that walks the result (validation, a deep copy, str())
+    expands them. Each node's expanded size is counted as it is composed, and recursive aliases
+    (a node that contains itself) are refused, so the whole check is linear in the file.
+    """
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._expanded: dict[int, int] = {}  # id(node) -> values it expands to
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark
+            node = super().compose_node(parent, index)
+            if id(node) not in self._expanded:  # its anchor is still open: the node holds itself
+                raise yaml.composer.ComposerError(None, None, "recursive alias (a value that "
+                                                  "contains itself)", mark)
+            return node
+        node = super().compose_node(parent, index)
+        children = (node.value if isinstance(node, yaml.SequenceNode) else
+                    [child for pair in node.value for child in pair]
+                    if isinstance(node, yaml.MappingNode) else [])
+        size = 1 + sum(self._expanded[id(child)] for child in children)
+        self._expanded[id(node)] = size
+        if size > MAX_YAML_NODES:
+            raise yaml.composer.ComposerError(
+                None, None, f"aliases expand this to more than {MAX_YAML_NODES:,} values "
+                "(an alias bomb?)", node.start_mark)
+        return node
+
+
+def load_yaml_text(text: str) -> Any:
+    """``yaml.safe_load`` with alias expansion bounded (BoundedLoader); raises yaml.YAMLError."""
+    return yaml.load(text, Loader=BoundedLoader)
+
+
+class _LineLoader(BoundedLoader):
+    """The loader that records the line of every mapping key, for error messages."""
 
 
 def _key_lines(text: str) -> dict[tuple, int]:
@@ -425,7 +559,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
         raise ConfigError(f"--set expects KEY.SUB=VALUE, got {text!r}")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = load_yaml_text(raw) if raw.strip() else ""
     except (yaml.YAMLError, RecursionError):
         value = raw
     return key.strip().split("."), value
@@ -499,6 +633,7 @@ def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> No
     """Local data paths must exist; built-in corpora must be known."""
     from nlp_rnn.data.builtin import (BUILTIN_CORPORA, BUILTIN_PARALLEL_CORPORA,
                                       BUILTIN_TAGGED_CORPORA, SPLITS)
+    from nlp_rnn.data.readers import check_input_path
 
     data = getattr(config, "data", None)
     if data is None:
@@ -524,6 +659,65 @@ def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> No
         elif is_local_path(value) and not _exists(value):
             raise ConfigError(f"file not found: {value} (relative paths are resolved from "
                               f"{os.getcwd()})", file, f"data.{field}", line)
+        elif is_local_path(value):  # a FIFO would block the run forever, a device never end
+            try:
+                check_input_path(value, getattr(data, "accepts_folders", False))
+            except DataError as exc:
+                raise ConfigError(f"{exc.message}: {value}", file, f"data.{field}",
+                                  line) from None
+
+
+# Copies of every weight training holds: the weights, their gradients, the optimizer's slots.
+_COPIES = {"adam": 4, "adamw": 4, "rmsprop": 3, "sgd": 2}
+_BYTES_PER_WEIGHT = 4  # float32 (mixed precision keeps float32 master weights too)
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: physical memory, or a smaller cgroup limit."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            total = min(total, int(limit))
+    except OSError:
+        pass
+    return total
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.1f} GB"
+
+
+def _setting(config: BaseModel, key: str) -> Any:
+    value = config
+    for part in key.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def _check_memory(config: PipelineBase, file: str, lines: dict[tuple, int]) -> None:
+    """Refuse a model whose weights cannot fit in this machine's memory, before it is built."""
+    counts = config.parameter_counts()
+    memory = machine_memory()
+    if not counts or memory is None:
+        return
+    weights = sum(counts.values())
+    needed = weights * _BYTES_PER_WEIGHT * _COPIES[config.train.optimizer]
+    if needed <= memory:
+        return
+    # the culprit: the largest dimension among those the weights grow with (the input
+    # weights of an RNN grow with both its units and the embedding below it)
+    key = max((k for k in counts if counts[k]), key=lambda k: _setting(config, k))
+    path = tuple(key.split("."))
+    line = next((lines[path[:n]] for n in range(len(path), 0, -1) if path[:n] in lines), None)
+    copies = _COPIES[config.train.optimizer]
+    raise ConfigError(f"too large for this machine: the model's weights need at least "
+                      f"{_gb(needed)} ({weights:,} weights x {_BYTES_PER_WEIGHT} bytes x {copies} "
+                      f"copies: weights, gradients, {config.train.optimizer} state); this "
+                      f"machine has {_gb(memory)} of memory", file, key, line)
 
 
 def _data_specs(data: BaseModel) -> list[tuple[str, str]]:
@@ -568,7 +762,9 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
     except ValidationError as exc:
         raise _first_error(exc, cls, file, lines) from None
     _check_paths(config, file, lines)
-    return _check_pretrained(config, file, lines)
+    config = _check_pretrained(config, file, lines)
+    _check_memory(config, file, lines)
+    return config
 
 
 def _check_pretrained(config: PipelineBase, file: str, lines: dict[tuple, int]) -> PipelineBase:
@@ -605,20 +801,28 @@ def _check_pretrained(config: PipelineBase, file: str, lines: dict[tuple, int]) 
 
 
 def read_yaml(path: str) -> tuple[Any, str]:
-    """Read a YAML file safely; syntax errors become ConfigError with the line."""
+    """Read a YAML file safely; syntax errors become ConfigError with the line.
+
+    A FIFO or device is refused without blocking on it; alias expansion is bounded.
+    """
+    from nlp_rnn.data.readers import open_regular
+
     try:
-        data = Path(path).read_bytes()
+        with open_regular(path) as f:
+            data = f.read()
     except FileNotFoundError:
         raise ConfigError("pipeline file not found", path) from None
     except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the path
         raise ConfigError(f"cannot read: {exc}", path) from None
+    except DataError as exc:  # a FIFO, a folder, a device
+        raise ConfigError(exc.message, path) from None
     try:  # universal newlines, as read_text() would give
         text = data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"invalid UTF-8 (byte 0x{data[exc.start]:02x})", path,
                           line=data.count(b"\n", 0, exc.start) + 1) from None
     try:
-        return yaml.safe_load(text), text
+        return load_yaml_text(text), text
     except RecursionError:
         raise ConfigError("invalid YAML: nested too deeply", path) from None
     except yaml.YAMLError as exc:
@@ -647,7 +851,7 @@ def load_pipeline(source: str, overrides: list[str] = (), seed: int | None = Non
     name = source.removeprefix("builtin:")
     if not _exists(source) and name in BUILTIN_PIPELINES:
         text = builtin_pipeline_text(name)
-        raw, file = yaml.safe_load(text), f"builtin:{name}"
+        raw, file = load_yaml_text(text), f"builtin:{name}"
     elif not _exists(source) and not source.endswith((".yaml", ".yml")):
         raise ConfigError("no such pipeline file or built-in pipeline; built-ins: "
                           + ", ".join(BUILTIN_PIPELINES) + " (see `nlp-rnn list`)", source)

@@ -134,8 +134,36 @@ def is_complete(version_dir: Path) -> bool:
     return all((version_dir / part).is_file() for part in COMPLETE_VERSION)
 
 
-def read_metadata(version_dir: Path) -> dict:
+class ExportMetadata(dict):
+    """An export's ``nlp_rnn.json``; a key it lacks is a UserError naming the folder (a damaged
+    or hand-edited file), not a KeyError deep inside predict or evaluate."""
+
+    def __init__(self, values: dict, version_dir: Path):
+        super().__init__(values)
+        self.version_dir = version_dir
+
+    def __missing__(self, key):
+        raise UserError(f"{self.version_dir}: damaged {METADATA_FILE}: no {key!r} key "
+                        "(re-export the model)")
+
+
+def read_metadata(version_dir: Path) -> ExportMetadata:
+    """The nlp-rnn metadata of a version folder (no TensorFlow); damage is a UserError."""
     meta = version_dir / METADATA_FILE
     if not meta.exists():
         raise UserError(f"{version_dir}: not exported by nlp-rnn (missing {METADATA_FILE})")
-    return json.loads(meta.read_text())
+    damaged = f"{version_dir}: damaged {METADATA_FILE}"
+    try:
+        values = json.loads(meta.read_bytes().decode("utf-8"))
+    except json.JSONDecodeError as exc:
+        raise UserError(f"{damaged}: invalid JSON ({exc.msg}: line {exc.lineno} column "
+                        f"{exc.colno})") from None
+    except RecursionError:
+        raise UserError(f"{damaged}: invalid JSON (nested too deeply)") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{damaged}: invalid UTF-8 at byte {exc.start}") from None
+    if not isinstance(values, dict):
+        raise UserError(f"{damaged}: expected a JSON object")
+    if not isinstance(values.get("task"), str):
+        raise UserError(f"{damaged}: no 'task' key (re-export the model)")
+    return ExportMetadata(values, version_dir)

@@ -21,10 +21,32 @@ def exported_metadata(model_dir: str) -> tuple[Path, dict]:
 
 
 def load_signature(version_dir: Path, name: str = "serving_default"):
-    """One signature of the SavedModel in ``version_dir`` (the model is loaded once per call)."""
+    """One signature of the SavedModel in ``version_dir`` (the model is loaded once per call).
+
+    Raises:
+        UserError: the folder is damaged (a truncated variables file, a corrupt
+            saved_model.pb, missing files) or lacks the signature, naming the folder.
+    """
+    import logging
+
     import tensorflow as tf
 
-    return tf.saved_model.load(str(version_dir)).signatures[name]
+    absl = logging.getLogger("absl")
+    level = absl.level
+    # a damaged optional fingerprint.pb is logged with a traceback, and loading goes on
+    absl.setLevel(logging.CRITICAL)
+    try:
+        loaded = tf.saved_model.load(str(version_dir))
+    except Exception as exc:  # noqa: BLE001 - TensorFlow raises IndexError, OpError, OSError, ...
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"{version_dir}: damaged SavedModel, cannot load it ({reason[:200]}); "
+                        "re-export it, or pass an older version folder") from None
+    finally:
+        absl.setLevel(level)
+    if name not in loaded.signatures:
+        raise UserError(f"{version_dir}: the SavedModel has no {name!r} signature (it has: "
+                        f"{', '.join(loaded.signatures) or 'none'})")
+    return loaded.signatures[name]
 
 
 def read_inputs(texts: list[str], input_file: str | None) -> list[str]:

@@ -11,28 +11,14 @@ import csv
 import json
 import subprocess
 import sys
-import traceback
 from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import CliRunner, Result
+from click.testing import Result
 
-from nlp_rnn.cli import main
-
+from cli_helpers import describe, invoke
 from conftest import CSV, cli_in_fresh_interpreter
-
-
-def invoke(*args: str) -> Result:
-    return CliRunner().invoke(main, list(args))
-
-
-def describe(result: Result) -> str:
-    """Everything useful when an invocation did not do what was expected."""
-    text = f"exit {result.exit_code}\n--- stdout\n{result.stdout}\n--- stderr\n{result.stderr}"
-    if result.exc_info and not isinstance(result.exception, SystemExit):
-        text += "\n--- exception\n" + "".join(traceback.format_exception(*result.exc_info))
-    return text
 
 
 def assert_user_error(result: Result, *expected: str) -> str:

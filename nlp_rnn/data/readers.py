@@ -14,6 +14,7 @@ import io
 import json
 import os
 import re
+import stat
 import zlib
 from collections import Counter
 from collections.abc import Collection, Iterable, Iterator
@@ -35,8 +36,9 @@ class _Utf8LineReader(io.TextIOBase):
     Lines keep their terminator ('\\n' or '\\r\\n'), which is what csv expects from newline=''.
     """
 
-    def __init__(self, raw: BinaryIO, path: str):
-        self._raw, self.name, self.line_num = raw, path, 0
+    def __init__(self, raw: BinaryIO, path: str, file: BinaryIO | None = None):
+        # raw: what lines are read from (a GzipFile over ``file``, which it does not close)
+        self._raw, self._file, self.name, self.line_num = raw, file, path, 0
 
     def readable(self) -> bool:
         return True
@@ -73,7 +75,66 @@ class _Utf8LineReader(io.TextIOBase):
 
     def close(self) -> None:
         self._raw.close()
+        if self._file is not None:
+            self._file.close()
         super().close()
+
+
+_KINDS = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO"),
+          (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+          (stat.S_ISSOCK, "a socket"))
+
+
+def _os_reason(error: Exception) -> str:
+    return f"cannot open file: {getattr(error, 'strerror', None) or error}"
+
+
+def not_regular_file(mode: int, allow_folder: bool = False) -> str | None:
+    """Why a file of this ``st_mode`` cannot be read as data, or None if it can.
+
+    Reading a FIFO, socket or terminal would block forever waiting for a writer, and a device
+    never ends, so only regular files (and folders where a folder is expected) are data.
+    """
+    if stat.S_ISREG(mode) or (allow_folder and stat.S_ISDIR(mode)):
+        return None
+    kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+    return f"not a regular file ({kind})"
+
+
+def check_input_path(path: str, allow_folder: bool = False) -> None:
+    """Raise DataError unless ``path`` exists and is a regular file (or a folder, if allowed).
+
+    The one check every command runs on a data path before anything opens it.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError("file not found", str(path)) from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise DataError(_os_reason(e), str(path)) from None
+    problem = not_regular_file(mode, allow_folder)
+    if problem:
+        raise DataError(problem, str(path))
+
+
+def open_regular(path: str) -> BinaryIO:
+    """``open(path, "rb")`` that refuses FIFOs, devices, sockets and folders without blocking.
+
+    The file is opened non-blocking (opening a FIFO would otherwise wait for a writer) and
+    checked on the open descriptor, so a path swapped after an earlier check is caught too.
+    Raises:
+        DataError: not a regular file; OSError / ValueError as ``open`` raises them.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        problem = not_regular_file(os.fstat(fd).st_mode)
+        if problem:
+            raise DataError(problem, str(path))
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def open_text(path: str) -> TextIO:
@@ -81,14 +142,18 @@ def open_text(path: str) -> TextIO:
 
     Returns:
         A line-iterable text stream with newline='' semantics; use it as a context manager.
+    Raises:
+        DataError: the file is missing, unreadable, or not a regular file (a FIFO, a folder).
     """
     try:
-        raw = gzip.open(path, "rb") if str(path).lower().endswith(".gz") else open(path, "rb")
+        file = open_regular(path)
     except FileNotFoundError:
         raise DataError("file not found", str(path)) from None
-    except OSError as e:
-        raise DataError(f"cannot open file: {e.strerror or e}", str(path)) from None
-    return _Utf8LineReader(raw, str(path))
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the path
+        raise DataError(_os_reason(e), str(path)) from None
+    if str(path).lower().endswith(".gz"):
+        return _Utf8LineReader(gzip.GzipFile(fileobj=file, mode="rb"), str(path), file)
+    return _Utf8LineReader(file, str(path))
 
 
 def _suffix(path: str) -> str:

@@ -89,13 +89,17 @@ def _tfds_source(spec: str, role: str) -> LabelledSource:
     return LabelledSource(spec, labels, count, 0, lambda: dataset.map(to_pair))
 
 
-def _file_source(path: str, fmt: str, text_column: str, label_column: str,
+def _file_source(path: str, role: str, fmt: str, text_column: str, label_column: str,
                  known: tuple[str, ...] | None) -> LabelledSource:
     read = lambda: readers.read_examples(path, fmt, text_column, label_column,  # noqa: E731
                                          known)
     stats = readers.scan_examples(read())
     if stats.count == 0:
         raise DataError("no examples", path)
+    if role == "train" and stats.empty_texts == stats.count:
+        # empty texts are dropped from training (dev keeps them), which would leave nothing
+        raise DataError(f"every text is empty or whitespace ({stats.count} examples in "
+                        f"{text_column!r}): nothing to train on", path)
     if stats.labels == ():
         raise DataError(f"no labels (expected a {label_column!r} column/key)", path)
     return LabelledSource(path, stats.labels, stats.count, stats.empty_texts,
@@ -116,7 +120,7 @@ def labelled_source(spec: str, role: str, fmt: str = "auto", text_column: str = 
         return _builtin_source(spec, role)
     if spec.startswith("tfds:"):
         return _tfds_source(spec, role)
-    return _file_source(spec, fmt, text_column, label_column, known)
+    return _file_source(spec, role, fmt, text_column, label_column, known)
 
 
 def _read_text(spec: str) -> str:

@@ -13,6 +13,7 @@ import keras
 import tensorflow as tf
 
 from nlp_rnn import atomic
+from nlp_rnn.errors import DataError
 
 PAD_ID = 0  # TextVectorization reserves 0 for padding ...
 OOV_ID = 1  # ... and 1 for out-of-vocabulary tokens.
@@ -63,9 +64,18 @@ def build_text_vectorizer(standardize: str, max_tokens: int,
 
 
 def adapt_text_vectorizer(layer: keras.layers.TextVectorization, texts: tf.data.Dataset,
-                          batch_size: int = 1024) -> None:
-    """Build the vocabulary from a dataset of scalar strings (the training split only)."""
+                          batch_size: int = 1024, source: str | None = None) -> None:
+    """Build the vocabulary from a dataset of scalar strings (the training split only).
+
+    Raises:
+        DataError: naming ``source``, when the texts hold no token at all once standardized
+            (e.g. only punctuation that the standardization strips): an empty vocabulary
+            would fail inside TensorFlow with "Table not initialized".
+    """
     layer.adapt(texts.batch(batch_size).prefetch(tf.data.AUTOTUNE))
+    if not text_vocabulary(layer):
+        raise DataError("no tokens in the training text once standardized: nothing to build "
+                        "a vocabulary from", source)
 
 
 def tokenize(layer: keras.layers.TextVectorization, texts: tf.Tensor, max_length: int,

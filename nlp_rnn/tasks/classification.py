@@ -83,7 +83,8 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
         labels = vectorize.load_vocabulary(labels_file)
     else:
         text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens)
-        vectorize.adapt_text_vectorizer(text, data.train.dataset().map(lambda t, y: t))
+        vectorize.adapt_text_vectorizer(text, data.train.dataset().map(lambda t, y: t),
+                                        source=data.train.spec)
         labels = list(data.train.labels)
     pretrained = {}
     if config.model.pretrained is not None:

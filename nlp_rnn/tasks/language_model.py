@@ -21,6 +21,7 @@ from nlp_rnn import atomic, embeddings
 from nlp_rnn.config import LanguageModelPipeline
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import plain_texts
+from nlp_rnn.errors import DataError
 from nlp_rnn.layers.rnn import recurrent_layers, rnn_stack
 
 MAIN_METRIC = "perplexity"
@@ -117,10 +118,31 @@ def token_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: str
     return tf.cast(vectorizers.lookup(_tokenize(config, tf.constant(text))), tf.int64)
 
 
+def _window_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: str,
+                role: str) -> tf.Tensor:
+    """int64 [N] ids of the training or held-out text, N >= one window (sequence_length + 1).
+
+    Raises:
+        DataError: naming the data, when the text is shorter than one window once normalized
+            (no windows: training would fit nothing and report no held-out loss).
+    """
+    ids = token_ids(config, vectorizers, text)
+    needed = config.vectorize.sequence_length + 1
+    if int(ids.shape[0]) < needed:
+        spec = config.data.dev if role == "dev" and config.data.dev else config.data.train
+        what = ("training text" if role == "train" else "held-out text" if config.data.dev
+                else f"held-out text (the last {config.data.holdout_fraction:g} of data.train)")
+        raise DataError(f"the {what} has {int(ids.shape[0])} {config.vectorize.level} tokens "
+                        f"once normalized, fewer than one window of {needed} "
+                        "(vectorize.sequence_length + 1): give more text or a shorter "
+                        "sequence_length", str(spec))
+    return ids
+
+
 def make_datasets(config: LanguageModelPipeline, data: Data, vectorizers: Vectorizers):
     """Shuffled training windows and in-order held-out windows; nothing is ever dropped."""
     length = config.vectorize.sequence_length
-    train_ids = token_ids(config, vectorizers, data.train)
+    train_ids = _window_ids(config, vectorizers, data.train, "train")
     train = batching.token_windows(train_ids, length)
     return (batching.window_batches(train, config.train.batch_size, config.train.shuffle_buffer,
                                     config.seed),
@@ -130,7 +152,7 @@ def make_datasets(config: LanguageModelPipeline, data: Data, vectorizers: Vector
 
 def dev_batches(config: LanguageModelPipeline, data: Data, vectorizers: Vectorizers):
     """Held-out (window, next-token window) batches in text order."""
-    dev = batching.token_windows(token_ids(config, vectorizers, data.dev),
+    dev = batching.token_windows(_window_ids(config, vectorizers, data.dev, "dev"),
                                  config.vectorize.sequence_length)
     return batching.window_batches(dev, config.train.batch_size)
 
