@@ -599,7 +599,9 @@ def _allowed_keys(cls: type[BaseModel], loc: tuple) -> list[str] | None:
 def _first_error(exc: ValidationError, cls: type[BaseModel], file: str,
                  lines: dict[tuple, int]) -> ConfigError:
     errors = exc.errors()
-    err = errors[0]
+    # A value the user wrote wrong says more than a key left out beside it (a half-written
+    # section such as `pretrained: {format: bad}` reports the bad format first).
+    err = min(errors, key=lambda e: e["type"] == "missing")
     loc = tuple(err["loc"])
     key = ".".join(str(p) for p in loc)
     line = lines.get(loc) or lines.get(tuple(map(str, loc))) or lines.get(loc[:-1])  # 1: x
