@@ -288,6 +288,7 @@ def test_full_disk_during_training_fails_with_one_line_then_resumes(tmp_path):
 # ---- ownership ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # two full runs; test_live_run_folder_is_never_resumed covers the lock fast
 def test_two_runs_of_one_config_started_together_get_their_own_folders(tmp_path):
     cmd = command(tmp_path)
     procs = [start(cmd), start(cmd)]
