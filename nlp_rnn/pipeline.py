@@ -150,8 +150,11 @@ def prepare_worker_dirs(config: PipelineConfig, worker: str) -> tuple[Path, Path
     return scratch, backup, resumed
 
 
-def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
+def run_pipeline(config: PipelineConfig, log: Log = print, callbacks: list = ()) -> RunResult:
     """Train, evaluate and export one pipeline; see the module docstring for what is written.
+
+    ``callbacks``: extra Keras callbacks for ``fit`` (e.g. ``nlp-rnn tune``'s pruning), run
+    after the task's own, so they see the epoch metrics those add (``val_f1``, ``val_bleu``).
 
     Under ``train.distribute: multi_worker`` only the chief writes the run folder, evaluates
     and exports; another worker trains in step and returns a RunResult without metrics.
@@ -220,7 +223,8 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
         start = time.perf_counter()
         history = training.fit(model, train_ds, dev_ds, config.train, run_dir, task.MONITOR,
                                compile_args, log_dir,
-                               task.callbacks(model, vectorizers, config, log_dir, dev_ds),
+                               task.callbacks(model, vectorizers, config, log_dir, dev_ds)
+                               + list(callbacks),
                                distribution=distribution, backup_dir=backup_dir)
         train_seconds = time.perf_counter() - start
 
