@@ -238,8 +238,12 @@ def check_space(space: Space, raw: dict, file: str, text: str, overrides: list[s
             try:
                 validate_config(with_values(raw, {dim.key: value}), file, text)
             except ConfigError as err:
-                where = f" (at {value!r})" if err.key == dim.key else \
-                    f" (with {dim.key} = {value!r}: {err.key})"
+                if err.key != dim.key:  # the value broke another key (a section's, a path)
+                    where = f" (with {dim.key} = {value!r}: {err.key})"
+                elif "(got " in err.message or err.message.startswith("unknown key"):
+                    where = ""
+                else:
+                    where = f" (at {value!r})"
                 raise ConfigError(err.message + where, space.file, dim.key, dim.line) from None
 
 
