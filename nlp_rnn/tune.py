@@ -47,8 +47,8 @@ from typing import Any, Callable
 import yaml
 
 from nlp_rnn.atomic import write_bytes, write_text
-from nlp_rnn.config import (PipelineConfig, key_lines, apply_overrides, config_to_yaml,
-                            parse_override, read_pipeline_source, read_yaml, set_key,
+from nlp_rnn.config import (PipelineConfig, apply_overrides, config_to_yaml, key_lines,
+                            load_pipeline, parse_override, read_pipeline_source, read_yaml, set_key,
                             validate_config)
 from nlp_rnn.errors import ConfigError, UserError
 
@@ -338,8 +338,6 @@ def plan_tune(source: str, space_path: str, trials: int = 20, timeout_minutes: f
     raw = apply_overrides(raw, list(overrides))
     if seed is not None:
         raw["seed"] = seed
-    from nlp_rnn.config import load_pipeline
-
     base = load_pipeline(source, list(overrides), seed)  # errors name the file or the --set
     if base.train.distribute == "multi_worker":
         raise UserError("tune runs each trial on this machine; train.distribute: multi_worker "
@@ -395,7 +393,7 @@ def objective_of(task) -> tuple[str, str, str]:
 def pruning_callback(trial, epoch_key: str):
     """A Keras callback: after every epoch, report ``logs[epoch_key]`` to the trial; when the
     pruner says so, stop training (the run still evaluates the best epoch and writes its
-    folder, HParams included) and set ``.pruned``, so the trial is told PRUNED."""
+    folder, HParams included) and set ``.pruned_after``, so the trial is told PRUNED."""
     import keras
 
     class ReportToPruner(keras.callbacks.Callback):
@@ -418,19 +416,30 @@ def pruning_callback(trial, epoch_key: str):
 # ---- storage, liveness, locking ------------------------------------------------------------
 
 
-def open_storage(url: str):
+def open_storage(url: str, attempts: int = 5):
     """Optuna's RDB storage with heartbeats (a lost machine's trial fails after the grace
-    period) and, for SQLite, a long busy timeout (local workers write to one file)."""
+    period) and, for SQLite, a long busy timeout (local workers write to one file).
+
+    Machines that start together on a new database race to create Optuna's tables, and the
+    losers get a unique-key violation; by their next attempt the tables exist.
+    """
     import optuna
+    from sqlalchemy.exc import IntegrityError, ProgrammingError
 
     engine = {"connect_args": {"timeout": 120}} if url.startswith("sqlite") else \
         {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine,
-                                              heartbeat_interval=HEARTBEAT_SECONDS,
-                                              grace_period=GRACE_SECONDS)
+        for attempt in range(attempts):
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    return optuna.storages.RDBStorage(url, engine_kwargs=engine,
+                                                      heartbeat_interval=HEARTBEAT_SECONDS,
+                                                      grace_period=GRACE_SECONDS)
+            except (IntegrityError, ProgrammingError):
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1 + attempt)
     except ImportError as exc:
         raise UserError(f"--storage {redact(url)}: {exc} (PostgreSQL: pip install "
                         "psycopg2-binary)") from None
@@ -595,8 +604,12 @@ def load_or_create_study(plan: TunePlan, storage, seed_offset: int = 0):
     study = optuna.create_study(storage=storage, study_name=plan.study, direction=direction,
                                 sampler=make_sampler(plan, seed), pruner=make_pruner(plan),
                                 load_if_exists=True)
-    study.set_user_attr("metric", metric)
-    study.set_user_attr("epoch_key", epoch_key)
+    from sqlalchemy.exc import IntegrityError
+
+    for name, value in (("metric", metric), ("epoch_key", epoch_key)):
+        if study.user_attrs.get(name) != value:
+            with contextlib.suppress(IntegrityError):  # another worker set it just now
+                study.set_user_attr(name, value)
     return study, epoch_key, metric
 
 

@@ -27,14 +27,18 @@ from conftest import cli_in_fresh_interpreter
 # A model that trains in seconds; early stopping off, so "epochs run" means what the tuner did.
 TINY = ["train.batch_size=128", "model.embedding_dim=8", "model.rnn.bidirectional=false",
         "train.early_stopping_patience=null", "vectorize.max_tokens=300"]
+# Where only the mechanics count (kill, workers): 800 training examples, short buckets.
+FAST = TINY + ["data.train=builtin:sentiment:dev", "vectorize.max_length=16"]
+# sentiment's own learning rate (0.005) lies inside: trial 0 starts from it
 SPACE = ("model.rnn.units: {int: [4, 8]}\n"
-         "train.learning_rate: {float: [1.0e-2, 3.0e-2], log: true}\n")
+         "train.learning_rate: {float: [5.0e-3, 3.0e-2], log: true}\n")
 
 
-def tune_args(space: Path, output_dir: Path, trials: int, epochs: int, *extra: str) -> list[str]:
+def tune_args(space: Path, output_dir: Path, trials: int, epochs: int, *extra: str,
+              overrides: list[str] = FAST) -> list[str]:
     args = ["tune", "sentiment", "--space", str(space), "--trials", str(trials),
             "--output-dir", str(output_dir), "--set", f"train.epochs={epochs}", *extra]
-    for override in TINY:
+    for override in overrides:
         args += ["--set", override]
     return args
 
@@ -167,20 +171,20 @@ def test_pruner_stops_a_clearly_worse_trial_after_one_epoch(tmp_path, space_file
     study.enqueue_trial({"train.learning_rate": 1e-6})  # stays at chance: clearly worse
     path = space_file("train.learning_rate: {float: [1.0e-6, 0.1], log: true}\n")
     result = CliRunner().invoke(main, tune_args(
-        Path(path), tmp_path / "tunes", 2, 3, "--set", "model.rnn.units=8", "--study", "prune",
-        "--storage", storage, "--pruner", "median", "--startup-trials", "1"),
+        Path(path), tmp_path / "tunes", 2, 2, "--set", "model.rnn.units=8", "--study", "prune",
+        "--storage", storage, "--pruner", "median", "--startup-trials", "1", overrides=TINY),
         catch_exceptions=False)
     assert result.exit_code == 0, result.output
     good, bad = trials_of(storage)
-    assert good.state.name == "COMPLETE" and len(epochs_in(good.user_attrs["run_dir"])) == 3
+    assert good.state.name == "COMPLETE" and len(epochs_in(good.user_attrs["run_dir"])) == 2
     assert bad.state.name == "PRUNED", (good.intermediate_values, bad.intermediate_values)
-    assert epochs_in(bad.user_attrs["run_dir"]) == [0]  # one epoch of three
-    assert bad.user_attrs["epochs"] == 1 and bad.user_attrs["max_epochs"] == 3
+    assert epochs_in(bad.user_attrs["run_dir"]) == [0]  # one epoch of two
+    assert bad.user_attrs["epochs"] == 1 and bad.user_attrs["max_epochs"] == 2
     # the pruned trial's run folder is complete: metrics and HParams for TensorBoard
     assert json.loads((Path(bad.user_attrs["run_dir"]) / "run.json").read_text())[
         "status"] == "completed"
     report = (tmp_path / "tunes" / "prune" / "trials.md").read_text()
-    assert "Pruning stopped 1 trials early and saved 2 epochs of the 3" in report
+    assert "Pruning stopped 1 trials early and saved 1 epochs of the 2" in report
     with (tmp_path / "tunes" / "prune" / "trials.csv").open() as f:
         assert [row["state"] for row in csv.DictReader(f)] == ["COMPLETE", "PRUNED"]
 
@@ -224,11 +228,11 @@ def test_sigkill_mid_trial_then_same_command_completes_the_study(tmp_path, space
 
 @pytest.fixture(scope="module")
 def two_worker_study(tmp_path_factory):
-    """(study folder, trials) of `--workers 2 --trials 4` on the default SQLite storage."""
+    """(study folder, trials) of `--workers 2 --trials 3` on the default SQLite storage."""
     root = tmp_path_factory.mktemp("workers")
     (root / "space.yaml").write_text(SPACE)
     out = root / "tunes"
-    done = subprocess.run(tune_command(*tune_args(root / "space.yaml", out, 4, 1, "--workers",
+    done = subprocess.run(tune_command(*tune_args(root / "space.yaml", out, 3, 1, "--workers",
                                                   "2", "--pruner", "none")),
                           capture_output=True, text=True, env=env(), timeout=600, cwd=root)
     assert done.returncode == 0, done.stdout + done.stderr
@@ -251,13 +255,14 @@ def assert_each_trial_ran_once(trials, target: int, epochs: int) -> None:
 
 def test_two_workers_share_one_sqlite_study(two_worker_study):
     folder, trials = two_worker_study
-    assert len(trials) == 4  # the local workers start exactly --trials trials
-    assert_each_trial_ran_once(trials, 4, 1)
+    assert len(trials) == 3  # the local workers start exactly --trials trials
+    assert_each_trial_ran_once(trials, 3, 1)
     assert trials[0].user_attrs.get("baseline")  # trial 0: the pipeline's own values
+    assert trials[0].params["train.learning_rate"] == 0.005
     assert len(list((folder / "workers").glob("worker-*.log"))) == 2
     with (folder / "trials.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert [int(r["trial"]) for r in rows] == [0, 1, 2, 3]
+    assert [int(r["trial"]) for r in rows] == [0, 1, 2]
     assert {"state", "dev accuracy", "epochs", "seconds", "model.rnn.units",
             "train.learning_rate"} <= set(rows[0])
     for name in ("optimization_history.png", "param_importances.png",
@@ -269,9 +274,12 @@ def test_two_workers_share_one_sqlite_study(two_worker_study):
 def test_best_yaml_runs_as_a_pipeline(two_worker_study, tmp_path, monkeypatch):
     import yaml
 
+    import optuna
+
     folder, trials = two_worker_study
-    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    best = optuna.load_study(study_name=None, storage=sqlite_url(folder)).best_trial
     text = (folder / "best.yaml").read_text()
+    assert text.startswith(f"# nlp-rnn tune: trial {best.number} of study {folder.name}")
     config = yaml.safe_load(text)
     assert config["name"] == "sentiment-tuned"
     assert config["model"]["rnn"]["units"] == best.params["model.rnn.units"]
