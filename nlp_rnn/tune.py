@@ -44,8 +44,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
-
 from nlp_rnn.atomic import write_bytes, write_text
 from nlp_rnn.config import (PipelineConfig, apply_overrides, config_to_yaml, key_lines,
                             load_pipeline, parse_override, read_pipeline_source, read_yaml, set_key,
