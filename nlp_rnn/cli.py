@@ -192,7 +192,8 @@ def tune_command(pipeline, space, trials, timeout, storage, study, workers, prun
 
     \b
     Example (SST-2; about an hour on 2 CPU cores):
-      nlp-rnn tune pipelines/sst2.yaml --space pipelines/spaces/sst2.yaml --trials 20
+      nlp-rnn tune pipelines/sst2.yaml --space pipelines/spaces/sst2.yaml --trials 20 \\
+          --set train.time_limit_minutes=2.5
 
     Writes <output-dir>/<study>/: study.db, best.yaml (runs with `nlp-rnn run pipeline`),
     trials.md / trials.csv, PNG plots and runs/trial-NNNN/ (one run folder per trial, with

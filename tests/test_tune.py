@@ -149,6 +149,19 @@ def test_same_command_same_study_folder(space_file):
     assert first.storage == f"sqlite:///{first.folder.resolve() / 'study.db'}"
 
 
+def test_shipped_sst2_space_holds_the_shipped_pipeline(monkeypatch):
+    from nlp_rnn.tune import baseline_params
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    data = Path(os.environ.get("NLP_RNN_DATA", "../shared/data")) / "sst2" / "train.tsv"
+    if not data.exists():
+        pytest.skip(f"SST-2 data not found at {data}")
+    plan = plan_tune("pipelines/sst2.yaml", "pipelines/spaces/sst2.yaml",
+                     overrides=["train.time_limit_minutes=2.5"])
+    assert set(baseline_params(plan)) == set(plan.space.keys)  # trial 0 = sst2.yaml itself
+
+
 def test_dimension_membership_and_probes():
     units = parse_dimension("u", {"int": [8, 64], "step": 8}, "s.yaml", 1)
     assert units.contains(16) and not units.contains(12) and not units.contains(72)
@@ -157,6 +170,18 @@ def test_dimension_membership_and_probes():
     assert drop.contains(0.3) and not drop.contains(0.35)
     cell = Dimension("c", "categorical", choices=("lstm", 1))
     assert cell.contains("lstm") and not cell.contains(True)  # True == 1, but not a choice
+
+
+def test_a_dead_trial_process_is_recognised_on_this_machine_only():
+    from nlp_rnn.tune import process_gone, process_token
+
+    token = process_token()
+    assert not process_gone(token)
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()
+    assert process_gone({**token, "pid": ended.pid})
+    assert process_gone({**token, "started": "1"})  # the pid now belongs to another process
+    assert not process_gone({**token, "host": "elsewhere"})  # there the heartbeat decides
 
 
 # ---- pruning ---------------------------------------------------------------------------------
