@@ -328,7 +328,7 @@ class _LineLoader(yaml.SafeLoader):
     """SafeLoader that records the line of every mapping key, for error messages."""
 
 
-def key_lines(text: str) -> dict[tuple, int]:
+def _key_lines(text: str) -> dict[tuple, int]:
     """Map each key path (tuple of keys/indices) in a YAML document to its 1-based line."""
     lines: dict[tuple, int] = {}
 
@@ -504,7 +504,7 @@ def _expand_data_paths(raw: dict) -> None:
 
 def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -> PipelineConfig:
     """Validate a raw mapping into a frozen pipeline config (no TensorFlow involved)."""
-    lines = key_lines(text) if text else {}
+    lines = _key_lines(text) if text else {}
     if not isinstance(raw, dict):
         raise ConfigError("a pipeline must be a YAML mapping (key: value lines)", file)
     task = raw.get("task")

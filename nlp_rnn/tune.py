@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from nlp_rnn.atomic import write_bytes, write_text
-from nlp_rnn.config import (PipelineConfig, apply_overrides, config_to_yaml, key_lines,
+from nlp_rnn.config import (PipelineConfig, _key_lines, apply_overrides, config_to_yaml,
                             load_pipeline, parse_override, read_pipeline_source, read_yaml, set_key,
                             validate_config)
 from nlp_rnn.errors import ConfigError, UserError
@@ -202,7 +202,7 @@ def read_space(path: str) -> Space:
     if not isinstance(raw, dict) or not raw:
         raise ConfigError("a search space must be a YAML mapping of dotted config keys to "
                           "distributions, e.g. model.rnn.cell: [lstm, gru]", path)
-    lines = key_lines(text)
+    lines = _key_lines(text)  # the same line map pipeline errors use
     dimensions = []
     for key, spec in raw.items():
         line = lines.get((key,))
