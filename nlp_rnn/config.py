@@ -565,17 +565,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     return key.strip().split("."), value
 
 
+def set_key(raw: dict, path: list[str], value: Any) -> None:
+    """``raw[a][b][c] = value`` for ``path`` [a, b, c], making (or replacing by) mappings on
+    the way."""
+    node = raw
+    for part in path[:-1]:
+        if not isinstance(node.get(part), dict):
+            node[part] = {}
+        node = node[part]
+    node[path[-1]] = value
+
+
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     """Return a copy of ``raw`` with each ``--set KEY=VALUE`` applied."""
     result = copy.deepcopy(raw)
     for text in overrides:
-        path, value = parse_override(text)
-        node = result
-        for part in path[:-1]:
-            if not isinstance(node.get(part), dict):
-                node[part] = {}
-            node = node[part]
-        node[path[-1]] = value
+        set_key(result, *parse_override(text))
     return result
 
 
@@ -840,15 +845,11 @@ def builtin_pipeline_text(name: str) -> str:
     return resources.files("nlp_rnn").joinpath("builtin_pipelines", f"{name}.yaml").read_text()
 
 
-def load_pipeline(source: str, overrides: list[str] = (), seed: int | None = None,
-                  output_dir: str | None = None) -> PipelineConfig:
-    """Load a pipeline from a YAML path or a built-in name (``sentiment`` / ``builtin:sentiment``).
+def read_pipeline_source(source: str) -> tuple[dict, str, str]:
+    """The raw mapping of a pipeline file or built-in pipeline, unvalidated.
 
-    Args:
-        source: path to a YAML file, or the name of a built-in pipeline.
-        overrides: ``KEY.SUB=VALUE`` strings applied before validation.
-        seed: overrides ``seed`` when given.
-        output_dir: overrides ``output_dir`` when given.
+    Returns:
+        (mapping, the name errors should give as its file, the YAML text for line numbers).
     """
     name = source.removeprefix("builtin:")
     if not _exists(source) and name in BUILTIN_PIPELINES:
@@ -862,6 +863,20 @@ def load_pipeline(source: str, overrides: list[str] = (), seed: int | None = Non
         file = source
     if not isinstance(raw, dict):
         raise ConfigError("a pipeline must be a YAML mapping (key: value lines)", file)
+    return raw, file, text
+
+
+def load_pipeline(source: str, overrides: list[str] = (), seed: int | None = None,
+                  output_dir: str | None = None) -> PipelineConfig:
+    """Load a pipeline from a YAML path or a built-in name (``sentiment`` / ``builtin:sentiment``).
+
+    Args:
+        source: path to a YAML file, or the name of a built-in pipeline.
+        overrides: ``KEY.SUB=VALUE`` strings applied before validation.
+        seed: overrides ``seed`` when given.
+        output_dir: overrides ``output_dir`` when given.
+    """
+    raw, file, text = read_pipeline_source(source)
     raw = apply_overrides(raw, list(overrides))
     if seed is not None:
         raw["seed"] = seed

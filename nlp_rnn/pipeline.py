@@ -140,8 +140,11 @@ def prepare_worker_dirs(config: PipelineConfig, worker: str) -> tuple[Path, Path
     return scratch, backup, resumed
 
 
-def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
+def run_pipeline(config: PipelineConfig, log: Log = print, callbacks: list = ()) -> RunResult:
     """Train, evaluate and export one pipeline; see the module docstring for what is written.
+
+    ``callbacks``: extra Keras callbacks for ``fit`` (e.g. ``nlp-rnn tune``'s pruning), run
+    after the task's own, so they see the epoch metrics those add (``val_f1``, ``val_bleu``).
 
     Under ``train.distribute: multi_worker`` only the chief writes the run folder, evaluates
     and exports; another worker trains in step and returns a RunResult without metrics.
@@ -170,7 +173,8 @@ def run_pipeline(config: PipelineConfig, log: Log = print) -> RunResult:
             f"{'resuming from ' if resumed else 'backup in '}{backup_dir}")
     try:
         with _sigterm_as_interrupt():
-            result = _run(config, distribution, run_dir, backup_dir, resumed, earlier, log)
+            result = _run(config, distribution, run_dir, backup_dir, resumed, earlier, log,
+                          callbacks)
     except BaseException as exc:
         if distribution.is_chief:
             _record_failure(run_dir, resumed, exc, log)
@@ -232,7 +236,7 @@ def _record_failure(run_dir: Path, resumed: bool, exc: BaseException, log: Log) 
 
 
 def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, resumed: bool,
-         earlier: dict, log: Log) -> RunResult:
+         earlier: dict, log: Log, callbacks: list = ()) -> RunResult:
     from nlp_rnn import embeddings, training
     from nlp_rnn.export import export_saved_model
     from nlp_rnn.layers.rnn import cudnn_report, describe_cudnn
@@ -307,7 +311,8 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
 
         history = training.fit(model, train_ds, dev_ds, config.train, run_dir, task.MONITOR,
                                compile_args, log_dir,
-                               task.callbacks(model, vectorizers, config, log_dir, dev_ds),
+                               task.callbacks(model, vectorizers, config, log_dir, dev_ds)
+                               + list(callbacks),
                                distribution=distribution, backup_dir=backup_dir, log=log,
                                on_trained=record_trained)
         train_seconds = time.perf_counter() - start
