@@ -18,6 +18,10 @@ from nlp_rnn.serve.app import ServeApp
 from nlp_rnn.serve.registry import Registry, find_models
 
 
+def _lower(headers) -> dict:
+    return {k.lower(): v for k, v in headers.items()}
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -32,15 +36,16 @@ class Server:
 
     def request(self, path: str, body=None, method: str | None = None, raw: bytes | None = None,
                 timeout: float = 60) -> tuple[int, dict, dict]:
-        """(status, decoded JSON body, headers); ``raw`` sends bytes as they are."""
+        """(status, decoded JSON body, headers with lower-case names); ``raw`` sends bytes as
+        they are."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         req = urllib.request.Request(self.url + path, data=data, method=method,
                                      headers={"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
-                return response.status, json.loads(response.read()), dict(response.headers)
+                return response.status, json.loads(response.read()), _lower(response.headers)
         except urllib.error.HTTPError as error:
-            return error.code, json.loads(error.read()), dict(error.headers)
+            return error.code, json.loads(error.read()), _lower(error.headers)
 
     def predict(self, model: str, body: dict, version: int | None = None):
         path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "") + ":predict"

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 
-from serve_helpers import running_server
 from test_serve import NER_TEXT, direct_call
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -21,15 +20,15 @@ SCREENSHOTS = os.environ.get("NLP_RNN_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
-def page(served_models):
+def page(model_server):
     from playwright.sync_api import sync_playwright
 
-    with running_server(list(served_models.values())) as server, sync_playwright() as p:
+    with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
                                     args=["--no-sandbox"])  # CI runs as root
         tab = browser.new_page(viewport={"width": 800, "height": 500})
         tab.set_default_timeout(60_000)
-        tab.server = server
+        tab.server = model_server
         yield tab
         browser.close()
 

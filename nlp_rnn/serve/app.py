@@ -36,6 +36,7 @@ from nlp_rnn.serve.registry import ModelVersion, Registry
 from nlp_rnn.serve.rest import BadRequest, format_predict, parse_predict, signature_def
 
 STATIC = Path(__file__).parent / "static"
+DRAIN_FACTOR = 8
 log = logging.getLogger("nlp_rnn.serve")
 _MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
                          r"(?P<tail>/metadata|:[A-Za-z]+)?$")
@@ -185,17 +186,24 @@ class ServeApp:
                     "@type": "type.googleapis.com/tensorflow.serving.SignatureDefMap"}}}
 
     async def _read_body(self, request: Request) -> bytes:
+        """The body, or BadRequest 413 past --max-body-mb. An oversized body is still read (and
+        dropped) up to ``DRAIN_FACTOR`` times the limit, so the client, still sending, gets the
+        413 instead of a broken pipe; only a larger one has its connection cut."""
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_body_bytes:
-            raise BadRequest(f"request body of {int(declared)} bytes is over the limit of "
-                             f"{self.max_body_bytes} (--max-body-mb)", 413)
+        too_large = f"(--max-body-mb: {self.max_body_bytes} bytes at most)"
+        if declared and declared.isdigit() and \
+                int(declared) > DRAIN_FACTOR * self.max_body_bytes:
+            raise BadRequest(f"request body of {int(declared)} bytes is too large {too_large}",
+                             413)
         chunks, size = [], 0
         async for chunk in request.stream():  # a body without Content-Length is capped too
             size += len(chunk)
-            if size > self.max_body_bytes:
-                raise BadRequest(f"request body is over the limit of {self.max_body_bytes} "
-                                 "bytes (--max-body-mb)", 413)
-            chunks.append(chunk)
+            if size > DRAIN_FACTOR * self.max_body_bytes:
+                break
+            if size <= self.max_body_bytes:
+                chunks.append(chunk)
+        if size > self.max_body_bytes:
+            raise BadRequest(f"request body is too large {too_large}", 413)
         return b"".join(chunks)
 
     async def _predict(self, request: Request, current: ModelVersion) -> Response:

@@ -44,7 +44,7 @@ function form(fields, buttonText, run) {
     button.disabled = true;
     result.replaceChildren(el("p", {class: "muted"}, "…"));
     try {
-      result.replaceChildren(...[await run()].flat());
+      result.replaceChildren(...[await run()].flat(Infinity));
     } catch (error) {
       result.replaceChildren(el("p", {class: "error"}, String(error.message || error)));
     } finally {
@@ -208,7 +208,7 @@ async function start() {
     const {models} = await response.json();
     const match = location.pathname.match(/^\/demo\/([^/]+)$/);
     if (!match) {
-      main.replaceChildren(...[listPage(models)].flat());
+      main.replaceChildren(...[listPage(models)].flat(Infinity));
       return;
     }
     const name = decodeURIComponent(match[1]);
