@@ -285,3 +285,14 @@ def test_serve_validates_its_arguments_before_tensorflow(tmp_path):
     assert not cli_in_fresh_interpreter(tmp_path, [["serve", "missing"]], 2, "no such folder")
     assert not cli_in_fresh_interpreter(tmp_path, [["serve", "empty"]], 2, "no models")
     assert not cli_in_fresh_interpreter(tmp_path, [["serve", "--port", "99999"]], 2, "99999")
+
+
+def test_the_demo_page_names_no_task():
+    """The page picks widgets by the `demo_widget` a task module exports, never by task name."""
+    from nlp_rnn.serve.app import STATIC
+    from nlp_rnn.tasks import TASKS
+
+    for path in STATIC.iterdir():
+        text = path.read_text()
+        for name in TASKS:
+            assert f'"{name}"' not in text and f"'{name}'" not in text, (path.name, name)

@@ -103,7 +103,7 @@ def test_translation_shows_the_output_and_the_attention_heatmap(page, served_mod
     page.fill("#text", "3 / 21 / 1999")
     page.fill("#beam-width", "3")
     page.click("#run")
-    shown = page.wait_for_selector("#translation").text_content()
+    shown = page.wait_for_selector("#translated").text_content()
     out = direct_call(served_models["translation"], "translate_attention",
                       {"text": ["3 / 21 / 1999"], "beam_width": 3})
     assert shown == out["translation"][0]

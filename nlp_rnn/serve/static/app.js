@@ -125,7 +125,7 @@ const widgets = {
       const width = Math.max(1, parseInt(beam.value, 10) || 1);
       if (!signatures.translate_attention) {
         const out = await predict(model, "serving_default", {text: [text.value]});
-        return el("div", {class: "translation", id: "translation"}, out.translation[0]);
+        return el("div", {class: "translated", id: "translated"}, out.translation[0]);
       }
       const out = await predict(model, "translate_attention",
                                 {text: [text.value], beam_width: width});
@@ -140,7 +140,7 @@ const widgets = {
             return el("td", {title: `${t} ← ${s}: ${w.toFixed(3)}`,
                              style: `background: rgba(9, 105, 218, ${w.toFixed(3)})`});
           })))));
-      return [el("div", {class: "translation", id: "translation"}, out.translation[0]),
+      return [el("div", {class: "translated", id: "translated"}, out.translation[0]),
               el("p", {class: "muted"}, "Attention: where the decoder looked for each output token"),
               heat];
     });
