@@ -21,7 +21,7 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 
-SECTIONS = ("training", "glove", "pipeline", "inference", "decoding", "scaling")
+SECTIONS = ("training", "glove", "pipeline", "inference", "decoding", "scaling", "serving")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # every run's markdown and raw JSON (git-ignored)
 
@@ -44,17 +44,19 @@ class Plan:
     scaling_base: int  # reviews at 1×
     scaling_dev: int
     scaling_reps: int  # interleaved rounds of 1×, 2×, 4×
+    serve_seconds: int  # load per (server, clients) point
+    serve_memory_requests: int  # requests between the two memory readings
     budget_seconds: float
 
 
 FULL = Plan(quick=False, train_limit=None, dev_limit=None, epochs=4, threshold=0.85,
             extra_epochs=1, pipeline_reps=5, model_batches=20, single_reps=300, batch_reps=30,
             batch_size=64, scaling_base=5000, scaling_dev=500, scaling_reps=3,
-            budget_seconds=3600)
+            serve_seconds=20, serve_memory_requests=100_000, budget_seconds=3600)
 QUICK = Plan(quick=True, train_limit=2000, dev_limit=1000, epochs=2, threshold=0.85,
              extra_epochs=1, pipeline_reps=3, model_batches=8, single_reps=50, batch_reps=5,
              batch_size=64, scaling_base=500, scaling_dev=200, scaling_reps=1,
-             budget_seconds=600)
+             serve_seconds=5, serve_memory_requests=5_000, budget_seconds=600)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
         Path(os.environ.get("NLP_RNN_DATA", ROOT.parent / "shared" / "data")) / "spa-eng"
         / "dev.txt"), help="decoding section: tab-separated pairs whose sources are decoded "
                            "(with the built-in translator: its own dev split)")
+    p.add_argument("--serve-model", type=Path, default=ROOT / "saved_models" / "imdb",
+                   help="serving section: the IMDB model folder to serve (default: "
+                        "saved_models/imdb; else the training section's export)")
     p.add_argument("--reference-padding", choices=("pre", "post"), default="pre",
                    help="reference input: pad_sequences' default 'pre' (keep the last tokens, "
                         "pad left; the recipe's) or 'post' (TextVectorization's own)")
@@ -111,7 +116,7 @@ def _log(started: float):
 def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
     """Run the selected sections; return the report dict (see report.render_markdown)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from benchmarks import decoding, inference, input_pipeline, scaling, training
+    from benchmarks import decoding, inference, input_pipeline, scaling, serving, training
     from benchmarks.common import Check, SectionResult, machine_info, prepare_data, read_pairs
     from benchmarks.report import section_markdown
 
@@ -197,12 +202,24 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
                                workdir / "scaling", log, overrides=overrides,
                                repeats=plan.scaling_reps)
 
+        def measure_serving():
+            model = args.serve_model
+            if not model.exists():
+                if state["pair"] is None:
+                    raise RuntimeError(f"no IMDB export at {model}: run `nlp-rnn run pipeline "
+                                       "pipelines/imdb.yaml` first, or pass --serve-model")
+                model = state["pair"].nlp.result.export_path.parent
+            texts = read_pairs(data.dev, 2000)[0]
+            return serving.run(model, texts, plan.serve_seconds, plan.serve_memory_requests,
+                               plan.batch_reps, log)
+
         section("training", "Training", measure_training)
         section("glove", "Pretrained GloVe vectors", measure_glove)
         section("pipeline", "Input pipeline", measure_pipeline)
         section("inference", "Inference", measure_inference)
         section("decoding", "Decoding", measure_decoding)
         section("scaling", "Scaling", measure_scaling)
+        section("serving", "Serving", measure_serving)
     finally:
         if args.keep_workdir:
             log(f"kept {workdir}")

@@ -308,6 +308,43 @@ def gradients_command(run_dir, batches, output_dir):
     diagnose_gradients(run_dir, batches=batches, output_dir=output_dir, log=click.echo)
 
 
+@main.command("serve")
+@click.argument("model_dirs", nargs=-1, metavar="[MODEL_DIR]...")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Interface to listen on (0.0.0.0: every interface).")
+@click.option("--port", type=click.IntRange(0, 65535), default=8501, show_default=True,
+              help="TCP port (8501 is TF Serving's REST port).")
+@click.option("--max-batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
+              help="Most rows merged into one SavedModel call; 1 turns batching off.")
+@click.option("--batch-timeout-ms", type=click.FloatRange(0, 10000), default=0.0,
+              show_default=True, help="How long a request may wait for others to join its "
+                                      "batch; 0: only those that queued while the model ran.")
+@click.option("--batch-threads", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Batches of one signature in flight at once.")
+@click.option("--max-body-mb", type=click.FloatRange(0, 4096, min_open=True), default=10.0,
+              show_default=True, help="Larger request bodies get 413.")
+@user_errors
+def serve_command(model_dirs, host, port, max_batch_size, batch_timeout_ms, batch_threads,
+                  max_body_mb):
+    """Serve exported models over TF Serving's REST API, with a demo page at /.
+
+    Each MODEL_DIR is an export root holding <name>/<version>/ folders (default:
+    saved_models) or one model's folder saved_models/<name>. The newest complete version of
+    each model is served, and a version exported while the server runs is loaded and swapped
+    in. Endpoints: GET /v1/models/NAME[/versions/N][/metadata], POST
+    /v1/models/NAME[/versions/N]:predict ({"instances": [...]} or {"inputs": {...}}),
+    GET /healthz, GET /metrics (Prometheus), and the demo page at http://HOST:PORT/.
+    """
+    from nlp_rnn.serve.registry import find_models
+
+    find_models(list(model_dirs) or ["saved_models"])  # bad folders fail before TensorFlow
+    quiet_tensorflow()
+    from nlp_rnn.serve.app import serve
+
+    serve(list(model_dirs) or ["saved_models"], host, port, max_batch_size, batch_timeout_ms,
+          max_body_mb, batch_threads, log=click.echo)
+
+
 @main.command("list")
 @click.option("--dir", "folder", default="pipelines", show_default=True,
               help="Folder of pipeline files to list.")

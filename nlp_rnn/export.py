@@ -30,6 +30,16 @@ def versions(model_root: Path) -> list[int]:
     return sorted(int(p.name) for p in model_root.iterdir() if p.name.isdigit() and p.is_dir())
 
 
+def is_complete_version(version_dir: Path) -> bool:
+    """Whether a version folder holds everything an export writes (graph, variables, metadata).
+
+    An export renames a finished folder into place, so its versions are always complete; a
+    version copied in by hand (``cp -r``) is not until the copy ends.
+    """
+    return ((version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
+            and (version_dir / METADATA_FILE).is_file())
+
+
 def export_saved_model(model, endpoints: dict, trackables: list, export_root: str,
                        name: str, sample_inputs: dict, metadata: dict, log=print) -> Path:
     """Write ``endpoints`` (tf.functions with input signatures) as a new SavedModel version.

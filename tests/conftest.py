@@ -65,3 +65,43 @@ def trained_lm(tmp_path_factory):
                                   f"export.dir={root / 'saved_models'}"],
                            output_dir=str(root / "runs"))
     return config, run_pipeline(config, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def served_models(tmp_path_factory, request) -> dict:
+    """Model name -> model folder of tiny exports of every built-in task (sentiment, ner,
+    translation: one or two epochs, small; lm: ``trained_lm``'s), shared by the serve test files.
+
+    NLP_RNN_SERVED_MODELS=DIR uses the exports in DIR (DIR/sentiment, DIR/ner, ...) instead,
+    e.g. better-trained ones for the README's screenshots."""
+    import os
+
+    if os.environ.get("NLP_RNN_SERVED_MODELS"):
+        given = Path(os.environ["NLP_RNN_SERVED_MODELS"])
+        return {name: given / name for name in ("sentiment", "ner", "translation", "lm")}
+    trained_lm = request.getfixturevalue("trained_lm")  # only when training here
+    from nlp_rnn.config import load_pipeline
+    from nlp_rnn.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("served")
+    export = root / "saved_models"
+    small = {"sentiment": ["model.rnn.units=16", "vectorize.max_length=24"],
+             "ner": ["model.rnn.units=16", "model.chars.filters=16", "train.epochs=2"],
+             "translation": ["model.encoder.units=32", "model.decoder.units=64",
+                             "decoding.beam_width=2"]}
+    for name, overrides in small.items():
+        config = load_pipeline(name, ["train.epochs=1", *overrides, f"export.dir={export}"],
+                               output_dir=str(root / "runs"))
+        run_pipeline(config, log=lambda line: None)
+    lm_export = trained_lm[1].export_path.parent
+    return {**{name: export / name for name in small}, "lm": lm_export}
+
+
+@pytest.fixture(scope="session")
+def model_server(served_models):
+    """A running `nlp-rnn serve` of ``served_models`` (see serve_helpers.running_server),
+    shared by the API and browser tests: loading four models takes a while."""
+    from serve_helpers import running_server
+
+    with running_server(list(served_models.values())) as server:
+        yield server

@@ -30,6 +30,7 @@ from nlp_rnn.layers.token_dropout import TokenDropout
 
 MAIN_METRIC = "accuracy"
 MONITOR = ("val_accuracy", "max")  # what early stopping and the best checkpoint follow
+DEMO_WIDGET = "label_bars"  # how `nlp-rnn serve`'s demo page shows a prediction
 
 
 @dataclass(frozen=True)
@@ -333,5 +334,6 @@ def trackables(vectorizers: Vectorizers) -> list:
 
 def export_metadata(config: ClassificationPipeline, vectorizers: Vectorizers) -> dict:
     """What ``nlp-rnn predict/evaluate`` need to know about an exported classifier."""
-    return {"labels": vectorizers.labels, "text_column": config.data.text_column,
+    return {"demo_widget": DEMO_WIDGET, "labels": vectorizers.labels,
+            "text_column": config.data.text_column,
             "label_column": config.data.label_column, "format": config.data.format}

@@ -26,6 +26,7 @@ from nlp_rnn.layers.rnn import recurrent_layers, rnn_stack
 
 MAIN_METRIC = "perplexity"
 MONITOR = ("val_loss", "min")
+DEMO_WIDGET = "prompt"  # how `nlp-rnn serve`'s demo page shows a prediction
 RESERVED = ("", "[UNK]")  # ids 0 (padding) and 1 (out of vocabulary), as in TextVectorization
 
 
@@ -366,5 +367,5 @@ def trackables(vectorizers: Vectorizers) -> list:
 
 def export_metadata(config: LanguageModelPipeline, vectorizers: Vectorizers) -> dict:
     g = config.generation
-    return {"level": vectorizers.level, "max_length": g.max_length,
+    return {"demo_widget": DEMO_WIDGET, "level": vectorizers.level, "max_length": g.max_length,
             "temperature": g.temperature, "top_k": g.top_k}

@@ -34,6 +34,7 @@ from nlp_rnn.layers.token_dropout import TokenDropout
 
 MAIN_METRIC = "f1"
 MONITOR = ("val_f1", "max")
+DEMO_WIDGET = "entity_spans"  # how `nlp-rnn serve`'s demo page shows a prediction
 RESERVED = ("", "[UNK]")  # ids 0 (padding) and 1 (out of vocabulary) in word/char vocabularies
 # casing classes (0 = padding); the first matching pattern wins
 CASINGS = (
@@ -517,7 +518,7 @@ def trackables(vectorizers: Vectorizers) -> list:
 
 def export_metadata(config: TaggingPipeline, vectorizers: Vectorizers) -> dict:
     """What ``nlp-rnn predict/evaluate`` need to know about an exported tagger."""
-    return {"tags": _all_tags("iob2", entity_types(vectorizers.tags)),
+    return {"demo_widget": DEMO_WIDGET, "tags": _all_tags("iob2", entity_types(vectorizers.tags)),
             "entity_types": entity_types(vectorizers.tags), "model_scheme": vectorizers.scheme,
             "token_column": config.data.token_column, "tag_column": config.data.tag_column,
             "max_length": config.vectorize.max_length}

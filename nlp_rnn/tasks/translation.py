@@ -37,6 +37,7 @@ from nlp_rnn.layers.rnn import recurrent_layer, rnn_stack
 
 MAIN_METRIC = "bleu"
 MONITOR = ("val_bleu", "max")
+DEMO_WIDGET = "seq2seq"  # how `nlp-rnn serve`'s demo page shows a prediction
 START, END = "[START]", "[END]"
 START_ID, END_ID = 2, 3  # after padding (0) and OOV (1)
 _PUNCTUATION = r"([.,!?;:\"()¿¡…])"
@@ -475,6 +476,8 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
     length_penalty float32 [] chosen per call."""
     translate = translator(model, vectorizers, config)
     dec = config.decoding
+    vocabularies = (tf.constant(vectorizers.source.get_vocabulary()),
+                    tf.constant(vectorizers.target_vocab))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serving_default(text):
@@ -489,7 +492,45 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
         translation, ids, lengths = translate(text, beam_width, length_penalty)
         return {"translation": translation, "lengths": lengths}
 
-    return {"serving_default": serving_default, "translate": translate_with}
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text"),
+                                  tf.TensorSpec([], tf.int32, name="beam_width")])
+    def translate_attention(text, beam_width):
+        translation, ids, lengths = translate(text, beam_width, tf.constant(dec.length_penalty))
+        return {"translation": translation,
+                **decoded_attention(model, vectorizers, config, vocabularies, text, ids, lengths)}
+
+    return {"serving_default": serving_default, "translate": translate_with,
+            "translate_attention": translate_attention}
+
+
+def decoded_attention(model: Seq2SeqModel, vectorizers: Vectorizers, config: TranslationPipeline,
+                      vocabularies: tuple, text: tf.Tensor, ids: tf.Tensor,
+                      lengths: tf.Tensor) -> dict:
+    """Where the decoder looked while it wrote ``ids`` (teacher-forced on its own output, which
+    is exactly what decoding computed: attention follows the recurrent stack, never feeds it).
+
+    Args:
+        vocabularies: (source, target) string tensors, id -> token.
+        text: string [B]; ids: int32 [B, T] decoded tokens (0 after the end); lengths: int32 [B].
+    Returns:
+        output_tokens string [B, T + 1] (the tokens, then [END]; "" after it), source_tokens
+        string [B, S] ("" for padding), attention float32 [B, T + 1, S] (0 outside both).
+    """
+    source = batching.pad_batch(source_ids(config, vectorizers, text))
+    batch = tf.shape(ids)[0]
+    ids = tf.cast(ids, tf.int64)
+    target_in = tf.concat([tf.fill([batch, 1], tf.constant(START_ID, tf.int64)), ids], axis=1)
+    positions = tf.range(tf.shape(target_in)[1])[None, :]
+    output_ids = tf.where(positions == lengths[:, None], tf.constant(END_ID, tf.int64),
+                          tf.concat([ids, tf.zeros([batch, 1], tf.int64)], axis=1))
+    real_output = positions <= lengths[:, None]
+    real_source = tf.not_equal(source, vectorize.PAD_ID)
+    weights = model.attention_weights(source, target_in)
+    source_vocab, target_vocab = vocabularies
+    return {"output_tokens": tf.where(real_output, tf.gather(target_vocab, output_ids), ""),
+            "source_tokens": tf.where(real_source, tf.gather(source_vocab, source), ""),
+            "attention": tf.where(real_output[:, :, None] & real_source[:, None, :],
+                                  tf.cast(weights, tf.float32), 0.0)}
 
 
 def corpus_scores(hypotheses: list[str], references: list[str]) -> dict:
@@ -688,6 +729,7 @@ def trackables(vectorizers: Vectorizers) -> list:
 def export_metadata(config: TranslationPipeline, vectorizers: Vectorizers) -> dict:
     """What ``nlp-rnn predict/evaluate`` need to know about an exported translator."""
     d, dec = config.data, config.decoding
-    return {"source_column": d.source_column, "target_column": d.target_column,
+    return {"demo_widget": DEMO_WIDGET, "source_column": d.source_column,
+            "target_column": d.target_column,
             "beam_width": dec.beam_width, "length_penalty": dec.length_penalty,
             "max_length_ratio": dec.max_length_ratio, "max_length_offset": dec.max_length_offset}

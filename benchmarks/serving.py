@@ -1,0 +1,228 @@
+"""`nlp-rnn serve` under load: concurrent HTTP clients sending single IMDB dev reviews.
+
+The server runs as its own process (``python -m nlp_rnn.cli serve MODEL``), once with dynamic
+batching (``--max-batch-size 64``) and once without (``--max-batch-size 1``). For 1, 8 and 32
+clients, each client thread keeps one keep-alive connection and sends one review per request,
+the next as soon as the answer arrives (a closed loop), for a fixed time after a warm-up;
+throughput is answered requests per second, latency the time of one request to its answer.
+The ceiling is the bare SavedModel called in this process on batches of 64 of the same reviews.
+Then, with batching and 32 clients, the server's resident memory (VmRSS) is read before and
+after many more requests.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Callable, Sequence
+
+from benchmarks.common import Check, SectionResult, median, percentile, ratio, times_str
+
+CLIENTS = (1, 8, 32)
+BATCH = 64
+MODES = (("dynamic batching", 64), ("no batching", 1))
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+class ServerProcess:
+    """``nlp-rnn serve`` in a child process, on a free port."""
+
+    def __init__(self, model_dir: Path, max_batch_size: int):
+        self.port = _free_port()
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "nlp_rnn.cli", "serve", str(model_dir), "--port",
+             str(self.port), "--max-batch-size", str(max_batch_size)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+        deadline = time.monotonic() + 300
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz",
+                                            timeout=5) as r:
+                    if all(v is not None for v in json.loads(r.read())["models"].values()):
+                        break
+            except OSError:
+                pass
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the server did not start: "
+                                   + self.process.stderr.read().decode()[-2000:])
+            time.sleep(0.5)
+
+    def rss_mib(self) -> float:
+        return _rss_mib(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def load(port: int, model: str, bodies: Sequence[bytes], clients: int, seconds: float,
+         requests: int | None = None) -> dict:
+    """Closed-loop load: ``clients`` threads, each on its own keep-alive connection, sending
+    ``bodies`` round-robin for ``seconds`` (or until ``requests`` in all are answered).
+
+    Returns:
+        {"requests", "errors", "seconds", "throughput", "p50_ms", "p99_ms"}.
+    """
+    path = f"/v1/models/{model}:predict"
+    stop = threading.Event()
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    errors = [0] * clients
+    counter = iter(range(10**12))
+    lock = threading.Lock()
+
+    def client(k: int) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        i = k
+        while not stop.is_set():
+            if requests is not None:
+                with lock:
+                    if next(counter) >= requests:
+                        stop.set()
+                        break
+            body = bodies[i % len(bodies)]
+            i += clients
+            start = time.perf_counter()
+            try:
+                conn.request("POST", path, body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                ok = response.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+            latencies[k].append(time.perf_counter() - start)
+            if not ok:
+                errors[k] += 1
+        conn.close()
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    if requests is None:
+        time.sleep(seconds)
+        stop.set()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    flat = [x for per in latencies for x in per]
+    return {"requests": len(flat), "errors": sum(errors), "seconds": wall,
+            "throughput": len(flat) / wall, "p50_ms": median(flat) * 1000,
+            "p99_ms": percentile(flat, 99) * 1000}
+
+
+def bare_throughput(model_dir: Path, texts: Sequence[str], reps: int) -> float:
+    """Reviews per second of the SavedModel's serving_default on batches of 64 (the ceiling)."""
+    import tensorflow as tf
+
+    from nlp_rnn.export import resolve_model_dir
+
+    fn = tf.saved_model.load(str(resolve_model_dir(str(model_dir)))).signatures["serving_default"]
+    batches = [tf.constant(list(texts[i:i + BATCH]))
+               for i in range(0, len(texts) - BATCH + 1, BATCH)]
+    for batch in batches[:2]:
+        fn(text=batch)["probabilities"].numpy()
+    times = []
+    for rep in range(reps):
+        batch = batches[rep % len(batches)]
+        start = time.perf_counter()
+        fn(text=batch)["probabilities"].numpy()
+        times.append(time.perf_counter() - start)
+    return BATCH / median(times)
+
+
+def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: int,
+        bare_reps: int, log: Callable[[str], None]) -> SectionResult:
+    started = time.perf_counter()
+    model = Path(model_dir).name
+    bodies = [json.dumps({"instances": [t]}).encode() for t in texts]
+    log(f"[serving] bare SavedModel, batches of {BATCH}: {bare_reps} calls")
+    ceiling = bare_throughput(model_dir, texts, bare_reps)
+    rows, by = [], {}
+    memory = {}
+    for mode, max_batch in MODES:
+        server = ServerProcess(model_dir, max_batch)
+        try:
+            load(server.port, model, bodies, 8, 2.0)  # warm-up
+            for clients in CLIENTS:
+                log(f"[serving] {mode}: {clients} clients for {seconds:.0f} s")
+                result = load(server.port, model, bodies, clients, seconds)
+                by[(mode, clients)] = result
+                rows.append({"server": mode, "clients": clients,
+                             "requests": result["requests"], "errors": result["errors"],
+                             "reviews/s": result["throughput"], "p50 ms": result["p50_ms"],
+                             "p99 ms": result["p99_ms"],
+                             "÷ bare batch-64": f"{result['throughput'] / ceiling:.0%}"})
+            if max_batch > 1 and memory_requests:
+                before = server.rss_mib()
+                log(f"[serving] memory: {memory_requests:,} requests from 32 clients")
+                result = load(server.port, model, bodies, 32, 0, requests=memory_requests)
+                memory = {"requests": result["requests"], "errors": result["errors"],
+                          "before_mib": before, "after_mib": server.rss_mib(),
+                          "seconds": result["seconds"], "throughput": result["throughput"]}
+        finally:
+            server.stop()
+    rows.append({"server": "bare SavedModel, batches of 64 (ceiling)", "clients": "–",
+                 "requests": "", "errors": "", "reviews/s": ceiling, "p50 ms": "",
+                 "p99 ms": "", "÷ bare batch-64": "100%"})
+    top = by[("dynamic batching", 32)]
+    unbatched = by[("no batching", 32)]
+    vs_ceiling = ratio(top["throughput"], ceiling)
+    vs_unbatched = ratio(top["throughput"], unbatched["throughput"])
+    errors = sum(r["errors"] for r in by.values()) + memory.get("errors", 0)
+    checks = [
+        Check("32 clients, dynamic batching: throughput ÷ bare SavedModel batch-64",
+              f"{vs_ceiling:.0%}", "≥ 70%", vs_ceiling >= 0.7),
+        Check("32 clients: dynamic batching ÷ no batching", times_str(vs_unbatched), "≥ 5×",
+              vs_unbatched >= 5),
+        Check("failed requests (all runs)", str(errors), "0", errors == 0),
+    ]
+    tables = [("Served throughput and latency (single reviews per request)", rows)]
+    if memory:
+        growth = memory["after_mib"] - memory["before_mib"]
+        tables.append(("Server memory (VmRSS), dynamic batching, 32 clients", [
+            {"requests": memory["requests"], "errors": memory["errors"],
+             "RSS before MiB": memory["before_mib"], "RSS after MiB": memory["after_mib"],
+             "growth MiB": growth, "reviews/s": memory["throughput"]}]))
+        checks.append(Check(f"server memory over {memory['requests']:,} requests",
+                            f"{memory['before_mib']:.0f} → {memory['after_mib']:.0f} MiB",
+                            "flat (growth < 10%)",
+                            growth < 0.1 * memory["before_mib"]))
+    measures = (
+        f"Each client thread sends one IMDB dev review per request (`{{\"instances\": "
+        f"[review]}}`, {len(texts)} reviews round-robin) over its own keep-alive connection, "
+        f"the next as soon as the answer arrives, for {seconds:.0f} s after a 2 s warm-up; "
+        "the server (`nlp-rnn serve`, its own process) and the clients share this machine's "
+        "cores. Latency is one request's wall time at the client. The ceiling is the bare "
+        f"SavedModel's `serving_default` on batches of {BATCH} of the same reviews in this "
+        "process (median of the calls).")
+    return SectionResult("serving", "Serving: `nlp-rnn serve` under concurrent load", measures,
+                         tables=tables, checks=checks, seconds=time.perf_counter() - started,
+                         raw={"ceiling": ceiling, "runs": {f"{m}|{c}": r for (m, c), r
+                                                           in by.items()}, "memory": memory})

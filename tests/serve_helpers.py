@@ -1,0 +1,85 @@
+"""A real ``nlp-rnn serve`` (uvicorn on 127.0.0.1, a free port) in a thread, and an HTTP client,
+for the serve test files."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+
+import uvicorn
+
+from nlp_rnn.serve.app import ServeApp
+from nlp_rnn.serve.registry import Registry, find_models
+
+
+def _lower(headers) -> dict:
+    return {k.lower(): v for k, v in headers.items()}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    app: ServeApp
+    registry: Registry
+
+    def request(self, path: str, body=None, method: str | None = None, raw: bytes | None = None,
+                timeout: float = 60) -> tuple[int, dict, dict]:
+        """(status, decoded JSON body, headers with lower-case names); ``raw`` sends bytes as
+        they are."""
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as response:
+                return response.status, json.loads(response.read()), _lower(response.headers)
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read()), _lower(error.headers)
+
+    def predict(self, model: str, body: dict, version: int | None = None):
+        path = f"/v1/models/{model}" + (f"/versions/{version}" if version else "") + ":predict"
+        return self.request(path, body)
+
+    def metric(self, name: str, **labels) -> float:
+        """The value of one sample of /metrics (0 when absent)."""
+        with urllib.request.urlopen(self.url + "/metrics", timeout=30) as response:
+            text = response.read().decode()
+        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as exposed
+        for line in text.splitlines():
+            if line.startswith(name + ("{" + want if want else "")) or line == name:
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+
+@contextlib.contextmanager
+def running_server(model_dirs: list, poll_seconds: float = 0.5, **options):
+    """Load the models, serve them on a free port, yield a ``Server``; stop on exit."""
+    registry = Registry(find_models([str(d) for d in model_dirs]), poll_seconds)
+    registry.start()
+    app = ServeApp(registry, **options)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app.app, host="127.0.0.1", port=port,
+                                           log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "server did not start"
+        time.sleep(0.02)
+    try:
+        yield Server(f"http://127.0.0.1:{port}", app, registry)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        registry.stop()
