@@ -31,13 +31,12 @@ def versions(model_root: Path) -> list[int]:
 
 
 def is_complete_version(version_dir: Path) -> bool:
-    """Whether a version folder holds everything an export writes (graph, variables, metadata).
+    """Whether a version folder holds everything an export writes (``COMPLETE_VERSION``).
 
     An export renames a finished folder into place, so its versions are always complete; a
     version copied in by hand (``cp -r``) is not until the copy ends.
     """
-    return ((version_dir / "saved_model.pb").is_file() and (version_dir / "variables").is_dir()
-            and (version_dir / METADATA_FILE).is_file())
+    return all((version_dir / part).is_file() for part in COMPLETE_VERSION)
 
 
 def export_saved_model(model, endpoints: dict, trackables: list, export_root: str,
@@ -131,17 +130,13 @@ def resolve_model_dir(model_dir: str) -> Path:
     if (path / "saved_model.pb").exists():
         return path
     found = versions(path)
-    complete = [v for v in found if is_complete(path / str(v))]
+    complete = [v for v in found if is_complete_version(path / str(v))]
     if complete:
         return path / str(complete[-1])
     if found:
         raise UserError(f"{model_dir}: no complete version folder (each of "
                         f"{', '.join(map(str, found))} lacks one of {', '.join(COMPLETE_VERSION)})")
     raise UserError(f"{model_dir}: not a SavedModel (no saved_model.pb, no version folders)")
-
-
-def is_complete(version_dir: Path) -> bool:
-    return all((version_dir / part).is_file() for part in COMPLETE_VERSION)
 
 
 class ExportMetadata(dict):
