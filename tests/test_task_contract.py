@@ -24,16 +24,13 @@ from nlp_rnn.pipeline import run_pipeline
 from nlp_rnn.tasks import TASKS
 from nlp_rnn.tasks.base import MainMetric, Task
 
-# Smaller than the built-in pipelines, so that every task trains in seconds; a task missing
-# here trains its built-in pipeline for one epoch.
-TINY = {
-    "classification": ["model.rnn.units=8", "model.embedding_dim=8"],
-    "tagging": ["model.rnn.units=8", "model.word_embedding_dim=8", "model.chars.filters=8"],
-    "translation": ["model.encoder.units=16", "model.decoder.units=16", "decoding.dev_sample=50",
-                    "decoding.beam_width=2"],
-}
-# An existing session fixture that already trains and exports a task's built-in pipeline
-REUSE = {"language_model": "trained_lm"}
+# conftest's session fixtures that already train and export a task's built-in pipeline for
+# other tests: (config, RunResult, ...)
+REUSE = {"language_model": "trained_lm", "tagging": "trained_ner",
+         "translation": "trained_translation"}
+# Any other task trains its built-in pipeline for one epoch on the corpus' (smaller) test split,
+# with the smaller model given here.
+TINY = {"classification": ["model.rnn.units=8", "model.embedding_dim=8"]}
 # deterministic values for the generation options a task's predict accepts
 OPTION_VALUES = {"max_length": 6, "temperature": 0.0, "top_k": 0, "beam_width": 2}
 TEXTS = ["the movie was not bad at all", "Peter Blackburn flew to Brussels", ""]
@@ -51,11 +48,14 @@ def exported(request, tmp_path_factory):
     """(task name, config, RunResult) of the task's built-in pipeline, tiny, trained once."""
     name = request.param
     if name in REUSE:
-        return (name, *request.getfixturevalue(REUSE[name]))
+        return (name, *request.getfixturevalue(REUSE[name])[:2])
     root = tmp_path_factory.mktemp(name)
-    config = load_pipeline(builtin_pipeline_of(name),
-                           ["train.epochs=1", f"export.dir={root / 'saved_models'}",
-                            *TINY.get(name, [])], output_dir=str(root / "runs"))
+    pipeline = builtin_pipeline_of(name)
+    train = load_pipeline(pipeline).data.train
+    smaller = [f"data.train={train.rsplit(':', 1)[0]}:test"] if train.endswith(":train") else []
+    config = load_pipeline(pipeline, ["train.epochs=1", f"export.dir={root / 'saved_models'}",
+                                      *smaller, *TINY.get(name, [])],
+                           output_dir=str(root / "runs"))
     return name, config, run_pipeline(config, log=lambda line: None)
 
 
@@ -124,9 +124,9 @@ def test_evaluate_from_the_export_reproduces_the_runs_dev_metric(exported, expor
     out = CliRunner().invoke(main, ["evaluate", export_dir, "--data", dev, "--json"])
     assert out.exit_code == 0, out.output
     metrics = json.loads(out.stdout)
-    metric = TASKS[name].METRIC
     assert metrics["task"] == name
-    assert metrics[metric.name] == pytest.approx(result.metrics[metric.name], rel=1e-4,
-                                                 abs=1e-6)
+    assert TASKS[name].METRIC.name in metrics
+    for key, value in result.metrics.items():  # the main metric and those shown beside it
+        assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     printed = TASKS[name].format_metrics(metrics)  # what `evaluate` without --json prints
     assert metrics["model"] in printed and printed.strip()
