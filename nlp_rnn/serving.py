@@ -59,7 +59,8 @@ def predict(model_dir: str, texts: list[str], batch_size: int = 256,
     "entities": [{"type", "text", "start", "end"}] (token offsets), "tokens", "tags"}. Language
     model: {"prompt", "continuation"}; ``generation`` may override max_length, temperature, top_k.
     Translation: the text and its translation; ``generation["beam_width"]`` overrides the
-    exported width (1 = greedy). Options a task does not take (its ``PREDICT_OPTIONS``) are ignored.
+    exported width (1 = greedy). Options a task does not take (not in its ``PREDICT_OPTIONS``)
+    are ignored.
     """
     version_dir, metadata = exported_metadata(model_dir)
     task = task_of(metadata)

@@ -188,6 +188,16 @@ def column_number(value: str | None, default: int, option: str) -> int:
                         f"{value!r}") from None
 
 
+def per_class_table(title: str, width: int, report: dict) -> list[str]:
+    """Lines of a precision/recall/F1/support table from an sklearn/seqeval report
+    ({name: {"precision", "recall", "f1-score", "support"}}), names padded to ``width``."""
+    lines = [f"{title:<{width}} precision  recall  f1      support"]
+    for name, row in report.items():
+        lines.append(f"{name:<{width}} {row['precision']:.4f}     {row['recall']:.4f}  "
+                     f"{row['f1-score']:.4f}  {int(row['support'])}")
+    return lines
+
+
 def recurrent_layer_of(model):
     """The outermost layer (RNN or Bidirectional wrapper) that the token sequence enters first."""
     import keras
@@ -219,7 +229,8 @@ def final_step_loss(loss_fn, outputs, targets, lengths):
     return loss_fn(targets, outputs)
 
 
-def token_sequence_probe(model, loss_fn, ids_of: Callable = lambda inputs: inputs) -> GradientProbe:
+def token_sequence_probe(model, loss_fn,
+                         ids_of: Callable = lambda inputs: inputs) -> GradientProbe:
     """The probe of a model whose first recurrent layer reads its token ids' sequence.
 
     Args:

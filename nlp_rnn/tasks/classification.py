@@ -21,7 +21,7 @@ from nlp_rnn.errors import DataError
 from nlp_rnn.layers.pooling import SequencePooling, WindowMaxPooling
 from nlp_rnn.layers.rnn import rnn_stack
 from nlp_rnn.layers.token_dropout import TokenDropout
-from nlp_rnn.tasks.base import MainMetric, token_sequence_probe
+from nlp_rnn.tasks.base import MainMetric, per_class_table, token_sequence_probe
 
 METRIC = MainMetric(name="accuracy", direction="max", monitor="val_accuracy",
                     shown=("macro_f1",))
@@ -316,12 +316,8 @@ def evaluate_export(signature, metadata: dict, data: str, data_format: str,
 def format_metrics(metrics: dict) -> str:
     lines = [f"model     {metrics['model']}\ndata      {metrics['data']}  "
              f"({metrics['examples']} examples)",
-             f"accuracy  {metrics['accuracy']:.4f}\nmacro-F1  {metrics['macro_f1']:.4f}",
-             "\nlabel        precision  recall  f1      support"]
-    for label, row in metrics["per_label"].items():
-        lines.append(f"{label:<12} {row['precision']:.4f}     {row['recall']:.4f}  "
-                     f"{row['f1-score']:.4f}  {int(row['support'])}")
-    return "\n".join(lines)
+             f"accuracy  {metrics['accuracy']:.4f}\nmacro-F1  {metrics['macro_f1']:.4f}", ""]
+    return "\n".join(lines + per_class_table("label", 12, metrics["per_label"]))
 
 
 def gradient_probe(model: keras.Model, config: ClassificationPipeline):

@@ -30,7 +30,7 @@ from nlp_rnn.layers.char_encoder import CharEncoder
 from nlp_rnn.layers.crf import CRF
 from nlp_rnn.layers.rnn import rnn_stack
 from nlp_rnn.layers.token_dropout import TokenDropout
-from nlp_rnn.tasks.base import MainMetric, column_number, token_sequence_probe
+from nlp_rnn.tasks.base import MainMetric, column_number, per_class_table, token_sequence_probe
 
 # val_f1 comes from the EntityF1 callback, which runs before checkpointing and early stopping
 METRIC = MainMetric(name="f1", direction="max", monitor="val_f1", shown=("precision", "recall"))
@@ -531,12 +531,8 @@ def format_metrics(metrics: dict) -> str:
     lines = [f"model      {metrics['model']}\ndata       {metrics['data']}  "
              f"({metrics['sentences']} sentences, {metrics['tokens']} tokens)",
              f"precision  {metrics['precision']:.4f}\nrecall     {metrics['recall']:.4f}"
-             f"\nF1         {metrics['f1']:.4f}   (entity level, seqeval)",
-             "\ntype    precision  recall  f1      support"]
-    for kind, row in metrics["per_type"].items():
-        lines.append(f"{kind:<7} {row['precision']:.4f}     {row['recall']:.4f}  "
-                     f"{row['f1-score']:.4f}  {int(row['support'])}")
-    return "\n".join(lines)
+             f"\nF1         {metrics['f1']:.4f}   (entity level, seqeval)", ""]
+    return "\n".join(lines + per_class_table("type", 7, metrics["per_type"]))
 
 
 def gradient_probe(model: keras.Model, config: TaggingPipeline):
