@@ -98,7 +98,7 @@ def test_score_signature_cuts_each_text_into_training_windows(trained):
     assert out["tokens"].numpy().tolist() == [windows * window, 0, 0]
     nll = out["nll"].numpy()
     assert nll[0] > 0 and nll[1] == 0 and nll[2] == 0
-    assert math.exp(nll[0] / (windows * window)) < 3.0  # text like the training text
+    assert math.exp(nll[0] / (windows * window)) < 10.0  # below a unigram model (> 10)
     assert score(text=tf.constant([], tf.string))["tokens"].shape == (0,)
 
 
