@@ -400,8 +400,8 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
     {"text": "...", "label": "positive", "probabilities": {...}}; for a tagger (text split
     on whitespace) {"text": "...", "entities": [{"type": "PER", "text": "Peter Blackburn",
     "start": 0, "end": 2}], "tokens": [...], "tags": [...]}; for a language model the TEXTs
-    are prompts: {"prompt": "...", "continuation": "..."}; for a translator
-    {"text": "...", "translation": "..."}.
+    are prompts: {"prompt": "...", "continuation": "..."}; for a translator the source
+    "text" and its translation (key: translation).
     """
     from nlp_rnn.atomic import atomic_output
     from nlp_rnn.serving import predict, read_inputs
@@ -429,8 +429,8 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
 @click.argument("model_dir", type=click.Path())
 @click.option("--data", required=True,
               help="Labelled data: .csv/.tsv[.gz], .jsonl, a folder of class folders, CoNLL "
-                   "column files (taggers), tab-separated sentence pairs (translators), "
-                   "tfds:NAME[:SPLIT] or builtin:NAME[:SPLIT].")
+                   "column files (taggers), tab-separated sentence pairs (translators), plain "
+                   "text (language models), tfds:NAME[:SPLIT] or builtin:NAME[:SPLIT].")
 @click.option("--format", "data_format", default="auto", show_default=True,
               type=click.Choice(["auto", "csv", "tsv", "jsonl", "folder", "conll", "parallel"]),
               help="parallel: tab-separated sentence pairs (translators).")
@@ -443,7 +443,11 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
 @user_errors
 def evaluate_command(model_dir, data, data_format, text_column, label_column, as_json):
-    """Score an exported SavedModel on labelled data it has never seen."""
+    """Score an exported SavedModel on labelled data it has never seen.
+
+    Classifiers: accuracy, macro-F1; taggers: entity P/R/F1; translators: BLEU, chrF;
+    language models: perplexity of plain text (as a run measures its held-out text).
+    """
     from nlp_rnn.data.readers import check_input_path
     from nlp_rnn.serving import evaluate
 
@@ -457,33 +461,9 @@ def evaluate_command(model_dir, data, data_format, text_column, label_column, as
     if as_json:
         click.echo(json.dumps(metrics, indent=2))
         return
-    if metrics["task"] == "translation":
-        click.echo(f"model      {metrics['model']}\ndata       {metrics['data']}  "
-                   f"({metrics['pairs']} sentence pairs)")
-        click.echo(f"BLEU       {metrics['bleu']:.2f}   (sacrebleu {metrics['bleu_signature']}; "
-                   f"beam {metrics['beam_width']}, length penalty {metrics['length_penalty']})")
-        click.echo(f"chrF       {metrics['chrf']:.2f}")
-        if "bleu_greedy" in metrics:
-            click.echo(f"greedy     BLEU {metrics['bleu_greedy']:.2f}, chrF "
-                       f"{metrics['chrf_greedy']:.2f}")
-        return
-    if metrics["task"] == "tagging":
-        click.echo(f"model      {metrics['model']}\ndata       {metrics['data']}  "
-                   f"({metrics['sentences']} sentences, {metrics['tokens']} tokens)")
-        click.echo(f"precision  {metrics['precision']:.4f}\nrecall     {metrics['recall']:.4f}"
-                   f"\nF1         {metrics['f1']:.4f}   (entity level, seqeval)")
-        click.echo("\ntype    precision  recall  f1      support")
-        for kind, row in metrics["per_type"].items():
-            click.echo(f"{kind:<7} {row['precision']:.4f}     {row['recall']:.4f}  "
-                       f"{row['f1-score']:.4f}  {int(row['support'])}")
-        return
-    click.echo(f"model     {metrics['model']}\ndata      {metrics['data']}  "
-               f"({metrics['examples']} examples)")
-    click.echo(f"accuracy  {metrics['accuracy']:.4f}\nmacro-F1  {metrics['macro_f1']:.4f}")
-    click.echo("\nlabel        precision  recall  f1      support")
-    for label, row in metrics["per_label"].items():
-        click.echo(f"{label:<12} {row['precision']:.4f}     {row['recall']:.4f}  "
-                   f"{row['f1-score']:.4f}  {int(row['support'])}")
+    from nlp_rnn.tasks import TASKS
+
+    click.echo(TASKS[metrics["task"]].format_metrics(metrics))
 
 
 if __name__ == "__main__":

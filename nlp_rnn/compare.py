@@ -89,14 +89,14 @@ def run_comparison(plan: ComparisonPlan, log=print) -> dict:
     for i, (variant, config) in enumerate(zip(found, configs), 1):
         log(f"--- variant {i}/{len(configs)}: {', '.join(variant.overrides)}")
         result = run_pipeline(config, log)
-        metric, value = next(iter(result.metrics.items()))
+        main = TASKS[config.task].METRIC
+        metric, value = main.name, result.metrics[main.name]
         seconds = result.seconds_per_epoch
         rows.append({"variant": variant.name, **variant.values, f"dev {metric}": round(value, 4),
                      "params": result.params, "s/epoch": round(seconds, 1),
                      "tokens/s": round(result.train_tokens / seconds) if seconds > 0 else "",
                      "best epoch": result.best_epoch, "epochs": result.epochs})
-        task = TASKS[config.task]
-        key = f"val_{task.MAIN_METRIC}"
+        key = main.log_key
         curves[variant.name] = [(int(r["epoch"]) + 1, r[key]) for r in result.history if key in r]
     markdown = write_outputs(root, rows, curves, key)
     log("\n" + markdown)

@@ -39,7 +39,7 @@ class RunResult:
     task: str
     run_dir: Path
     export_path: Path | None
-    metrics: dict  # headline dev metrics, e.g. {"accuracy": 0.91, "macro_f1": 0.91}
+    metrics: dict  # headline dev metrics, the task's main metric first: {"accuracy": 0.91, ...}
     epochs: int
     train_seconds: float
     resumed: bool = False
@@ -309,7 +309,8 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
                 write_status(run_dir, phase="trained",
                              train_seconds=time.perf_counter() - start)
 
-        history = training.fit(model, train_ds, dev_ds, config.train, run_dir, task.MONITOR,
+        history = training.fit(model, train_ds, dev_ds, config.train, run_dir,
+                               (task.METRIC.monitor, task.METRIC.direction),
                                compile_args, log_dir,
                                task.callbacks(model, vectorizers, config, log_dir, dev_ds)
                                + list(callbacks),
@@ -326,7 +327,7 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
         "evaluating the best epoch on dev ...")
     endpoints = task.serving_endpoints(model, vectorizers, config)
     metrics = task.evaluate_run(model, endpoints, data, vectorizers, dev_ds, config)
-    headline = task.headline(metrics)
+    headline = task.METRIC.headline(metrics)
     write_hparams(log_dir, config, f"{config.name}/{run_dir.name}", headline)
     task.write_summaries(metrics, run_dir, log_dir)
 
@@ -339,9 +340,7 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
             config.export_name, task.export_inputs(vectorizers, config), metadata, log=log)
         log(f"[{config.name}] exported SavedModel to {export_path}")
 
-    key, mode = task.MONITOR
-    scored = [row for row in history if key in row]
-    best = (max if mode == "max" else min)(scored, key=lambda row: row[key]) if scored else {}
+    best = task.METRIC.best(history)
     summary = {"dev": {k: v for k, v in metrics.items() if k != "samples"},
                "headline": headline, "epochs_run": len(history),
                "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,

@@ -68,6 +68,31 @@ def trained_lm(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def trained_ner(tmp_path_factory):
+    """(config, RunResult, root) of the built-in NER pipeline, trained and exported once."""
+    from nlp_rnn.config import load_pipeline
+    from nlp_rnn.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("ner")
+    config = load_pipeline("ner", [f"export.dir={root / 'saved_models'}"],
+                           output_dir=str(root / "runs"))
+    return config, run_pipeline(config, log=lambda line: None), root
+
+
+@pytest.fixture(scope="session")
+def trained_translation(tmp_path_factory):
+    """(config, RunResult) of the built-in translation pipeline, trained in full (a learning
+    test reads its scores) and exported once."""
+    from nlp_rnn.config import load_pipeline
+    from nlp_rnn.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("translation")
+    config = load_pipeline("translation", [f"export.dir={root / 'saved_models'}"],
+                           output_dir=str(root / "runs"))
+    return config, run_pipeline(config, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
 def served_models(tmp_path_factory, request) -> dict:
     """Model name -> model folder of tiny exports of every built-in task (sentiment, ner,
     translation: one or two epochs, small; lm: ``trained_lm``'s), shared by the serve test files.

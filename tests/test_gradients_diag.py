@@ -11,6 +11,7 @@ from click.testing import CliRunner
 from nlp_rnn.cli import main
 from nlp_rnn.errors import UserError
 from nlp_rnn.experiments import gradients
+from nlp_rnn.tasks.base import token_sequence_probe
 
 
 def _model(cell: str, zero_recurrence: bool = False) -> keras.Model:
@@ -36,25 +37,27 @@ def _batch(lengths, width):
 def test_without_recurrence_only_the_final_step_gets_gradient():
     # h_t depends on h_{t-1} only through the recurrent kernel: zero it and the final
     # prediction depends on the final token alone, so every earlier step's gradient is 0.
+    model = _model("simple_rnn", zero_recurrence=True)
     norms, counts = gradients.step_gradient_norms(
-        _model("simple_rnn", zero_recurrence=True),
-        keras.losses.SparseCategoricalCrossentropy(), [_batch([6, 6, 6], 6)])
+        model, token_sequence_probe(model, keras.losses.SparseCategoricalCrossentropy()),
+        [_batch([6, 6, 6], 6)])
     assert norms[0] > 1e-4 and np.all(norms[1:] == 0)
     assert list(counts) == [3] * 6
 
 
 def test_rows_are_aligned_at_their_final_token_and_padding_is_ignored():
-    model, loss = _model("lstm"), keras.losses.SparseCategoricalCrossentropy()
-    norms, counts = gradients.step_gradient_norms(model, loss, [_batch([3, 7, 5], 9)])
+    model = _model("lstm")
+    probe = token_sequence_probe(model, keras.losses.SparseCategoricalCrossentropy())
+    norms, counts = gradients.step_gradient_norms(model, probe, [_batch([3, 7, 5], 9)])
     assert list(counts) == [3, 3, 3, 2, 2, 1, 1]  # 7 distances; 9 - 7 padding columns unused
     # the same rows one at a time, unpadded, give the same mean per distance
     tokens, labels = _batch([3, 7, 5], 9)
-    singles = [gradients.step_gradient_norms(model, loss, [(tokens[i:i + 1, :n],
+    singles = [gradients.step_gradient_norms(model, probe, [(tokens[i:i + 1, :n],
                                                             labels[i:i + 1])])[0]
                for i, n in enumerate([3, 7, 5])]
     expected = [np.mean([s[k] for s in singles if k < len(s)]) for k in range(7)]
     np.testing.assert_allclose(norms, expected, rtol=1e-4)
-    assert "call" not in vars(gradients.first_recurrent_layer(model))  # the probe is removed
+    assert "call" not in vars(probe.layer)  # the probe is removed
 
 
 def test_reach_is_the_first_distance_below_the_threshold():

@@ -9,7 +9,7 @@ import tensorflow as tf
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import batching
 from nlp_rnn.data.sources import plain_texts
-from nlp_rnn.errors import ConfigError
+from nlp_rnn.errors import ConfigError, UserError
 from nlp_rnn.tasks import language_model as lm
 
 
@@ -86,6 +86,27 @@ def test_exported_generator_continues_raw_prompts(trained):
     assert call([], n=5)["continuation"].shape == (0,)
     sampled = call(["the plot was "] * 4, temperature=1.0, top_k=5)["continuation"].numpy()
     assert all(len(s.decode()) == 30 for s in sampled)
+
+
+def test_score_signature_cuts_each_text_into_training_windows(trained):
+    config, result = trained
+    score = tf.saved_model.load(str(result.export_path)).signatures["score"]
+    window = config.vectorize.sequence_length
+    text = "the movie was good and the plot was fine " * 9  # 369 characters
+    out = score(text=tf.constant([text, "too short", ""]))
+    windows = len(text) // (window + 1)  # a remainder shorter than a window is dropped
+    assert out["tokens"].numpy().tolist() == [windows * window, 0, 0]
+    nll = out["nll"].numpy()
+    assert nll[0] > 0 and nll[1] == 0 and nll[2] == 0
+    assert math.exp(nll[0] / (windows * window)) < 10.0  # below a unigram model (> 10)
+    assert score(text=tf.constant([], tf.string))["tokens"].shape == (0,)
+
+
+def test_evaluating_a_language_model_needs_plain_text_without_columns():
+    with pytest.raises(UserError, match="plain text"):
+        lm.evaluate_export(lambda name: None, {}, "builtin:reviews:dev", "csv", None, None)
+    with pytest.raises(UserError, match="no columns"):
+        lm.evaluate_export(lambda name: None, {}, "builtin:reviews:dev", "auto", "0", None)
 
 
 @pytest.mark.parametrize("cell, layers", [("lstm", 2), ("gru", 1), ("simple_rnn", 1)])

@@ -29,11 +29,8 @@ def test_casing_classes():
 
 
 @pytest.fixture(scope="module")
-def ner(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ner")
-    config = load_pipeline("ner", [f"export.dir={root / 'saved_models'}"],
-                           output_dir=str(root / "runs"))
-    return config, run_pipeline(config, log=lambda line: None), root
+def ner(trained_ner):
+    return trained_ner  # conftest's, shared with the task contract test
 
 
 def test_learns_the_builtin_corpus_and_reports_seqeval_per_type(ner):

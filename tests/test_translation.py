@@ -183,22 +183,32 @@ def test_model_is_cudnn_shaped(built):
     assert built[3].encoder.name == "encoder" and built[3].decoder.name == "decoder"
 
 
-def test_builtin_pipeline_learns_and_exports(tmp_path):
-    """Learning test: the built-in dates corpus, through the CLI, the run and the SavedModel."""
-    runner = CliRunner()
-    result = runner.invoke(main, ["run", "pipeline", "translation", "--output-dir",
-                                  str(tmp_path / "runs"), "--set",
-                                  f"export.dir={tmp_path / 'saved_models'}"])
-    assert result.exit_code == 0, result.output
-    run_dir = next((tmp_path / "runs" / "translation").iterdir())
-    metrics = json.loads((run_dir / "metrics.json").read_text())
+def test_gradient_probe_reaches_back_over_the_source(built):
+    """`diagnose gradients` on a translator: the last target token's loss against the
+    encoder's input, one norm per source step of the longest row."""
+    from nlp_rnn.experiments.gradients import step_gradient_norms
+
+    config, data, vecs, model = built
+    batch = list(translation.dev_batches(config, data, vecs).take(1))
+    norms, counts = step_gradient_norms(model, translation.gradient_probe(model, config), batch)
+    source = batch[0][0]["source"].numpy()
+    lengths = (source != vectorize.PAD_ID).sum(axis=1)
+    assert len(norms) == lengths.max() and counts[0] == len(source)
+    assert np.all(np.isfinite(norms)) and norms[0] > 0
+
+
+def test_builtin_pipeline_learns_and_exports(trained_translation):
+    """Learning test: the built-in dates corpus, the run and the SavedModel (the run is
+    conftest's; tests/test_task_contract.py checks that `evaluate` reproduces its scores)."""
+    _, result = trained_translation
+    metrics = json.loads((result.run_dir / "metrics.json").read_text())
     dev = metrics["dev"]
     assert dev["bleu"] >= 90.0, dev  # a learnable, deterministic mapping
     assert dev["bleu_greedy"] >= 85.0
-    assert (run_dir / "attention_1.png").stat().st_size > 1000
+    assert (result.run_dir / "attention_1.png").stat().st_size > 1000
     assert "val_bleu" in metrics["history"][-1]
 
-    export = tmp_path / "saved_models" / "translation" / "1"
+    export = result.export_path
     loaded = tf.saved_model.load(str(export))
     out = loaded.signatures["serving_default"](text=tf.constant(
         ["the 2nd of august nineteen eighty two", "", "   ", "😀 日本 שלום"]))
@@ -212,15 +222,8 @@ def test_builtin_pipeline_learns_and_exports(tmp_path):
                                           length_penalty=tf.constant(0.6))
     assert texts(wide["translation"]) == ["2 de agosto de 1982"]
 
-    # `nlp-rnn evaluate` on the exported model reproduces the run's dev scores
-    result = runner.invoke(main, ["evaluate", str(export), "--data", "builtin:dates:dev",
-                                  "--format", "parallel", "--json"])
-    assert result.exit_code == 0, result.output
-    scores = json.loads(result.output)
-    assert scores["bleu"] == pytest.approx(dev["bleu"], abs=1e-9)
-    assert scores["chrf"] == pytest.approx(dev["chrf"], abs=1e-9)
-
-    result = runner.invoke(main, ["predict", str(export), "8 / 2 / 1982", "--beam-width", "1"])
+    result = CliRunner().invoke(main, ["predict", str(export), "8 / 2 / 1982", "--beam-width",
+                                       "1"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.splitlines()[-1]) == {
         "text": "8 / 2 / 1982", "translation": "2 de agosto de 1982"}

@@ -134,6 +134,13 @@ def _read_text(spec: str) -> str:
         raise DataError("file not found", spec) from None
 
 
+def plain_text(spec: str | list[str]) -> str:
+    """One text from a spec or a list of specs (files concatenated in order, a line break
+    between), exactly as a language model reads its training or held-out text."""
+    specs = spec if isinstance(spec, list) else [spec]
+    return "\n".join(_read_text(s) for s in specs)
+
+
 def plain_texts(train, dev=None, holdout_fraction: float = 0.1) -> tuple[str, str]:
     """(training text, held-out text) for a language model.
 
@@ -143,10 +150,9 @@ def plain_texts(train, dev=None, holdout_fraction: float = 0.1) -> tuple[str, st
         holdout_fraction: without ``dev``, the last part of the training text (cut at a line
             break) is held out: contiguous, so it measures genuinely unseen continuations.
     """
-    as_list = lambda value: value if isinstance(value, list) else [value]  # noqa: E731
-    text = "\n".join(_read_text(spec) for spec in as_list(train))
+    text = plain_text(train)
     if dev:
-        held_out = "\n".join(_read_text(spec) for spec in as_list(dev))
+        held_out = plain_text(dev)
     else:
         cut = int(len(text) * (1 - holdout_fraction))
         cut = text.rfind("\n", 0, cut) + 1 or cut

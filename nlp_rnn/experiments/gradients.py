@@ -10,9 +10,11 @@ it (the layers keep their cuDNN-shaped implementation). Steps are counted backwa
 final token, so rows of different lengths line up. A SimpleRNN's curve falls by orders of
 magnitude within a few dozen steps; gated cells keep a far longer reach.
 
-"Final prediction" is the label for N->1 tasks and the last real position's output for N->N
-tasks (the language model's next-token prediction after the whole window; a tagger's last tag,
-scored by the cross-entropy of its potentials, since the CRF likelihood has no per-step loss).
+Each task module says what is watched and differentiated (``gradient_probe``): "final
+prediction" is the label for N->1 tasks and the last real position's output for N->N tasks
+(the language model's next-token prediction after the whole window; a tagger's last tag,
+scored by the cross-entropy of its potentials, since the CRF likelihood has no per-step loss;
+a translator's last target token, against its encoder's input).
 
 Writes ``gradient_norms.csv``, ``gradient_norms.png`` and ``summary.md`` to
 ``RUN_DIR/diagnostics/gradients/`` and the figure to TensorBoard (``RUN_DIR/logs/diagnostics``).
@@ -56,60 +58,39 @@ def _status(run_dir: Path) -> str | None:
         return None
 
 
-def first_recurrent_layer(model):
-    """The outermost layer (RNN or Bidirectional wrapper) that the token sequence enters first."""
-    import keras
-
-    for layer in model.layers:
-        if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
-            return layer
-    raise UserError(f"model {model.name} has no recurrent layer to measure")
-
-
-def _final_predictions(outputs, targets, lengths):
-    """(target, prediction) at each row's final step: the label, or the last real position."""
-    import tensorflow as tf
-
-    if len(outputs.shape) == 3:
-        last = tf.maximum(lengths - 1, 0)
-        return tf.gather(targets, last, batch_dims=1), tf.gather(outputs, last, batch_dims=1)
-    return targets, outputs
-
-
-def step_gradient_norms(model, loss_fn, batches) -> tuple[np.ndarray, np.ndarray]:
+def step_gradient_norms(model, probe, batches) -> tuple[np.ndarray, np.ndarray]:
     """Mean ‖∂L_final/∂x_t‖ by distance k = (final step - t), and how many rows reach each k.
 
     Args:
-        model: a Keras model taking int token ids [B, T] (0 = padding), or a dict of
-            features whose "words" are.
-        loss_fn: the task's training loss (mean over the batch).
-        batches: iterable of (tokens or features, targets) as the task's dev batches give them.
+        model: the task's Keras model.
+        probe: a ``tasks.base.GradientProbe``: the watched layer, the real lengths of its
+            input, and the loss of each row's final prediction (the task says which).
+        batches: iterable of (inputs, targets) as the task's dev batches give them.
     Returns:
-        (norms [K], counts [K]) with K the longest row; norms[0] is at the final token.
+        (norms [K], counts [K]) with K the longest row; norms[0] is at the final step.
     """
     import tensorflow as tf
 
-    layer = first_recurrent_layer(model)
+    layer = probe.layer
     original = layer.call
     sums: np.ndarray = np.zeros(0)
     counts: np.ndarray = np.zeros(0)
     try:
-        for tokens, targets in batches:
+        for inputs, targets in batches:
             with tf.GradientTape() as tape:
                 seen = []
 
-                def watched(inputs, *args, **kwargs):
-                    tape.watch(inputs)
-                    seen.append(inputs)
-                    return original(inputs, *args, **kwargs)
+                def watched(x, *args, **kwargs):
+                    tape.watch(x)
+                    seen.append(x)
+                    return original(x, *args, **kwargs)
 
                 layer.call = watched
-                outputs = model(tokens, training=False)
-                ids = tokens["words"] if isinstance(tokens, dict) else tokens
-                lengths = tf.reduce_sum(tf.cast(ids != 0, tf.int32), axis=1)
-                gold, predicted = _final_predictions(outputs, targets, lengths)
+                outputs = model(inputs, training=False)
+                lengths = probe.lengths(inputs)
                 # x batch size: the gradient of each row's own loss, not of the batch mean
-                loss = loss_fn(gold, predicted) * tf.cast(tf.shape(ids)[0], tf.float32)
+                loss = probe.final_loss(inputs, targets, outputs) * tf.cast(
+                    tf.shape(lengths)[0], tf.float32)
             grads = tape.gradient(loss, seen[0])
             norms = tf.norm(tf.cast(grads, tf.float64), axis=-1).numpy()  # [B, T]
             for row, length in zip(norms, lengths.numpy()):
@@ -152,8 +133,6 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
     if not weights.exists():
         raise UserError(f"{run_dir}: no trained weights ({BEST_WEIGHTS}); the run has not "
                         "finished an epoch")
-    import keras
-
     from nlp_rnn import training
     from nlp_rnn.tasks import TASKS
 
@@ -161,17 +140,14 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
     data = task.load_data(config)
     vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
     dev = list(task.dev_batches(config, data, vectorizers).take(batches))
-    # a tagger trains on its CRF likelihood: score its final tag by the cross-entropy of the
-    # final position's potentials instead
-    loss_fn = task.compile_args(config).get("loss") or keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True)
     training.set_seed(config.seed)
     model = task.build_model(config, vectorizers)  # initial weights from the run's seed
+    probe = task.gradient_probe(model, config)
     log(f"[{config.name}] measuring |dL/dx_t| on {len(dev)} dev batches: initial weights ...")
-    init, counts = step_gradient_norms(model, loss_fn, dev)
+    init, counts = step_gradient_norms(model, probe, dev)
     model.load_weights(str(weights))
     log(f"[{config.name}] ... and trained weights ({weights})")
-    trained, _ = step_gradient_norms(model, loss_fn, dev)
+    trained, _ = step_gradient_norms(model, probe, dev)
 
     out = Path(output_dir) if output_dir else run_dir / "diagnostics" / "gradients"
     out.mkdir(parents=True, exist_ok=True)
@@ -182,8 +158,8 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
         writer.writerow(["steps_before_final", "rows", "trained", "init"])
         for k in range(len(trained)):
             writer.writerow([k, int(counts[k]), f"{trained[k]:.6e}", f"{init[k]:.6e}"])
-    title = (f"{config.name} ({config.task}, {describe_rnn(config)}): gradient of the final "
-             "prediction's loss\nwith respect to the first recurrent layer's input x_t")
+    title = (f"{config.name} ({config.task}, {describe_layer(probe.layer)}): gradient of the "
+             "final prediction's loss\nwith respect to the first recurrent layer's input x_t")
     png = gradient_png({"trained": trained, "initialisation": init}, counts, title)
     files["gradient_norms.png"].write_bytes(png)
     reaches = {"trained": reach(trained), "init": reach(init)}
@@ -196,10 +172,13 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
             "counts": counts, "reach": reaches}
 
 
-def describe_rnn(config) -> str:
-    rnn = config.model.rnn
-    return (f"{rnn.layers}x{'bi' if getattr(rnn, 'bidirectional', False) else ''}"
-            f"{rnn.cell}({rnn.units})")
+def describe_layer(layer) -> str:
+    """``bi-LSTM(32)``, ``GRU(64)``: the watched recurrent layer."""
+    import keras
+
+    inner = layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer
+    prefix = "bi-" if inner is not layer else ""
+    return f"{prefix}{type(inner).__name__}({inner.cell.units})"
 
 
 def summary_markdown(name: str, trained: np.ndarray, init: np.ndarray, counts: np.ndarray,

@@ -1,12 +1,8 @@
 """Text classification (N->1), e.g. sentiment: embedding -> RNN stack -> pooling -> softmax.
 
 A task module holds no batching or padding (data/batching.py does that) and no recurrent
-layer choice (layers/rnn.py does that). Every task module offers the same functions:
-``load_data`` (whose result has ``describe()``), ``build_vectorizers``, ``make_datasets``,
-``dev_batches``, ``build_model``, ``compile_args``, ``callbacks``, ``serving_endpoints``,
-``evaluate_run``, ``headline``, ``write_summaries``, ``export_inputs``, ``trackables`` and
-``export_metadata``; pipeline.py drives them (``dev_batches`` also serves
-``nlp-rnn diagnose gradients``).
+layer choice (layers/rnn.py does that). Every task module provides what ``tasks.base.Task``
+lists; pipeline.py, serving.py, the CLI and ``diagnose gradients`` drive them.
 """
 
 from __future__ import annotations
@@ -27,9 +23,12 @@ from nlp_rnn.errors import DataError
 from nlp_rnn.layers.pooling import SequencePooling, WindowMaxPooling
 from nlp_rnn.layers.rnn import rnn_stack
 from nlp_rnn.layers.token_dropout import TokenDropout
+from nlp_rnn.tasks.base import MainMetric, per_class_table, token_sequence_probe
 
-MAIN_METRIC = "accuracy"
-MONITOR = ("val_accuracy", "max")  # what early stopping and the best checkpoint follow
+METRIC = MainMetric(name="accuracy", direction="max", monitor="val_accuracy",
+                    shown=("macro_f1",))
+PREDICT_SIGNATURE = "serving_default"
+PREDICT_OPTIONS: tuple[str, ...] = ()
 DEMO_WIDGET = "label_bars"  # how `nlp-rnn serve`'s demo page shows a prediction
 
 
@@ -299,11 +298,6 @@ def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_bat
     return evaluate(endpoints["serving_default"], data.dev.dataset(), vectorizers.labels)
 
 
-def headline(metrics: dict) -> dict:
-    """The numbers shown in the run summary table."""
-    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
-
-
 def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
     """TensorBoard text (sample predictions) and image (confusion matrix) summaries; PNG too."""
     from nlp_rnn.plots import confusion_matrix_png
@@ -337,3 +331,39 @@ def export_metadata(config: ClassificationPipeline, vectorizers: Vectorizers) ->
     return {"demo_widget": DEMO_WIDGET, "labels": vectorizers.labels,
             "text_column": config.data.text_column,
             "label_column": config.data.label_column, "format": config.data.format}
+
+
+# ---- using an export -----------------------------------------------------------------------
+
+
+def prediction_inputs(texts: list[str], metadata: dict, options: dict) -> dict:
+    return {"text": tf.constant(texts, dtype=tf.string)}
+
+
+def format_predictions(texts: list[str], outputs: dict, metadata: dict) -> list[dict]:
+    """{"text", "label", "probabilities": {label: p (6 decimals)}} per text."""
+    return [{"text": text, "label": label.decode("utf-8"),
+             "probabilities": {n: round(float(p), 6) for n, p in zip(metadata["labels"], probs)}}
+            for text, label, probs in zip(texts, outputs["label"], outputs["probabilities"])]
+
+
+def evaluate_export(signature, metadata: dict, data: str, data_format: str,
+                    text_column: str | None, label_column: str | None) -> dict:
+    """Reads (text, label) data; the columns default to those the model was trained with."""
+    source = labelled_source(data, "dev", data_format,
+                             text_column or metadata.get("text_column", "text"),
+                             label_column or metadata.get("label_column", "label"),
+                             known=tuple(metadata["labels"]))
+    return evaluate(signature("serving_default"), source.dataset(), metadata["labels"])
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"model     {metrics['model']}\ndata      {metrics['data']}  "
+             f"({metrics['examples']} examples)",
+             f"accuracy  {metrics['accuracy']:.4f}\nmacro-F1  {metrics['macro_f1']:.4f}", ""]
+    return "\n".join(lines + per_class_table("label", 12, metrics["per_label"]))
+
+
+def gradient_probe(model: keras.Model, config: ClassificationPipeline):
+    """The first recurrent layer over the token sequence; the loss of the predicted label."""
+    return token_sequence_probe(model, keras.losses.SparseCategoricalCrossentropy())

@@ -20,12 +20,16 @@ import tensorflow as tf
 from nlp_rnn import atomic, embeddings
 from nlp_rnn.config import LanguageModelPipeline
 from nlp_rnn.data import batching, vectorize
-from nlp_rnn.data.sources import plain_texts
-from nlp_rnn.errors import DataError
+from nlp_rnn.data.sources import plain_text, plain_texts
+from nlp_rnn.errors import DataError, UserError
 from nlp_rnn.layers.rnn import recurrent_layers, rnn_stack
+from nlp_rnn.tasks.base import MainMetric, token_sequence_probe
 
-MAIN_METRIC = "perplexity"
-MONITOR = ("val_loss", "min")
+# Perplexity is exp(val_loss): checkpoints follow val_loss, which Keras logs itself, and
+# PerplexityLogger adds val_perplexity (the same order of epochs) for curves and tuners.
+METRIC = MainMetric(name="perplexity", direction="min", monitor="val_loss")
+PREDICT_SIGNATURE = "serving_default"
+PREDICT_OPTIONS = ("max_length", "temperature", "top_k")
 DEMO_WIDGET = "prompt"  # how `nlp-rnn serve`'s demo page shows a prediction
 RESERVED = ("", "[UNK]")  # ids 0 (padding) and 1 (out of vocabulary), as in TextVectorization
 
@@ -269,7 +273,13 @@ class Stepper:
 def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
                       config: LanguageModelPipeline) -> dict:
     """``serving_default``: prompt string [None], max_length int32 [], temperature float32 [],
-    top_k int32 [] -> continuation string [None] (and text = prompt + continuation)."""
+    top_k int32 [] -> continuation string [None] (and text = prompt + continuation).
+
+    ``score``: text string [None] -> nll float64 [None], tokens int32 [None]: each text cut
+    into the training windows (non-overlapping, ``sequence_length`` tokens predicting the next
+    ones, a remainder shorter than a window dropped), the summed negative log-likelihood of
+    its predicted tokens and how many there are; exp(sum nll / sum tokens) is the perplexity
+    a run reports on the same text."""
     vocab = tf.constant(vectorizers.tokens)
     separator = vectorizers.separator
     lookup = vectorizers.lookup
@@ -315,7 +325,46 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
         return {"continuation": continuation,
                 "text": tf.strings.join([prompt, continuation], separator=joiner)}
 
-    return {"serving_default": generate}
+    window, chunk = config.vectorize.sequence_length, config.train.batch_size
+
+    def score_one(text):
+        ids = tf.cast(lookup(_tokenize(config, text)), tf.int64)  # [N]
+        n_windows = tf.shape(ids)[0] // (window + 1)
+        windows = tf.reshape(ids[:n_windows * (window + 1)], [n_windows, window + 1])
+
+        def add_chunk(i, total):  # a batch of windows at a time, as evaluation batches them
+            rows = windows[i:i + chunk]
+            logits = tf.cast(model(rows[:, :-1], training=False), tf.float32)
+            nll = tf.nn.sparse_softmax_cross_entropy_with_logits(labels=rows[:, 1:],
+                                                                 logits=logits)
+            return i + chunk, total + tf.reduce_sum(tf.cast(nll, tf.float64))
+
+        _, total = tf.while_loop(lambda i, _: i < n_windows, add_chunk,
+                                 [tf.constant(0), tf.constant(0.0, tf.float64)])
+        return total, n_windows * window
+
+    @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
+    def score(text):
+        nll, tokens = tf.map_fn(score_one, text,
+                                fn_output_signature=(tf.float64, tf.int32))
+        return {"nll": nll, "tokens": tokens}
+
+    return {"serving_default": generate, "score": score}
+
+
+def perplexity(score, texts: list[str]) -> dict:
+    """Perplexity of a ``score``-shaped function over texts (each cut into windows alone).
+
+    Returns:
+        {"perplexity", "cross_entropy" (mean nats per predicted token), "tokens", "texts"}.
+    """
+    out = score(text=tf.constant(texts, dtype=tf.string))
+    nll, tokens = float(np.sum(out["nll"].numpy())), int(np.sum(out["tokens"].numpy()))
+    if not tokens:
+        raise DataError("no text to score: every text is shorter than one window of "
+                        "sequence_length + 1 tokens")
+    return {"perplexity": math.exp(min(nll / tokens, 700.0)), "cross_entropy": nll / tokens,
+            "tokens": tokens, "texts": len(texts)}
 
 
 def generation_inputs(generation, prompts=None) -> dict:
@@ -339,14 +388,10 @@ def samples_markdown(generate, generation) -> str:
 
 def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_batches,
                  config: LanguageModelPipeline) -> dict:
-    """Held-out perplexity of the best epoch, plus sample generations."""
-    loss = model.evaluate(dev_batches, verbose=0, return_dict=True)["loss"]
-    return {"perplexity": math.exp(loss), "cross_entropy": loss,
+    """Held-out perplexity of the best epoch through the exported ``score`` function (the
+    windows ``dev_batches`` holds), plus sample generations."""
+    return {**perplexity(endpoints["score"], [data.dev]),
             "samples": samples_markdown(endpoints["serving_default"], config.generation)}
-
-
-def headline(metrics: dict) -> dict:
-    return {"perplexity": metrics["perplexity"]}
 
 
 def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
@@ -369,3 +414,49 @@ def export_metadata(config: LanguageModelPipeline, vectorizers: Vectorizers) -> 
     g = config.generation
     return {"demo_widget": DEMO_WIDGET, "level": vectorizers.level, "max_length": g.max_length,
             "temperature": g.temperature, "top_k": g.top_k}
+
+
+# ---- using an export -----------------------------------------------------------------------
+
+
+def prediction_inputs(texts: list[str], metadata: dict, options: dict) -> dict:
+    """The texts are prompts; ``options`` may override max_length, temperature and top_k."""
+    chosen = {k: metadata[k] for k in PREDICT_OPTIONS}
+    chosen.update({k: v for k, v in options.items() if k in PREDICT_OPTIONS and v is not None})
+    return {"prompt": tf.constant(texts, dtype=tf.string),
+            "max_length": tf.constant(chosen["max_length"], tf.int32),
+            "temperature": tf.constant(chosen["temperature"], tf.float32),
+            "top_k": tf.constant(chosen["top_k"], tf.int32)}
+
+
+def format_predictions(texts: list[str], outputs: dict, metadata: dict) -> list[dict]:
+    """{"prompt", "continuation"} per prompt."""
+    return [{"prompt": p, "continuation": c.decode("utf-8")}
+            for p, c in zip(texts, outputs["continuation"])]
+
+
+def evaluate_export(signature, metadata: dict, data: str, data_format: str,
+                    text_column: str | None, label_column: str | None) -> dict:
+    """Perplexity on plain text (a file, or ``builtin:NAME[:SPLIT]``), read and windowed as a
+    run reads its held-out text, so the same text gives the run's dev perplexity."""
+    if data_format != "auto":
+        raise UserError(f"--format {data_format}: a language model reads plain text "
+                        "(leave --format at auto)")
+    if text_column is not None or label_column is not None:
+        raise UserError("--text-column/--label-column: a language model reads plain text, "
+                        "which has no columns")
+    return perplexity(signature("score"), [plain_text(data)])
+
+
+def format_metrics(metrics: dict) -> str:
+    return (f"model         {metrics['model']}\ndata          {metrics['data']}  "
+            f"({metrics['tokens']} predicted tokens)\n"
+            f"perplexity    {metrics['perplexity']:.4f}\n"
+            f"cross-entropy {metrics['cross_entropy']:.4f} nats per token")
+
+
+def gradient_probe(model: keras.Model, config: LanguageModelPipeline):
+    """The first recurrent layer over the window; the loss of the window's last next-token
+    prediction (every window is full, so no padding)."""
+    return token_sequence_probe(model, keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True))

@@ -31,9 +31,12 @@ from nlp_rnn.layers.char_encoder import CharEncoder
 from nlp_rnn.layers.crf import CRF
 from nlp_rnn.layers.rnn import rnn_stack
 from nlp_rnn.layers.token_dropout import TokenDropout
+from nlp_rnn.tasks.base import MainMetric, column_number, per_class_table, token_sequence_probe
 
-MAIN_METRIC = "f1"
-MONITOR = ("val_f1", "max")
+# val_f1 comes from the EntityF1 callback, which runs before checkpointing and early stopping
+METRIC = MainMetric(name="f1", direction="max", monitor="val_f1", shown=("precision", "recall"))
+PREDICT_SIGNATURE = "serving_default"
+PREDICT_OPTIONS: tuple[str, ...] = ()
 DEMO_WIDGET = "entity_spans"  # how `nlp-rnn serve`'s demo page shows a prediction
 RESERVED = ("", "[UNK]")  # ids 0 (padding) and 1 (out of vocabulary) in word/char vocabularies
 # casing classes (0 = padding); the first matching pattern wins
@@ -489,10 +492,6 @@ def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_bat
                     entity_types(vectorizers.tags))
 
 
-def headline(metrics: dict) -> dict:
-    return {"f1": metrics["f1"], "precision": metrics["precision"], "recall": metrics["recall"]}
-
-
 def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
     """Per-type scores and sample sentences as TensorBoard text."""
     rows = ["| type | precision | recall | f1 | support |", "|---|---|---|---|---|"]
@@ -522,3 +521,55 @@ def export_metadata(config: TaggingPipeline, vectorizers: Vectorizers) -> dict:
             "entity_types": entity_types(vectorizers.tags), "model_scheme": vectorizers.scheme,
             "token_column": config.data.token_column, "tag_column": config.data.tag_column,
             "max_length": config.vectorize.max_length}
+
+
+# ---- using an export -----------------------------------------------------------------------
+
+
+def prediction_inputs(texts: list[str], metadata: dict, options: dict) -> dict:
+    return {"text": tf.constant(texts, dtype=tf.string)}
+
+
+def format_predictions(texts: list[str], outputs: dict, metadata: dict) -> list[dict]:
+    """{"text", "entities": [{"type", "text", "start", "end"}] (token offsets), "tokens",
+    "tags"} per text (split on whitespace, as ``serving_default`` does)."""
+    results = []
+    for text, tokens, tags, n in zip(texts, outputs["tokens"], outputs["tags"],
+                                     outputs["lengths"]):
+        tokens = [t.decode("utf-8") for t in tokens[:n]]
+        tags = [t.decode("utf-8") for t in tags[:n]]
+        results.append({"text": text, "entities": entity_text(tokens, tags), "tokens": tokens,
+                        "tags": tags})
+    return results
+
+
+def evaluate_export(signature, metadata: dict, data: str, data_format: str,
+                    text_column: str | None, label_column: str | None) -> dict:
+    """Reads CoNLL/JSONL tagged sentences; ``text_column``/``label_column`` are the CoNLL
+    token/tag column numbers (default: those the model was trained with)."""
+    from nlp_rnn.errors import UserError
+
+    if data_format not in ("auto", "conll", "jsonl"):
+        raise UserError(f"--format {data_format}: a tagger reads conll or jsonl data")
+    source = tagged_source(data, "dev", data_format,
+                           column_number(text_column, metadata.get("token_column", 0),
+                                         "--text-column"),
+                           column_number(label_column, metadata.get("tag_column", -1),
+                                         "--label-column"),
+                           "auto", "iob2", known_types=tuple(metadata["entity_types"]))
+    return evaluate(signature("tag_tokens"), source.sentences(), "iob2", metadata["entity_types"])
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"model      {metrics['model']}\ndata       {metrics['data']}  "
+             f"({metrics['sentences']} sentences, {metrics['tokens']} tokens)",
+             f"precision  {metrics['precision']:.4f}\nrecall     {metrics['recall']:.4f}"
+             f"\nF1         {metrics['f1']:.4f}   (entity level, seqeval)", ""]
+    return "\n".join(lines + per_class_table("type", 7, metrics["per_type"]))
+
+
+def gradient_probe(model: keras.Model, config: TaggingPipeline):
+    """The first recurrent layer over the words; the last word's tag, scored by the
+    cross-entropy of its potentials (the CRF likelihood has no per-step loss)."""
+    return token_sequence_probe(model, keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True), ids_of=lambda features: features["words"])

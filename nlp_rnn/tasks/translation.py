@@ -34,9 +34,16 @@ from nlp_rnn.errors import DataError
 from nlp_rnn.layers.attention import SequenceAttention
 from nlp_rnn.layers.beam_search import beam_search, greedy_decode
 from nlp_rnn.layers.rnn import recurrent_layer, rnn_stack
+from nlp_rnn.tasks.base import (GradientProbe, MainMetric, column_number, final_step_loss,
+                                recurrent_layer_of, token_lengths)
 
-MAIN_METRIC = "bleu"
-MONITOR = ("val_bleu", "max")
+# val_bleu comes from the DevBleu callback (greedy decoding of a dev sample), which runs before
+# checkpointing and early stopping; the final metric is the beam's
+METRIC = MainMetric(name="bleu", direction="max", monitor="val_bleu",
+                    shown=("chrf", "bleu_greedy"))
+# ``translate`` takes the beam width per call
+PREDICT_SIGNATURE = "translate"
+PREDICT_OPTIONS = ("beam_width",)
 DEMO_WIDGET = "seq2seq"  # how `nlp-rnn serve`'s demo page shows a prediction
 START, END = "[START]", "[END]"
 START_ID, END_ID = 2, 3  # after padding (0) and OOV (1)
@@ -681,11 +688,6 @@ def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_bat
     return metrics
 
 
-def headline(metrics: dict) -> dict:
-    keys = ("bleu", "chrf", "bleu_greedy")
-    return {k: metrics[k] for k in keys if k in metrics}
-
-
 def attention_png(item: dict) -> bytes:
     """A heatmap: output tokens (rows) x source tokens (columns)."""
     from nlp_rnn.plots import figure_png, pyplot
@@ -733,3 +735,62 @@ def export_metadata(config: TranslationPipeline, vectorizers: Vectorizers) -> di
             "target_column": d.target_column,
             "beam_width": dec.beam_width, "length_penalty": dec.length_penalty,
             "max_length_ratio": dec.max_length_ratio, "max_length_offset": dec.max_length_offset}
+
+
+# ---- using an export -----------------------------------------------------------------------
+
+
+def prediction_inputs(texts: list[str], metadata: dict, options: dict) -> dict:
+    """``options["beam_width"]`` overrides the exported width (1 = greedy)."""
+    width = options.get("beam_width") or metadata["beam_width"]
+    return {"text": tf.constant(texts, dtype=tf.string),
+            "beam_width": tf.constant(width, tf.int32),
+            "length_penalty": tf.constant(metadata["length_penalty"], tf.float32)}
+
+
+def format_predictions(texts: list[str], outputs: dict, metadata: dict) -> list[dict]:
+    """{"text", "translation"} per text."""
+    return [{"text": text, "translation": t.decode("utf-8")}
+            for text, t in zip(texts, outputs["translation"])]
+
+
+def evaluate_export(signature, metadata: dict, data: str, data_format: str,
+                    text_column: str | None, label_column: str | None) -> dict:
+    """Reads tab-separated sentence pairs; ``text_column``/``label_column`` are the source and
+    reference column numbers (default: those the model was trained with)."""
+    from nlp_rnn.errors import UserError
+
+    if data_format not in ("auto", "parallel", "tsv"):
+        raise UserError(f"--format {data_format}: a translator reads parallel (tab-separated) "
+                        "data")
+    source = parallel_source(
+        data, "dev", "tsv" if not data.startswith(("tfds:", "builtin:")) else "auto",
+        column_number(text_column, metadata.get("source_column", 1), "--text-column"),
+        column_number(label_column, metadata.get("target_column", 0), "--label-column"))
+    sources, references = read_pairs(source)
+    return evaluate(signature("translate"), sources, references, metadata["beam_width"],
+                    metadata["length_penalty"])
+
+
+def format_metrics(metrics: dict) -> str:
+    lines = [f"model      {metrics['model']}\ndata       {metrics['data']}  "
+             f"({metrics['pairs']} sentence pairs)",
+             f"BLEU       {metrics['bleu']:.2f}   (sacrebleu {metrics['bleu_signature']}; "
+             f"beam {metrics['beam_width']}, length penalty {metrics['length_penalty']})",
+             f"chrF       {metrics['chrf']:.2f}"]
+    if "bleu_greedy" in metrics:
+        lines.append(f"greedy     BLEU {metrics['bleu_greedy']:.2f}, chrF "
+                     f"{metrics['chrf_greedy']:.2f}")
+    return "\n".join(lines)
+
+
+def gradient_probe(model: Seq2SeqModel, config: TranslationPipeline) -> GradientProbe:
+    """The encoder's first recurrent layer over the source; the loss of the last target token
+    (teacher-forced), so the curve shows how far back in the source it reaches."""
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    def final_loss(features, targets, logits):
+        return final_step_loss(loss_fn, logits, targets, token_lengths(targets))
+
+    return GradientProbe(recurrent_layer_of(model.encoder),
+                         lambda features: token_lengths(features["source"]), final_loss)

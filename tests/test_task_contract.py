@@ -1,0 +1,132 @@
+"""Every registered task through the same checks, as OpenNMT-tf's tests/model_test.py runs every
+model: a tiny train of its built-in pipeline through ``run_pipeline``, the export and its
+metadata, the ``Task`` protocol, predict through Python and through the CLI (the same JSON),
+evaluate from the export (the run's dev main metric again), and the main-metric declaration
+against the run's history.
+
+The per-task ``exported`` fixture trains once per task and is shared by that task's checks;
+a later check (the HTTP server's) takes ``export_dir`` and adds one more test here.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from nlp_rnn import serving
+from nlp_rnn.cli import main
+from nlp_rnn.config import BUILTIN_PIPELINES, builtin_pipeline_text, load_pipeline
+from nlp_rnn.export import read_metadata, resolve_model_dir
+from nlp_rnn.pipeline import run_pipeline
+from nlp_rnn.tasks import TASKS
+from nlp_rnn.tasks.base import MainMetric, Task
+
+# conftest's session fixtures that already train and export a task's built-in pipeline for
+# other tests: (config, RunResult, ...)
+REUSE = {"language_model": "trained_lm", "tagging": "trained_ner",
+         "translation": "trained_translation"}
+# Any other task trains its built-in pipeline for one epoch on the corpus' (smaller) test split,
+# with the smaller model given here.
+TINY = {"classification": ["model.rnn.units=8", "model.embedding_dim=8"]}
+# deterministic values for the generation options a task's predict accepts
+OPTION_VALUES = {"max_length": 6, "temperature": 0.0, "top_k": 0, "beam_width": 2}
+TEXTS = ["the movie was not bad at all", "Peter Blackburn flew to Brussels", ""]
+
+
+def builtin_pipeline_of(task_name: str) -> str:
+    for name in BUILTIN_PIPELINES:
+        if yaml.safe_load(builtin_pipeline_text(name))["task"] == task_name:
+            return name
+    raise AssertionError(f"task {task_name} has no built-in pipeline")
+
+
+@pytest.fixture(scope="module", params=sorted(TASKS))
+def exported(request, tmp_path_factory):
+    """(task name, config, RunResult) of the task's built-in pipeline, tiny, trained once."""
+    name = request.param
+    if name in REUSE:
+        return (name, *request.getfixturevalue(REUSE[name])[:2])
+    root = tmp_path_factory.mktemp(name)
+    pipeline = builtin_pipeline_of(name)
+    train = load_pipeline(pipeline).data.train
+    smaller = [f"data.train={train.rsplit(':', 1)[0]}:test"] if train.endswith(":train") else []
+    config = load_pipeline(pipeline, ["train.epochs=1", f"export.dir={root / 'saved_models'}",
+                                      *smaller, *TINY.get(name, [])],
+                           output_dir=str(root / "runs"))
+    return name, config, run_pipeline(config, log=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def export_dir(exported) -> str:
+    """The exported model's folder (``saved_models/<name>``) of each registered task."""
+    return str(exported[2].export_path.parent)
+
+
+def test_module_satisfies_the_task_protocol(exported):
+    name = exported[0]
+    task = TASKS[name]
+    listed = set(Task.__annotations__) | {attr for attr, value in vars(Task).items()
+                                          if callable(value) and not attr.startswith("_")}
+    missing = sorted(attr for attr in listed if not hasattr(task, attr))
+    assert not missing, f"{name} lacks {missing}"
+    assert isinstance(task, Task)
+    assert isinstance(task.METRIC, MainMetric) and task.METRIC.direction in ("max", "min")
+    assert task.PREDICT_SIGNATURE and set(task.PREDICT_OPTIONS) <= set(OPTION_VALUES)
+
+
+def test_export_exists_with_metadata(exported, export_dir):
+    name, config, result = exported
+    version = resolve_model_dir(export_dir)
+    assert version == result.export_path and (version / "saved_model.pb").exists()
+    metadata = read_metadata(version)
+    assert metadata["task"] == name and metadata["name"] == config.name
+    assert metadata["dev_metrics"] == pytest.approx(result.metrics)
+    json.dumps(metadata)
+
+
+def test_main_metric_declaration_matches_the_run(exported):
+    name, config, result = exported
+    metric = TASKS[name].METRIC
+    assert next(iter(result.metrics)) == metric.name  # the headline leads with it
+    assert result.history and all(metric.monitor in row and metric.log_key in row
+                                  for row in result.history)
+    # the monitored key orders epochs exactly as the metric itself
+    assert metric.best(result.history)["epoch"] == \
+        metric.best(result.history, metric.log_key)["epoch"]
+    assert result.best_epoch == int(metric.best(result.history)["epoch"]) + 1
+    summary = json.loads((result.run_dir / "metrics.json").read_text())
+    assert summary["headline"][metric.name] == summary["dev"][metric.name]
+
+
+def generation_for(name: str) -> dict:
+    return {k: OPTION_VALUES[k] for k in TASKS[name].PREDICT_OPTIONS}
+
+
+def test_predict_through_python_and_cli_give_the_same_json(exported, export_dir):
+    name = exported[0]
+    python = serving.predict(export_dir, TEXTS, generation=generation_for(name))
+    assert len(python) == len(TEXTS) and all(isinstance(row, dict) for row in python)
+    assert json.loads(json.dumps(python)) == python  # JSON-serialisable, nothing lost
+
+    options = [arg for key, value in generation_for(name).items()
+               for arg in (f"--{key.replace('_', '-')}", str(value))]
+    out = CliRunner().invoke(main, ["predict", export_dir, *TEXTS, *options])
+    assert out.exit_code == 0, out.output
+    assert [json.loads(line) for line in out.stdout.splitlines() if line.strip()] == python
+
+
+def test_evaluate_from_the_export_reproduces_the_runs_dev_metric(exported, export_dir):
+    name, config, result = exported
+    dev = config.data.dev
+    out = CliRunner().invoke(main, ["evaluate", export_dir, "--data", dev, "--json"])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.stdout)
+    assert metrics["task"] == name
+    assert TASKS[name].METRIC.name in metrics
+    for key, value in result.metrics.items():  # the main metric and those shown beside it
+        assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+    printed = TASKS[name].format_metrics(metrics)  # what `evaluate` without --json prints
+    assert metrics["model"] in printed and printed.strip()
