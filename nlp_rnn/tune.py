@@ -384,8 +384,8 @@ def best_pipeline_yaml(plan: TunePlan, params: dict, header: str) -> str:
 def objective_of(task) -> tuple[str, str, str]:
     """(epoch log key the pruner follows, "maximize" or "minimize", the name of the final dev
     metric in ``RunResult.metrics``): the one place tune reads a task's main metric."""
-    key, mode = task.MONITOR
-    return key, {"max": "maximize", "min": "minimize"}[mode], task.MAIN_METRIC
+    metric = task.METRIC
+    return metric.log_key, {"max": "maximize", "min": "minimize"}[metric.direction], metric.name
 
 
 def pruning_callback(trial, epoch_key: str):
