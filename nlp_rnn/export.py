@@ -71,6 +71,9 @@ def export_saved_model(model, endpoints: dict, trackables: list, export_root: st
         archive.write_out(str(tmp), verbose=False)
         check_saved_model(tmp, sample_inputs)
         (tmp / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+        # the checked call's inputs, as TF Serving's columnar request form takes them: a ready
+        # example for clients, the demo page and the contract test
+        metadata = {**metadata, "example_inputs": _as_json(sample_inputs)}
         atomic.write_text(tmp / METADATA_FILE, json.dumps(metadata, indent=2))
         atomic.make_private_dir_public(tmp)  # mkdtemp's 0700 would lock out a TF Serving user
         while True:  # another export may take a version number between our look and rename
@@ -111,6 +114,18 @@ def remove_stale_exports(model_root: Path, log=print) -> None:
         if item.is_dir() and not (pid.isdigit() and _pid_alive(int(pid))):
             shutil.rmtree(item, ignore_errors=True)
             log(f"removed {item}, an export a killed process left unfinished")
+
+
+def _as_json(inputs: dict) -> dict:
+    """Tensors (strings as UTF-8) -> JSON values of the same nesting."""
+    def plain(value):
+        if isinstance(value, bytes):
+            return value.decode("utf-8")
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    return {name: plain(tensor.numpy().tolist()) for name, tensor in inputs.items()}
 
 
 def check_saved_model(path: Path, sample_inputs: dict) -> dict:

@@ -93,33 +93,37 @@ def trained_translation(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
-def served_models(tmp_path_factory, request) -> dict:
-    """Model name -> model folder of tiny exports of every built-in task (sentiment, ner,
-    translation: one or two epochs, small; lm: ``trained_lm``'s), shared by the serve test files.
+def trained_sentiment(tmp_path_factory):
+    """(config, RunResult) of the built-in sentiment pipeline, small (one epoch on the corpus'
+    test split, 8 units), exported once."""
+    from nlp_rnn.config import load_pipeline
+    from nlp_rnn.pipeline import run_pipeline
+
+    root = tmp_path_factory.mktemp("sentiment")
+    config = load_pipeline("sentiment", ["train.epochs=1", "data.train=builtin:sentiment:test",
+                                         "model.rnn.units=8", "model.embedding_dim=8",
+                                         f"export.dir={root / 'saved_models'}"],
+                           output_dir=str(root / "runs"))
+    return config, run_pipeline(config, log=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def served_models(request) -> dict:
+    """Model name -> model folder of every built-in task's export, shared by the serve tests
+    and the task contract test: the session's trained_sentiment, trained_ner,
+    trained_translation and trained_lm (trained once, for other tests too).
 
     NLP_RNN_SERVED_MODELS=DIR uses the exports in DIR (DIR/sentiment, DIR/ner, ...) instead,
     e.g. better-trained ones for the README's screenshots."""
     import os
 
+    names = {"sentiment": "trained_sentiment", "ner": "trained_ner",
+             "translation": "trained_translation", "lm": "trained_lm"}
     if os.environ.get("NLP_RNN_SERVED_MODELS"):
         given = Path(os.environ["NLP_RNN_SERVED_MODELS"])
-        return {name: given / name for name in ("sentiment", "ner", "translation", "lm")}
-    trained_lm = request.getfixturevalue("trained_lm")  # only when training here
-    from nlp_rnn.config import load_pipeline
-    from nlp_rnn.pipeline import run_pipeline
-
-    root = tmp_path_factory.mktemp("served")
-    export = root / "saved_models"
-    small = {"sentiment": ["model.rnn.units=16", "vectorize.max_length=24"],
-             "ner": ["model.rnn.units=16", "model.chars.filters=16", "train.epochs=2"],
-             "translation": ["model.encoder.units=32", "model.decoder.units=64",
-                             "decoding.beam_width=2"]}
-    for name, overrides in small.items():
-        config = load_pipeline(name, ["train.epochs=1", *overrides, f"export.dir={export}"],
-                               output_dir=str(root / "runs"))
-        run_pipeline(config, log=lambda line: None)
-    lm_export = trained_lm[1].export_path.parent
-    return {**{name: export / name for name in small}, "lm": lm_export}
+        return {name: given / name for name in names}
+    return {name: request.getfixturevalue(fixture)[1].export_path.parent
+            for name, fixture in names.items()}
 
 
 @pytest.fixture(scope="session")

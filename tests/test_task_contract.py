@@ -1,18 +1,22 @@
 """Every registered task through the same checks, as OpenNMT-tf's tests/model_test.py runs every
 model: a tiny train of its built-in pipeline through ``run_pipeline``, the export and its
 metadata, the ``Task`` protocol, predict through Python and through the CLI (the same JSON),
-evaluate from the export (the run's dev main metric again), and the main-metric declaration
-against the run's history.
+evaluate from the export (the run's dev main metric again), predict through the HTTP server
+(`nlp-rnn serve`, TF Serving's REST API: the SavedModel's own outputs), and the main-metric
+declaration against the run's history.
 
-The per-task ``exported`` fixture trains once per task and is shared by that task's checks;
-a later check (the HTTP server's) takes ``export_dir`` and adds one more test here.
+The per-task ``exported`` fixture trains once per task and is shared by that task's checks (and
+with the serve tests, through conftest's session fixtures).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
+import tensorflow as tf
 import yaml
 from click.testing import CliRunner
 
@@ -26,8 +30,8 @@ from nlp_rnn.tasks.base import MainMetric, Task
 
 # conftest's session fixtures that already train and export a task's built-in pipeline for
 # other tests: (config, RunResult, ...)
-REUSE = {"language_model": "trained_lm", "tagging": "trained_ner",
-         "translation": "trained_translation"}
+REUSE = {"classification": "trained_sentiment", "language_model": "trained_lm",
+         "tagging": "trained_ner", "translation": "trained_translation"}
 # Any other task trains its built-in pipeline for one epoch on the corpus' (smaller) test split,
 # with the smaller model given here.
 TINY = {"classification": ["model.rnn.units=8", "model.embedding_dim=8"]}
@@ -130,3 +134,31 @@ def test_evaluate_from_the_export_reproduces_the_runs_dev_metric(exported, expor
         assert metrics[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
     printed = TASKS[name].format_metrics(metrics)  # what `evaluate` without --json prints
     assert metrics["model"] in printed and printed.strip()
+
+
+def test_predict_through_http_gives_the_saved_models_own_outputs(exported, export_dir,
+                                                                 served_models, model_server):
+    """The export's own example request (``example_inputs`` in its metadata), sent in TF
+    Serving's columnar form to `nlp-rnn serve`, answers what the signature answers directly."""
+    name = Path(export_dir).name
+    assert served_models.get(name) == Path(export_dir), "the server serves this very export"
+    version_dir = resolve_model_dir(export_dir)
+    example = read_metadata(version_dir)["example_inputs"]
+    status, body, headers = model_server.predict(
+        name, {"signature_name": "serving_default", "inputs": example})
+    assert status == 200, body
+    assert headers["x-model-version"] == version_dir.name
+
+    signature = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    specs = signature.structured_input_signature[1]
+    direct = signature(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in example.items()})
+    outputs = body["outputs"] if len(direct) > 1 else {next(iter(direct)): body["outputs"]}
+    assert sorted(outputs) == sorted(direct)
+    for key, tensor in direct.items():
+        expected = tensor.numpy()
+        if tensor.dtype == tf.string:
+            decoded = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(expected)
+            assert np.array(outputs[key], dtype=object).tolist() == decoded.tolist(), key
+        else:  # JSON carries float32 values exactly
+            np.testing.assert_array_equal(np.array(outputs[key], dtype=expected.dtype),
+                                          expected, key)

@@ -403,7 +403,10 @@ def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
 
 
 def export_inputs(vectorizers: Vectorizers, config: LanguageModelPipeline) -> dict:
-    return generation_inputs(config.generation, ["", config.generation.prompts[0]])
+    """The export's check call, also stored as its example request: greedy (temperature 0),
+    so the example answers the same every time."""
+    return {**generation_inputs(config.generation, ["", config.generation.prompts[0]]),
+            "temperature": tf.constant(0.0, tf.float32)}
 
 
 def trackables(vectorizers: Vectorizers) -> list:
