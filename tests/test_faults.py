@@ -61,9 +61,27 @@ def command(tmp: Path, runs: Path | None = None, exports: Path | None = None,
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 
 
+STARTED: list[subprocess.Popen] = []
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind():
+    """A test that fails midway (say, while a run is held with SIGSTOP) must not leave its
+    subprocess stopped or running: its whole process group is killed afterwards."""
+    yield
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+
+
 def start(cmd: list[str], **env) -> subprocess.Popen:
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**ENV, **env}, start_new_session=True)
+    STARTED.append(proc)
+    return proc
 
 
 def run(cmd: list[str], **kwargs) -> subprocess.CompletedProcess:
