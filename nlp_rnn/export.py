@@ -148,9 +148,13 @@ def resolve_model_dir(model_dir: str) -> Path:
     complete = [v for v in found if is_complete_version(path / str(v))]
     if complete:
         return path / str(complete[-1])
-    if found:
-        raise UserError(f"{model_dir}: no complete version folder (each of "
-                        f"{', '.join(map(str, found))} lacks one of {', '.join(COMPLETE_VERSION)})")
+    if found:  # name what the newest lacks: "not exported by nlp-rnn" or "copied in part"
+        newest = path / str(found[-1])
+        lacking = [part for part in COMPLETE_VERSION if not (newest / part).is_file()]
+        what = ("not exported by nlp-rnn" if lacking == [METADATA_FILE] else
+                "an empty or partly copied version folder")
+        raise UserError(f"{newest}: {what} (missing {', '.join(lacking)}); no version of "
+                        f"{model_dir} is complete")
     raise UserError(f"{model_dir}: not a SavedModel (no saved_model.pb, no version folders)")
 
 

@@ -227,6 +227,8 @@ def fake_model(tmp_path: Path) -> Path:
     version = tmp_path / "saved_models" / "fake" / "1"
     (version / "assets.extra").mkdir(parents=True)
     (version / "saved_model.pb").write_bytes(b"")
+    (version / "variables").mkdir()
+    (version / "variables" / "variables.index").write_bytes(b"")
     (version / "assets.extra" / "nlp_rnn.json").write_text(
         json.dumps({"task": "classification", "labels": ["negative", "positive"]}))
     return version.parent
