@@ -186,7 +186,9 @@ def run_pipeline(config: PipelineConfig, log: Log = print, callbacks: list = ())
             shutil.rmtree(run_dir, ignore_errors=True)
         if lock is not None:
             lock.release()
-    distribution.barrier()  # multi-worker: the other workers wait until the export is done
+    if distribution.is_chief:
+        # multi-worker: the export is done; the other workers wait for this in _finish_worker
+        distribution.barrier()
     return result
 
 
