@@ -412,6 +412,10 @@ def test_empty_output_folders_in_a_config_are_refused(key):
                       f"--set {key}=: {key}: ")
 
 
+# slow: failed once in a clean-clone CI run (and passed alone, and in every other run); until
+# the cause is known it runs with -m slow, not in the default run. test_pipeline's simulated
+# Ctrl-C and the SIGINT-during---output test below keep Ctrl-C covered there.
+@pytest.mark.slow
 def test_sigint_to_a_training_run_exits_130_and_marks_the_run(tmp_path):
     """Ctrl-C in a real `run pipeline` subprocess, once its model is built and training:
     exit 130 (not click's "Aborted!" and 1), one line, and run.json is not left `running`."""
