@@ -16,17 +16,15 @@ import errno
 import json
 import os
 import shutil
-import signal
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
-from nlp_rnn import atomic
+from nlp_rnn import atomic, interrupts
 from nlp_rnn.config import PipelineConfig, config_to_yaml
 from nlp_rnn.run_folder import prepare_run_dir, read_status, write_status
 
@@ -172,14 +170,14 @@ def run_pipeline(config: PipelineConfig, log: Log = print, callbacks: list = ())
             f"run folder and exports; scratch folder {run_dir} (deleted at the end), "
             f"{'resuming from ' if resumed else 'backup in '}{backup_dir}")
     try:
-        with _sigterm_as_interrupt():
+        with interrupts.signals_as_exceptions():
             result = _run(config, distribution, run_dir, backup_dir, resumed, earlier, log,
                           callbacks)
     except BaseException as exc:
         if distribution.is_chief:
             _record_failure(run_dir, resumed, exc, log)
-        if isinstance(exc, Terminated):
-            _die_of_sigterm()
+        if isinstance(exc, interrupts.Terminated):
+            interrupts.die_of_sigterm()
         raise
     finally:
         if not distribution.is_chief:
@@ -192,36 +190,6 @@ def run_pipeline(config: PipelineConfig, log: Log = print, callbacks: list = ())
     return result
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived: unwinds like Ctrl-C so the run records ``interrupted``."""
-
-
-@contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """While a run runs, SIGTERM (``kill``, a scheduler's stop) unwinds it as an exception, so
-    that run.json can say ``interrupted`` before the process ends."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-
-    def handler(signum, frame):
-        raise Terminated()
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _die_of_sigterm() -> None:
-    """End the process as SIGTERM would have (exit status 128+15 in a shell)."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    os.kill(os.getpid(), signal.SIGTERM)
-
-
 def _record_failure(run_dir: Path, resumed: bool, exc: BaseException, log: Log) -> None:
     """run.json after an exception; a new folder that never got past setup is removed, so a
     run that fails on its data does not leave one more folder each time it is tried."""
@@ -229,7 +197,7 @@ def _record_failure(run_dir: Path, resumed: bool, exc: BaseException, log: Log) 
     if not resumed and status.get("phase", "setup") == "setup":
         shutil.rmtree(run_dir, ignore_errors=True)
         return
-    interrupted = isinstance(exc, (KeyboardInterrupt, Terminated))
+    interrupted = isinstance(exc, (KeyboardInterrupt, interrupts.Terminated))
     try:
         write_status(run_dir, status="interrupted" if interrupted else "failed",
                      error=None if interrupted else f"{type(exc).__name__}: {exc}"[:300])

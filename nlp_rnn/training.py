@@ -21,7 +21,7 @@ from typing import Callable
 
 import keras
 
-from nlp_rnn import atomic
+from nlp_rnn import atomic, interrupts
 from nlp_rnn.config import TrainConfig
 from nlp_rnn.distribute import Distribution
 
@@ -59,6 +59,20 @@ class EpochLogger(keras.callbacks.Callback):
             logs["learning_rate"] = float(keras.ops.convert_to_numpy(
                 self.model.optimizer.learning_rate))
             logs["epoch_seconds"] = time.perf_counter() - self.started
+
+
+class RaisePendingSignal(keras.callbacks.Callback):
+    """Raises a Ctrl-C/SIGTERM that arrived during training at the next batch boundary
+    (see interrupts.py for why it is not raised where it lands)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        interrupts.raise_pending()
+
+    def on_test_batch_end(self, batch, logs=None):
+        interrupts.raise_pending()
+
+    def on_epoch_end(self, epoch, logs=None):
+        interrupts.raise_pending()
 
 
 class TimeLimit(keras.callbacks.Callback):
@@ -353,7 +367,7 @@ def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
         model.compile(optimizer=make_optimizer(train),
                       steps_per_execution=train.steps_per_execution, **compile_args)
     # Task callbacks first: those that add to the epoch logs must run before TensorBoard/CSV.
-    callbacks = list(extra_callbacks)
+    callbacks = [RaisePendingSignal(), *extra_callbacks]
     if distribution is not None and distribution.multi_worker:
         callbacks.append(AgreeOnMonitor(distribution, name))
     callbacks += standard_callbacks(run_dir, train, name, mode, log_dir, backup_dir=backup_dir)
@@ -363,7 +377,8 @@ def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
             any_worker = lambda flag: distribution.mean_over_workers(float(flag)) > 0  # noqa: E731
         # constructed before CSVLogger appends this attempt's first epoch
         callbacks.append(TimeLimit(train.time_limit_minutes, run_dir / "history.csv", any_worker))
-    with warnings.catch_warnings():
+    # a Ctrl-C/SIGTERM is raised at a batch boundary by RaisePendingSignal (interrupts.py)
+    with warnings.catch_warnings(), interrupts.deferred():
         # tf.data input has unknown length by design (bucketing); Keras warns about it each epoch.
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
         warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
