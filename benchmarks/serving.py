@@ -221,7 +221,9 @@ def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: 
         "the server (`nlp-rnn serve`, its own process) and the clients share this machine's "
         "cores. Latency is one request's wall time at the client. The ceiling is the bare "
         f"SavedModel's `serving_default` on batches of {BATCH} of the same reviews in this "
-        "process (median of the calls).")
+        "process (median of the calls). That ceiling is "
+        f"{times_str(ratio(ceiling, unbatched['throughput']))} the unbatched server's 32-client "
+        "throughput: the ratio a server batching 64 at a time at no HTTP cost would reach.")
     return SectionResult("serving", "Serving: `nlp-rnn serve` under concurrent load", measures,
                          tables=tables, checks=checks, seconds=time.perf_counter() - started,
                          raw={"ceiling": ceiling, "runs": {f"{m}|{c}": r for (m, c), r
