@@ -50,7 +50,10 @@ def signals_as_exceptions():
         yield  # signal handlers can only be set from the main thread
         return
     _pending = None
-    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # A signal the process was started ignoring (nohup, a shell's background job) stays
+    # ignored, as Python itself leaves SIGINT then.
+    previous = {sig: signal.signal(sig, _handler) for sig in (signal.SIGINT, signal.SIGTERM)
+                if signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         yield
     finally:

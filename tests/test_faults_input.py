@@ -370,7 +370,23 @@ def test_predict_output_is_written_whole(export_copy, tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["lm", "out.jsonl"]
 
 
-def test_ctrl_c_while_predict_writes_leaves_the_old_output(export_copy, tmp_path, monkeypatch):
+@pytest.fixture
+def default_sigint():
+    """Python's own SIGINT handler (KeyboardInterrupt) for the test, also where the test run
+    was started with SIGINT ignored (nohup, a background job), as a terminal's process is."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def sigint_as_from_a_terminal() -> None:
+    """Popen preexec_fn: the child starts with SIGINT at its default, so Python installs its
+    KeyboardInterrupt handler, even where the test run itself ignores SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def test_ctrl_c_while_predict_writes_leaves_the_old_output(export_copy, tmp_path, monkeypatch,
+                                                          default_sigint):
     """A real SIGINT (Python's default handler: KeyboardInterrupt) arrives in the middle of
     writing --output: exit 130, one line, the previous file untouched, no temporary file."""
     output = tmp_path / "out.jsonl"
@@ -412,7 +428,7 @@ def test_empty_output_folders_in_a_config_are_refused(key):
                       f"--set {key}=: {key}: ")
 
 
-def test_a_signal_during_training_is_raised_at_the_next_batch_boundary():
+def test_a_signal_during_training_is_raised_at_the_next_batch_boundary(default_sigint):
     """A Ctrl-C raised wherever it lands can die in a finaliser ("Exception ignored in ...")
     and the run trains on; during training it is noted and raised by RaisePendingSignal."""
     from nlp_rnn import interrupts
@@ -432,7 +448,13 @@ def test_a_signal_during_training_is_raised_at_the_next_batch_boundary():
                 os.kill(os.getpid(), signal.SIGINT)
         with pytest.raises(KeyboardInterrupt):  # outside training: at once
             os.kill(os.getpid(), signal.SIGINT)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # started ignoring it: stays ignored
+    with interrupts.signals_as_exceptions(), interrupts.deferred():
+        os.kill(os.getpid(), signal.SIGINT)
+        interrupts.raise_pending()
+    assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
 
 
 # This test once failed in CI: SIGINT raised KeyboardInterrupt wherever it landed, and the run
@@ -446,7 +468,8 @@ def test_sigint_to_a_training_run_exits_130_and_marks_the_run(tmp_path):
     proc = subprocess.Popen(
         [sys.executable, "-m", "nlp_rnn.cli", "run", "pipeline", "p.yaml"], cwd=tmp_path,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"})
+        env={**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"},
+        preexec_fn=sigint_as_from_a_terminal)
     try:
         for line in proc.stdout:  # wait until the model exists and training starts
             if "Epoch 1/" in line:
