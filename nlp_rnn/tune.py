@@ -6,6 +6,12 @@ A search space file maps dotted config keys to distributions::
     model.rnn.units: {int: [32, 256], log: true}             # integers, log-uniform
     train.learning_rate: {float: [1.0e-4, 1.0e-2], log: true}
     model.dropout: {float: [0.0, 0.6], step: 0.1}            # 0.0, 0.1, ..., 0.6
+    train.time_limit_minutes: 2.5                            # a plain value: every trial
+
+A plain value is not searched: it is set for every trial (and kept in ``best.yaml``) as
+``--set`` would set it, so a space can carry the budget that makes its trials affordable;
+``--set`` on the command line overrides it. The study's hash covers the resolved pipeline, so
+a value fixed in the space and the same value given with ``--set`` make the same study.
 
 The space is checked against the pipeline's config model before TensorFlow loads (each
 choice, each bound and a value in between are validated as if set with ``--set``), so a typo
@@ -118,6 +124,7 @@ class Dimension:
 class Space:
     file: str
     dimensions: tuple[Dimension, ...]
+    fixed: tuple[tuple[str, Any, int | None], ...] = ()  # (key, value, line): every trial
 
     @property
     def keys(self) -> list[str]:
@@ -133,7 +140,7 @@ class Space:
 
 
 _SHAPE = ("expected a list of choices, {int: [low, high]} or {float: [low, high]} "
-          "(optionally with log: true or step: S)")
+          "(optionally with log: true or step: S), or a plain value to fix for every trial")
 
 
 def _number(value: Any) -> bool:
@@ -203,7 +210,7 @@ def read_space(path: str) -> Space:
         raise ConfigError("a search space must be a YAML mapping of dotted config keys to "
                           "distributions, e.g. model.rnn.cell: [lstm, gru]", path)
     lines = _key_lines(text)  # the same line map pipeline errors use
-    dimensions = []
+    dimensions, fixed = [], []
     for key, spec in raw.items():
         line = lines.get((key,))
         if not isinstance(key, str) or not key or any(not p for p in key.split(".")):
@@ -212,8 +219,14 @@ def read_space(path: str) -> Space:
         if key.split(".")[0] in RESERVED_KEYS:
             raise ConfigError("set by the tuner for every trial; it cannot be searched",
                               path, key, line)
-        dimensions.append(parse_dimension(key, spec, path, line))
-    return Space(path, tuple(dimensions))
+        if spec is None or isinstance(spec, (bool, int, float, str)):
+            fixed.append((key, spec, line))  # not searched: set for every trial
+        else:
+            dimensions.append(parse_dimension(key, spec, path, line))
+    if not dimensions:
+        raise ConfigError("nothing to search: every key has a plain value; give at least one "
+                          "a list of choices or a range", path)
+    return Space(path, tuple(dimensions), tuple(fixed))
 
 
 def with_values(raw: dict, values: dict) -> dict:
@@ -243,6 +256,18 @@ def check_space(space: Space, raw: dict, file: str, text: str, overrides: list[s
                 else:
                     where = f" (at {value!r})"
                 raise ConfigError(err.message + where, space.file, dim.key, dim.line) from None
+
+
+def check_fixed(space: Space, raw: dict, file: str, text: str) -> None:
+    """Each plain value of the space must make a valid pipeline; errors name its line."""
+    if space.fixed:
+        validate_config(raw, file, text)  # the pipeline's own errors name the pipeline
+    for key, value, line in space.fixed:
+        try:
+            validate_config(with_values(raw, {key: value}), file, text)
+        except ConfigError as err:
+            where = "" if err.key == key else f" (with {key} = {value!r}: {err.key})"
+            raise ConfigError(err.message + where, space.file, key, line) from None
 
 
 def value_at(config: PipelineConfig, key: str) -> tuple[bool, Any]:
@@ -333,14 +358,17 @@ def plan_tune(source: str, space_path: str, trials: int = 20, timeout_minutes: f
     if trials < 1 or workers < 1 or startup_trials < 0:
         raise UserError("--trials and --workers must be at least 1, --startup-trials at least 0")
     raw, file, text = read_pipeline_source(source)
-    raw = apply_overrides(raw, list(overrides))
+    space = read_space(space_path)
+    check_fixed(space, raw, file, text)
+    # the space's fixed values first: --set, later, overrides them
+    settings = [f"{key}={json.dumps(value)}" for key, value, _ in space.fixed] + list(overrides)
+    raw = apply_overrides(raw, settings)
     if seed is not None:
         raw["seed"] = seed
-    base = load_pipeline(source, list(overrides), seed)  # errors name the file or the --set
+    base = load_pipeline(source, settings, seed)  # errors name the file or the --set
     if base.train.distribute == "multi_worker":
         raise UserError("tune runs each trial on this machine; train.distribute: multi_worker "
                         "is not supported (share a study across machines with --storage)")
-    space = read_space(space_path)
     check_space(space, raw, file, text, list(overrides))
     name = study_name(study, base, space)
     folder = Path(output_dir) / name
@@ -767,8 +795,10 @@ def run_tune(plan: TunePlan, log: Log = print) -> dict:
             "storage": plan.describe_storage(), "fingerprint": plan.fingerprint,
             "created": datetime.now().isoformat(timespec="seconds")}, indent=2) + "\n")
         log(f"[tune] study {plan.study} in {plan.folder} (storage {plan.describe_storage()})")
+    fixed = "".join(f", {key}={value}" for key, value, _ in plan.space.fixed)
     log(f"[tune] {plan.trials} trials of {plan.base.name} over {', '.join(plan.space.keys)}; "
-        f"sampler {plan.sampler}, pruner {plan.pruner}")
+        f"sampler {plan.sampler}, pruner {plan.pruner}"
+        + (f"; every trial: {fixed[2:]}" if fixed else ""))
     if plan.workers > 1:
         run_workers(plan, log)
     else:

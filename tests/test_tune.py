@@ -92,7 +92,9 @@ def space_file(tmp_path):
 @pytest.mark.parametrize("text, line, message", [
     ("model.rnn.cell: [lstm, gru]\nmodel.rnn.cel: [lstm]\n", 2,
      "model.rnn.cel: unknown key; allowed: cell, units"),
-    ("model.rnn.units: 32\n", 1, "model.rnn.units: expected a list of choices"),
+    ("model.rnn.units: {log: true}\n", 1, "model.rnn.units: expected a list of choices"),
+    ("model.rnn.cell: [lstm, gru]\nmodel.dropout: 1.5\n", 2,
+     "model.dropout: Input should be less than 1"),  # a fixed value is checked too
     ("model.rnn.units: {int: [256, 32]}\n", 1, "low 256 is above high 32"),
     ("train.learning_rate: {float: [0.0, 1.0e-2], log: true}\n", 1, "log: true needs low > 0"),
     ("model.rnn.units: {int: [8, 64], log: true, step: 8}\n", 1, "log and step cannot"),
@@ -112,6 +114,28 @@ def test_space_errors_name_file_line_and_key(space_file, text, line, message):
         plan_tune("sentiment", path)
     assert str(info.value).startswith(f"{path}:{line}: "), str(info.value)
     assert message in str(info.value)
+
+
+def test_a_plain_value_is_fixed_for_every_trial_and_set_overrides_it(space_file):
+    from nlp_rnn.tune import trial_config
+
+    fixed = plan_tune("sentiment", space_file(SPACE + "train.epochs: 3\n"))
+    assert fixed.space.keys == ["model.rnn.units", "train.learning_rate"]
+    assert fixed.base.train.epochs == 3
+    assert trial_config(fixed, {"model.rnn.units": 4, "train.learning_rate": 0.01},
+                        7).train.epochs == 3
+    # the same resolved pipeline and searched keys: the same study as with --set
+    assert fixed.study == plan_tune("sentiment", space_file(SPACE),
+                                    overrides=["train.epochs=3"]).study
+    overridden = plan_tune("sentiment", space_file(SPACE + "train.epochs: 3\n"),
+                           overrides=["train.epochs=2"])
+    assert overridden.base.train.epochs == 2
+
+
+def test_a_space_of_plain_values_only_has_nothing_to_search(space_file):
+    path = space_file("train.epochs: 3\n")
+    with pytest.raises(ConfigError, match="nothing to search"):
+        plan_tune("sentiment", path)
 
 
 def test_a_searched_key_cannot_also_be_set(space_file):
@@ -157,9 +181,9 @@ def test_shipped_sst2_space_holds_the_shipped_pipeline(monkeypatch):
     data = Path(os.environ.get("NLP_RNN_DATA", "../shared/data")) / "sst2" / "train.tsv"
     if not data.exists():
         pytest.skip(f"SST-2 data not found at {data}")
-    plan = plan_tune("pipelines/sst2.yaml", "pipelines/spaces/sst2.yaml",
-                     overrides=["train.time_limit_minutes=2.5"])
+    plan = plan_tune("pipelines/sst2.yaml", "pipelines/spaces/sst2.yaml")
     assert set(baseline_params(plan)) == set(plan.space.keys)  # trial 0 = sst2.yaml itself
+    assert plan.base.train.time_limit_minutes == 2.5  # the space's budget for every trial
 
 
 def test_dimension_membership_and_probes():
