@@ -11,12 +11,10 @@ writes a run folder (distribute.py).
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
