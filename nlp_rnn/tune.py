@@ -246,16 +246,22 @@ def check_space(space: Space, raw: dict, file: str, text: str, overrides: list[s
             raise ConfigError("is searched, so it cannot also be set with --set", space.file,
                               dim.key, dim.line)
         for value in dim.probe_values():
-            try:
-                validate_config(with_values(raw, {dim.key: value}), file, text)
-            except ConfigError as err:
-                if err.key != dim.key:  # the value broke another key (a section's, a path)
-                    where = f" (with {dim.key} = {value!r}: {err.key})"
-                elif "(got " in err.message or err.message.startswith("unknown key"):
-                    where = ""
-                else:
-                    where = f" (at {value!r})"
-                raise ConfigError(err.message + where, space.file, dim.key, dim.line) from None
+            _check_value(space, dim.key, value, dim.line, raw, file, text)
+
+
+def _check_value(space: Space, key: str, value: Any, line: int | None, raw: dict, file: str,
+                 text: str) -> None:
+    """``key: value`` must make a valid pipeline; the error names the space file's line."""
+    try:
+        validate_config(with_values(raw, {key: value}), file, text)
+    except ConfigError as err:
+        if err.key != key:  # the value broke another key (a section's, a path)
+            where = f" (with {key} = {value!r}: {err.key})"
+        elif "(got " in err.message or err.message.startswith("unknown key"):
+            where = ""
+        else:
+            where = f" (at {value!r})"
+        raise ConfigError(err.message + where, space.file, key, line) from None
 
 
 def check_fixed(space: Space, raw: dict, file: str, text: str) -> None:
@@ -263,11 +269,7 @@ def check_fixed(space: Space, raw: dict, file: str, text: str) -> None:
     if space.fixed:
         validate_config(raw, file, text)  # the pipeline's own errors name the pipeline
     for key, value, line in space.fixed:
-        try:
-            validate_config(with_values(raw, {key: value}), file, text)
-        except ConfigError as err:
-            where = "" if err.key == key else f" (with {key} = {value!r}: {err.key})"
-            raise ConfigError(err.message + where, space.file, key, line) from None
+        _check_value(space, key, value, line, raw, file, text)
 
 
 def value_at(config: PipelineConfig, key: str) -> tuple[bool, Any]:
