@@ -2,11 +2,59 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
+
+# Every process a test starts inherits this marker (through os.environ, or through an env
+# built from it), so processes a test leaves behind can be found even once orphaned.
+SESSION_MARKER = "NLP_RNN_TEST_SESSION"
+os.environ[SESSION_MARKER] = uuid.uuid4().hex
+
+def _marked_processes(since: float) -> list[psutil.Process]:
+    """Live processes of this test session (by the marker) started at or after ``since``."""
+    marker = os.environ[SESSION_MARKER]
+    found = []
+    for proc in psutil.process_iter(["pid", "create_time", "status"]):
+        if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if proc.info["create_time"] < since:
+            continue
+        try:
+            if proc.environ().get(SESSION_MARKER) == marker:
+                found.append(proc)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            pass
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_outlives_its_test():
+    """A process a test started (a worker, a server, a training run) must be gone when the
+    test ends: a leftover one would eat this 2-core machine's CPU under later tests. One
+    found after a 10 s grace is killed and the test errors, naming it."""
+    start = time.time() - 0.5  # create_time has coarse resolution
+    yield
+    deadline = time.monotonic() + 10
+    while (left := _marked_processes(start)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if left:
+        names = []
+        for proc in left:
+            try:
+                names.append(f"{proc.pid}: {' '.join(proc.cmdline())[:200]}")
+                proc.send_signal(signal.SIGKILL)
+            except psutil.Error:
+                pass
+        pytest.fail("processes outlived the test (killed now):\n" + "\n".join(names))
+
 
 CSV = "text,label\ngood movie,positive\nbad movie,negative\nnot bad at all,positive\n"
 

@@ -233,17 +233,11 @@ def test_input_pipeline_section_on_a_tiny_csv(tiny_data: DataFiles, tmp_path: Pa
     assert (tmp_path / "vocab" / "vocab.txt").exists()
 
 
-def test_decoding_section_on_a_tiny_translator(tmp_path: Path):
+def test_decoding_section_on_the_sessions_translator(trained_translation):
     from benchmarks import decoding
-    from nlp_rnn.config import load_pipeline
-    from nlp_rnn.pipeline import run_pipeline
 
-    config = load_pipeline("translation", [
-        f"output_dir={tmp_path / 'runs'}", f"export.dir={tmp_path / 'saved_models'}",
-        "train.epochs=1", "model.encoder.units=8", "model.decoder.units=8",
-        "decoding.dev_sample=0"])
-    export = run_pipeline(config, log=lambda line: None).export_path
-    sources, name = decoding.dev_sources(tmp_path / "saved_models" / "translation", None, 12)
+    export = trained_translation[1].export_path
+    sources, name = decoding.dev_sources(export.parent, None, 12)
     assert len(sources) == 12 and name == "builtin:dates:dev"
     section = decoding.run(export, sources, name, single_reps=3, batch_reps=2, batch_size=4,
                            log=lambda line: None, widths=(1, 3))

@@ -108,7 +108,8 @@ def test_rerun_after_crash_resumes_in_the_same_folder(tmp_path, monkeypatch):
 
 
 def test_lr_decay_is_applied_per_epoch_and_logged(tmp_path):
-    config = load_pipeline("sentiment", SMALL + ["train.epochs=3", "train.lr_decay=0.5",
+    config = load_pipeline("sentiment", SMALL + ["data.train=builtin:sentiment:test",  # small
+                                                 "train.epochs=3", "train.lr_decay=0.5",
                                                  "train.learning_rate=0.004",
                                                  "train.early_stopping_patience=null",
                                                  "export.enabled=false"],

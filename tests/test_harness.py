@@ -1,0 +1,27 @@
+"""The test harness itself: conftest's check that no process outlives its test."""
+
+import subprocess
+import sys
+import time
+
+from conftest import _marked_processes
+
+
+def test_a_process_started_by_a_test_is_found_until_it_is_gone():
+    start = time.time() - 0.5
+    # its own session and an orphaned grandchild: found by the inherited marker, not by parentage
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import subprocess, sys; print(subprocess.Popen([sys.executable,"
+         " '-c', 'import time; time.sleep(60)']).pid, flush=True)"],
+        stdout=subprocess.PIPE, text=True, start_new_session=True)
+    grandchild = int(child.stdout.readline())
+    child.wait(timeout=30)
+    try:
+        assert grandchild in [p.pid for p in _marked_processes(start)]
+        assert grandchild not in [p.pid for p in _marked_processes(time.time() + 5)]  # too new
+    finally:
+        subprocess.run(["kill", "-9", str(grandchild)], check=True)
+    deadline = time.monotonic() + 10
+    while grandchild in [p.pid for p in _marked_processes(start)]:
+        assert time.monotonic() < deadline, "a killed process is still reported"
+        time.sleep(0.1)
