@@ -2,9 +2,11 @@
 
 The server runs as its own process (``python -m nlp_rnn.cli serve MODEL``), once with dynamic
 batching (``--max-batch-size 64``) and once without (``--max-batch-size 1``). For 1, 8 and 32
-clients, each client thread keeps one keep-alive connection and sends one review per request,
-the next as soon as the answer arrives (a closed loop), for a fixed time after a warm-up;
-throughput is answered requests per second, latency the time of one request to its answer.
+clients, each client (a coroutine; all on one event loop) keeps one keep-alive connection and
+sends one review per request, the next as soon as the answer arrives (a closed loop), for a
+fixed time after a warm-up; throughput is answered requests per second, latency the time of one
+request to its answer. Each point also records the server's CPU time, the client's, and the
+mean rows per SavedModel call (from the server's /metrics).
 The ceiling is the bare SavedModel called in this process on batches of 64 of the same reviews.
 Then, with batching and 32 clients, the server's resident memory (VmRSS) is read before and
 after many more requests.
@@ -12,12 +14,11 @@ after many more requests.
 
 from __future__ import annotations
 
-import http.client
+import asyncio
 import json
 import os
 import subprocess
 import sys
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -72,6 +73,31 @@ class ServerProcess:
     def rss_mib(self) -> float:
         return _rss_mib(self.process.pid)
 
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the server process has used so far."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def batch_totals(self) -> tuple[float, float]:
+        """(rows, SavedModel calls) so far, summed over models and signatures, from /metrics."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
+            text = r.read().decode()
+        totals = {"sum": 0.0, "count": 0.0}
+        for line in text.splitlines():
+            for kind in totals:
+                if line.startswith(f"nlp_rnn_serve_batch_size_{kind}{{"):
+                    totals[kind] += float(line.rsplit(" ", 1)[1])
+        return totals["sum"], totals["count"]
+
+    def measure(self, run: Callable[[], dict]) -> dict:
+        """``run()``'s result plus the server's CPU seconds and mean rows per model call."""
+        cpu, (rows, calls) = self.cpu_seconds(), self.batch_totals()
+        result = run()
+        rows_after, calls_after = self.batch_totals()
+        result["server_cpu_s"] = self.cpu_seconds() - cpu
+        result["mean_batch"] = (rows_after - rows) / max(calls_after - calls, 1)
+        return result
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -82,59 +108,84 @@ class ServerProcess:
 
 def load(port: int, model: str, bodies: Sequence[bytes], clients: int, seconds: float,
          requests: int | None = None) -> dict:
-    """Closed-loop load: ``clients`` threads, each on its own keep-alive connection, sending
+    """Closed-loop load: ``clients`` clients, each on its own keep-alive connection, sending
     ``bodies`` round-robin for ``seconds`` (or until ``requests`` in all are answered).
 
+    The clients are coroutines on one event loop (uvloop where installed) speaking minimal
+    HTTP/1.1 over raw streams, so the load generator takes little of the CPU it shares with
+    the server (less than a thread per client with ``http.client``, which also contends for
+    this process's GIL).
+
     Returns:
-        {"requests", "errors", "seconds", "throughput", "p50_ms", "p99_ms"}.
+        {"requests", "errors", "seconds", "throughput", "p50_ms", "p99_ms", "client_cpu_s"}.
     """
-    path = f"/v1/models/{model}:predict"
-    stop = threading.Event()
+    return _run_async(_load(port, model, bodies, clients, seconds, requests))
+
+
+def _run_async(coroutine):
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(coroutine)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coroutine)
+
+
+async def _load(port: int, model: str, bodies: Sequence[bytes], clients: int, seconds: float,
+                requests: int | None) -> dict:
+    head = (f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n")
+    messages = [head.format(len(body)).encode() + body for body in bodies]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
-    counter = iter(range(10**12))
-    lock = threading.Lock()
+    budget = [requests if requests is not None else -1]
+    deadline = [float("inf")]
 
-    def client(k: int) -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    async def exchange(reader, writer, message: bytes) -> bool:
+        writer.write(message)
+        status = await reader.readline()
+        length = None
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if length is None:
+            raise ConnectionError(f"no Content-Length in the answer ({status!r})")
+        await reader.readexactly(length)
+        return status.split(b" ", 2)[1:2] == [b"200"]
+
+    async def client(k: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
         i = k
-        while not stop.is_set():
+        while time.perf_counter() < deadline[0]:
             if requests is not None:
-                with lock:
-                    if next(counter) >= requests:
-                        stop.set()
-                        break
-            body = bodies[i % len(bodies)]
+                if budget[0] <= 0:
+                    break
+                budget[0] -= 1
+            message = messages[i % len(messages)]
             i += clients
             start = time.perf_counter()
             try:
-                conn.request("POST", path, body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
-                response.read()
-                ok = response.status == 200
-            except (OSError, http.client.HTTPException):
+                ok = await exchange(reader, writer, message)
+            except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
                 ok = False
-                conn.close()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+                writer.close()
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
             latencies[k].append(time.perf_counter() - start)
             if not ok:
                 errors[k] += 1
-        conn.close()
+        writer.close()
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+    cpu = time.process_time()
     started = time.perf_counter()
-    for t in threads:
-        t.start()
     if requests is None:
-        time.sleep(seconds)
-        stop.set()
-    for t in threads:
-        t.join()
+        deadline[0] = started + seconds
+    await asyncio.gather(*(client(k) for k in range(clients)))
     wall = time.perf_counter() - started
     flat = [x for per in latencies for x in per]
     return {"requests": len(flat), "errors": sum(errors), "seconds": wall,
             "throughput": len(flat) / wall, "p50_ms": median(flat) * 1000,
-            "p99_ms": percentile(flat, 99) * 1000}
+            "p99_ms": percentile(flat, 99) * 1000, "client_cpu_s": time.process_time() - cpu}
 
 
 def bare_throughput(model_dir: Path, texts: Sequence[str], reps: int) -> float:
@@ -172,13 +223,18 @@ def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: 
             load(server.port, model, bodies, 8, 2.0)  # warm-up
             for clients in CLIENTS:
                 log(f"[serving] {mode}: {clients} clients for {seconds:.0f} s")
-                result = load(server.port, model, bodies, clients, seconds)
+                result = server.measure(
+                    lambda: load(server.port, model, bodies, clients, seconds))
                 by[(mode, clients)] = result
+                per_request = 1000 / max(result["requests"], 1)
                 rows.append({"server": mode, "clients": clients,
                              "requests": result["requests"], "errors": result["errors"],
                              "reviews/s": result["throughput"], "p50 ms": result["p50_ms"],
                              "p99 ms": result["p99_ms"],
-                             "÷ bare batch-64": f"{result['throughput'] / ceiling:.0%}"})
+                             "÷ bare batch-64": f"{result['throughput'] / ceiling:.0%}",
+                             "mean batch": result["mean_batch"],
+                             "server CPU ms/req": result["server_cpu_s"] * per_request,
+                             "client CPU ms/req": result["client_cpu_s"] * per_request})
             if max_batch > 1 and memory_requests:
                 before = server.rss_mib()
                 log(f"[serving] memory: {memory_requests:,} requests from 32 clients")
@@ -190,7 +246,8 @@ def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: 
             server.stop()
     rows.append({"server": "bare SavedModel, batches of 64 (ceiling)", "clients": "–",
                  "requests": "", "errors": "", "reviews/s": ceiling, "p50 ms": "",
-                 "p99 ms": "", "÷ bare batch-64": "100%"})
+                 "p99 ms": "", "÷ bare batch-64": "100%", "mean batch": BATCH,
+                 "server CPU ms/req": "", "client CPU ms/req": ""})
     top = by[("dynamic batching", 32)]
     unbatched = by[("no batching", 32)]
     vs_ceiling = ratio(top["throughput"], ceiling)
@@ -215,11 +272,14 @@ def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: 
                             "flat (growth < 10%)",
                             growth < 0.1 * memory["before_mib"]))
     measures = (
-        f"Each client thread sends one IMDB dev review per request (`{{\"instances\": "
+        f"Each client sends one IMDB dev review per request (`{{\"instances\": "
         f"[review]}}`, {len(texts)} reviews round-robin) over its own keep-alive connection, "
         f"the next as soon as the answer arrives, for {seconds:.0f} s after a 2 s warm-up; "
-        "the server (`nlp-rnn serve`, its own process) and the clients share this machine's "
-        "cores. Latency is one request's wall time at the client. The ceiling is the bare "
+        "the clients are coroutines on one event loop in the benchmark's process, and the "
+        "server (`nlp-rnn serve`, its own process) shares this machine's cores with them. "
+        "Latency is one request's wall time at the client; mean batch is rows per SavedModel "
+        "call (the server's /metrics); CPU ms/req is process CPU time (all threads) over "
+        "answered requests. The ceiling is the bare "
         f"SavedModel's `serving_default` on batches of {BATCH} of the same reviews in this "
         "process (median of the calls). That ceiling is "
         f"{times_str(ratio(ceiling, unbatched['throughput']))} the unbatched server's 32-client "

@@ -247,3 +247,31 @@ def test_decoding_section_on_the_sessions_translator(trained_translation):
     assert all(row["mean output tokens"] is not None for row in rows)
     assert rows[0]["vs greedy (batch)"] == "1.00×"
     assert {len(t) for t in section.raw["seconds"]["batch"].values()} == {2}
+
+
+def test_serving_load_generator_matches_the_servers_own_counts(model_server):
+    """The serving section's clients (coroutines on raw HTTP/1.1) against the session's real
+    server: what they count as answered and as failed is what the server counted."""
+    import json
+
+    from benchmarks import serving
+
+    port = int(model_server.url.rsplit(":", 1)[1])
+    body = json.dumps({"instances": ["not bad at all"]}).encode()
+
+    def answered(code: str) -> float:
+        return model_server.metric("nlp_rnn_serve_requests_total", code=code, model="sentiment",
+                                   route="predict")
+
+    before = answered("200"), answered("400")
+    # two clients, bodies round-robin: client 0 sends only the good one, client 1 only the bad
+    counted = serving.load(port, "sentiment", [body, b"{not json"], clients=2, seconds=0,
+                           requests=20)
+    assert counted["requests"] == 20 and 0 < counted["errors"] < 20
+    timed = serving.load(port, "sentiment", [body], clients=2, seconds=1.0)
+    assert timed["requests"] > 0 and timed["errors"] == 0 and 1.0 <= timed["seconds"] < 60
+    assert 0 < timed["p50_ms"] <= timed["p99_ms"] and timed["client_cpu_s"] > 0
+    assert answered("200") - before[0] == 20 - counted["errors"] + timed["requests"]
+    assert answered("400") - before[1] == counted["errors"]
+    unknown = serving.load(port, "no_such_model", [body], clients=2, seconds=0, requests=4)
+    assert unknown["requests"] == 4 and unknown["errors"] == 4  # 404s on kept connections
