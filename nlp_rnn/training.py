@@ -84,17 +84,18 @@ class TimeLimit(keras.callbacks.Callback):
     alone would leave the others waiting in a collective); default: this process decides.
     """
 
-    def __init__(self, minutes: float, history_csv: Path, any_worker=bool):
+    def __init__(self, minutes: float, history_csv: Path, any_worker=bool,
+                 clock=time.perf_counter):
         super().__init__()
-        self.limit, self.any_worker = minutes * 60.0, any_worker
+        self.limit, self.any_worker, self.clock = minutes * 60.0, any_worker, clock
         self.earlier = sum(row.get("epoch_seconds", 0.0) for row in read_history(history_csv))
 
     def on_train_begin(self, logs=None):
-        self.started, self.epochs = time.perf_counter(), 0
+        self.started, self.epochs = self.clock(), 0
 
     def on_epoch_end(self, epoch, logs=None):
         self.epochs += 1
-        spent = time.perf_counter() - self.started
+        spent = self.clock() - self.started
         used, pace = self.earlier + spent, spent / self.epochs
         if self.any_worker(used + pace > self.limit):
             self.model.stop_training = True
