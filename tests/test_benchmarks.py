@@ -275,3 +275,24 @@ def test_serving_load_generator_matches_the_servers_own_counts(model_server):
     assert answered("400") - before[1] == counted["errors"]
     unknown = serving.load(port, "no_such_model", [body], clients=2, seconds=0, requests=4)
     assert unknown["requests"] == 4 and unknown["errors"] == 4  # 404s on kept connections
+
+
+def test_serving_section_end_to_end_on_the_sessions_classifier(trained_sentiment):
+    """The whole serving section, briefly: two real server processes, every table row and
+    check, the bare rows at the batch sizes the servers formed."""
+    from benchmarks import serving
+
+    model_dir = trained_sentiment[1].export_path.parent
+    texts = [f"review {i}: {'not ' * (i % 3)}a good movie" for i in range(64)]
+    section = serving.run(model_dir, texts, seconds=0.5, memory_requests=40, bare_reps=3,
+                          log=lambda line: None)
+    served, memory = section.tables[0][1], section.tables[1][1]
+    assert [(r["server"], r["clients"]) for r in served[:6]] == [
+        (mode, clients) for mode, _ in serving.MODES for clients in serving.CLIENTS]
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in served[:6])
+    assert all(r["mean batch"] == 1 for r in served[3:6])  # --max-batch-size 1
+    bare = {r["mean batch"]: r for r in served[6:]}
+    assert 1 in bare and serving.BATCH in bare and all(r["reviews/s"] > 0 for r in bare.values())
+    assert memory[0]["requests"] == 40 and memory[0]["errors"] == 0
+    assert [c.target for c in section.checks] == ["≥ 70%", "≥ 5×", "0", "flat (growth < 10%)"]
+    assert section.checks[2].passed
