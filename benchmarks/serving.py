@@ -29,6 +29,7 @@ from benchmarks.common import Check, SectionResult, median, percentile, ratio, t
 CLIENTS = (1, 8, 32)
 BATCH = 64
 MODES = (("dynamic batching", 64), ("no batching", 1))
+TIMEOUT_S = 120  # one request's answer; past it the request counts as failed
 
 
 def _free_port() -> int:
@@ -166,8 +167,9 @@ async def _load(port: int, model: str, bodies: Sequence[bytes], clients: int, se
             i += clients
             start = time.perf_counter()
             try:
-                ok = await exchange(reader, writer, message)
+                ok = await asyncio.wait_for(exchange(reader, writer, message), TIMEOUT_S)
             except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                # (a timeout is an OSError too: TimeoutError)
                 ok = False
                 writer.close()
                 reader, writer = await asyncio.open_connection("127.0.0.1", port)
