@@ -317,15 +317,20 @@ def gradients_command(run_dir, batches, output_dir):
 @click.option("--max-batch-size", type=click.IntRange(1, 4096), default=64, show_default=True,
               help="Most rows merged into one SavedModel call; 1 turns batching off.")
 @click.option("--batch-timeout-ms", type=click.FloatRange(0, 10000), default=0.0,
-              show_default=True, help="How long a request may wait for others to join its "
-                                      "batch; 0: only those that queued while the model ran.")
+              show_default=True, help="How long a batch waits for more requests to join it, "
+                                      "counted from when the model is free to run it; 0: only "
+                                      "those that queued while the model ran.")
 @click.option("--batch-threads", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Batches of one signature in flight at once.")
+@click.option("--split-rows", type=click.IntRange(0, 4096), default=0, show_default=True,
+              help="Run a batch of at least 2N rows as calls of about N rows, grouping requests "
+                   "of similar text length (less padding on mixed-length text); 0: off. "
+                   "BENCHMARKS.md measures --batch-timeout-ms 5 --split-rows 16 on IMDB.")
 @click.option("--max-body-mb", type=click.FloatRange(0, 4096, min_open=True), default=10.0,
               show_default=True, help="Larger request bodies get 413.")
 @user_errors
 def serve_command(model_dirs, host, port, max_batch_size, batch_timeout_ms, batch_threads,
-                  max_body_mb):
+                  split_rows, max_body_mb):
     """Serve exported models over TF Serving's REST API, with a demo page at /.
 
     Each MODEL_DIR is an export root holding <name>/<version>/ folders (default:
@@ -342,7 +347,7 @@ def serve_command(model_dirs, host, port, max_batch_size, batch_timeout_ms, batc
     from nlp_rnn.serve.app import serve
 
     serve(list(model_dirs) or ["saved_models"], host, port, max_batch_size, batch_timeout_ms,
-          max_body_mb, batch_threads, log=click.echo)
+          max_body_mb, batch_threads, log=click.echo, split_rows=split_rows)
 
 
 @main.command("list")

@@ -18,6 +18,7 @@ import pytest
 SESSION_MARKER = "NLP_RNN_TEST_SESSION"
 os.environ[SESSION_MARKER] = uuid.uuid4().hex
 
+
 def _marked_processes(since: float) -> list[psutil.Process]:
     """Live processes of this test session (by the marker) started at or after ``since``."""
     marker = os.environ[SESSION_MARKER]

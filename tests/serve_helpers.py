@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import uvicorn
 
 from nlp_rnn.serve.app import ServeApp
+from nlp_rnn.serve.metrics import sample_total
 from nlp_rnn.serve.registry import Registry, find_models
 
 
@@ -52,14 +53,9 @@ class Server:
         return self.request(path, body)
 
     def metric(self, name: str, **labels) -> float:
-        """The value of one sample of /metrics (0 when absent)."""
+        """The sum of the /metrics samples called ``name`` with these labels (0 when absent)."""
         with urllib.request.urlopen(self.url + "/metrics", timeout=30) as response:
-            text = response.read().decode()
-        want = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))  # as exposed
-        for line in text.splitlines():
-            if line.startswith(name + ("{" + want if want else "")) or line == name:
-                return float(line.rsplit(" ", 1)[1])
-        return 0.0
+            return sample_total(response.read().decode(), name, **labels)
 
 
 @contextlib.contextmanager

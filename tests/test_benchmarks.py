@@ -287,11 +287,13 @@ def test_serving_section_end_to_end_on_the_sessions_classifier(trained_sentiment
     section = serving.run(model_dir, texts, seconds=0.5, memory_requests=40, bare_reps=3,
                           log=lambda line: None)
     served, memory = section.tables[0][1], section.tables[1][1]
-    assert [(r["server"], r["clients"]) for r in served[:6]] == [
-        (mode, clients) for mode, _ in serving.MODES for clients in serving.CLIENTS]
-    assert all(r["errors"] == 0 and r["requests"] > 0 for r in served[:6])
-    assert all(r["mean batch"] == 1 for r in served[3:6])  # --max-batch-size 1
-    bare = {r["mean batch"]: r for r in served[6:]}
+    points = [(mode, " ".join(options), clients)
+              for mode, options, counts in serving.MODES for clients in counts]
+    assert [(r["server"], r["clients"]) for r in served[:7]] == [
+        (f"{mode} ({options})", clients) for mode, options, clients in points]
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in served[:7])
+    assert all(r["mean batch"] == 1 for r in served[4:7])  # --max-batch-size 1
+    bare = {r["mean batch"]: r for r in served[7:]}
     assert 1 in bare and serving.BATCH in bare and all(r["reviews/s"] > 0 for r in bare.values())
     assert memory[0]["requests"] == 40 and memory[0]["errors"] == 0
     assert [c.target for c in section.checks] == ["≥ 70%", "≥ 5×", "0", "flat (growth < 10%)"]

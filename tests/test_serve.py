@@ -233,6 +233,73 @@ def test_rank0_inputs_split_batches_and_a_failing_merged_call_is_isolated():
     assert {tuple(c["text"]) for c in calls[1:]} == {(b"b",), (b"a",), (b"c",), (b"boom",)}
 
 
+def test_split_rows_runs_a_large_batch_as_length_sorted_calls_and_answers_each_request():
+    calls = []
+
+    def model(inputs):
+        calls.append(inputs["text"].tolist())
+        return {"echo": inputs["text"], "length": np.array([len(t) for t in inputs["text"]])}
+
+    texts = [b"x" * n for n in (9, 1, 7, 3, 5)]
+
+    async def scenario(requests, split_rows):
+        batcher = Batcher(model, {"text": 1}, 64, 0.2, None, lambda *a: None,
+                          split_rows=split_rows)
+        return await asyncio.gather(*(batcher.submit({"text": np.array(r, dtype=object)},
+                                                     len(r)) for r in requests))
+
+    # 5 rows >= 2 x 2: two calls, shortest texts first, each of about 5 / 2 rows
+    results = asyncio.run(scenario([[t] for t in texts], split_rows=2))
+    assert calls == [[b"x", b"xxx", b"xxxxx"], [b"xxxxxxx", b"xxxxxxxxx"]]
+    assert [r["echo"].tolist() for r in results] == [[t] for t in texts]
+    assert [r["length"].tolist() for r in results] == [[len(t)] for t in texts]
+    # a request of several rows stays whole, sorted by its longest text
+    calls.clear()
+    results = asyncio.run(scenario([[texts[0], texts[1]], [texts[2]], [texts[3], texts[4]]],
+                                   split_rows=2))
+    assert calls == [[b"xxx", b"xxxxx", b"xxxxxxx"], [b"xxxxxxxxx", b"x"]]
+    assert [r["echo"].tolist() for r in results] == [texts[:2], texts[2:3], texts[3:]]
+    # fewer than 2 x split_rows rows, or split_rows 0: one call in arrival order
+    for split_rows in (3, 0):
+        calls.clear()
+        asyncio.run(scenario([[t] for t in texts], split_rows=split_rows))
+        assert calls == [texts]
+
+
+def test_the_batch_timeout_counts_from_when_the_model_is_free():
+    """A request that queued through a whole call still waits for others once the model is
+    free (TF Serving's timeout, counted from its arrival, would have run out)."""
+    calls = []
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        a_running = asyncio.Event()
+
+        def model(inputs):
+            calls.append(inputs["text"].tolist())
+            if inputs["text"].tolist() == [b"a"]:
+                loop.call_soon_threadsafe(a_running.set)
+                time.sleep(0.6)  # a call longer than the timeout
+            return {"echo": inputs["text"]}
+
+        batcher = Batcher(model, {"text": 1}, 64, 0.3, None, lambda *a: None)
+
+        def submit(text):
+            return batcher.submit({"text": np.array([text], dtype=object)}, 1)
+
+        a = asyncio.create_task(submit(b"a"))
+        await a_running.wait()
+        b = asyncio.create_task(submit(b"b"))  # queues while a's call runs
+        await a
+        await asyncio.sleep(0.1)  # a's client answered, sends again
+        c = asyncio.create_task(submit(b"c"))
+        return await asyncio.gather(b, c)
+
+    results = asyncio.run(scenario())
+    assert calls == [[b"a"], [b"b", b"c"]]
+    assert [r["echo"].tolist() for r in results] == [[b"b"], [b"c"]]
+
+
 def test_a_version_exported_under_load_is_served_without_failed_requests(served_models,
                                                                           tmp_path):
     root = tmp_path / "swap"

@@ -51,11 +51,11 @@ class ServeApp:
 
     def __init__(self, registry: Registry, max_batch_size: int = 64,
                  batch_timeout_ms: float = 0.0, max_body_mb: float = 10.0,
-                 batch_threads: int = 1):
+                 batch_threads: int = 1, split_rows: int = 0):
         self.registry = registry
         self.max_batch_size, self.batch_timeout_s = max_batch_size, batch_timeout_ms / 1000
         self.max_body_bytes = int(max_body_mb * 1024 * 1024)
-        self.batch_threads = batch_threads
+        self.batch_threads, self.split_rows = batch_threads, split_rows
         self.metrics = ServerMetrics()
         # model calls run here, never on the event loop; TensorFlow parallelises inside a call
         self.executor = ThreadPoolExecutor(max_workers=max(4, batch_threads * 2),
@@ -225,14 +225,16 @@ class ServeApp:
 
             batcher = Batcher(signature, {n: i.rank for n, i in signature.inputs.items()},
                               self.max_batch_size, self.batch_timeout_s, self.executor,
-                              on_batch, concurrency=self.batch_threads)
+                              on_batch, concurrency=self.batch_threads,
+                              split_rows=self.split_rows)
             current.batchers[signature.name] = batcher
         return batcher
 
 
 def serve(model_dirs: list[str], host: str = "127.0.0.1", port: int = 8501,
           max_batch_size: int = 64, batch_timeout_ms: float = 0.0, max_body_mb: float = 10.0,
-          batch_threads: int = 1, poll_seconds: float = 1.0, log=print) -> None:
+          batch_threads: int = 1, poll_seconds: float = 1.0, log=print,
+          split_rows: int = 0) -> None:
     """Serve the newest version of every model under ``model_dirs`` until interrupted."""
     import uvicorn
 
@@ -241,7 +243,8 @@ def serve(model_dirs: list[str], host: str = "127.0.0.1", port: int = 8501,
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s")
     registry = Registry(find_models(model_dirs), poll_seconds)
     registry.start()
-    server = ServeApp(registry, max_batch_size, batch_timeout_ms, max_body_mb, batch_threads)
+    server = ServeApp(registry, max_batch_size, batch_timeout_ms, max_body_mb, batch_threads,
+                      split_rows)
     for name, model in registry.models.items():
         served = f"version {model.current.version}" if model.current else "no version yet"
         log(f"model {name}: {served} ({model.root})")

@@ -41,3 +41,14 @@ class ServerMetrics:
 
     def text(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def sample_total(text: str, name: str, **labels) -> float:
+    """The sum of the samples called ``name`` whose labels include ``labels``, read from
+    Prometheus text ``text`` (a server's /metrics) by prometheus-client's own parser; 0 when
+    there are none."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return sum(sample.value for family in text_string_to_metric_families(text)
+               for sample in family.samples if sample.name == name
+               and all(sample.labels.get(k) == str(v) for k, v in labels.items()))
