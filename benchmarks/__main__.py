@@ -46,17 +46,20 @@ class Plan:
     scaling_reps: int  # interleaved rounds of 1×, 2×, 4×
     serve_seconds: int  # load per (server, clients) point
     serve_memory_requests: int  # requests between the two memory readings
+    serve_rounds: int  # alternating rounds of every server at 32 clients
     budget_seconds: float
 
 
 FULL = Plan(quick=False, train_limit=None, dev_limit=None, epochs=4, threshold=0.85,
             extra_epochs=1, pipeline_reps=5, model_batches=20, single_reps=300, batch_reps=30,
             batch_size=64, scaling_base=5000, scaling_dev=500, scaling_reps=3,
-            serve_seconds=20, serve_memory_requests=100_000, budget_seconds=3600)
+            serve_seconds=20, serve_memory_requests=100_000, serve_rounds=5,
+            budget_seconds=3600)
 QUICK = Plan(quick=True, train_limit=2000, dev_limit=1000, epochs=2, threshold=0.85,
              extra_epochs=1, pipeline_reps=3, model_batches=8, single_reps=50, batch_reps=5,
              batch_size=64, scaling_base=500, scaling_dev=200, scaling_reps=1,
-             serve_seconds=5, serve_memory_requests=5_000, budget_seconds=600)
+             serve_seconds=5, serve_memory_requests=5_000, serve_rounds=2,
+             budget_seconds=600)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +214,7 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
                 model = state["pair"].nlp.result.export_path.parent
             texts = read_pairs(data.dev, 2000)[0]
             return serving.run(model, texts, plan.serve_seconds, plan.serve_memory_requests,
-                               plan.batch_reps, log)
+                               plan.batch_reps, log, rounds=plan.serve_rounds)
 
         section("training", "Training", measure_training)
         section("glove", "Pretrained GloVe vectors", measure_glove)

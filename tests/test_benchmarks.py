@@ -278,22 +278,28 @@ def test_serving_load_generator_matches_the_servers_own_counts(model_server):
 
 
 def test_serving_section_end_to_end_on_the_sessions_classifier(trained_sentiment):
-    """The whole serving section, briefly: two real server processes, every table row and
+    """The whole serving section, briefly: four real server processes, every table row and
     check, the bare rows at the batch sizes the servers formed."""
     from benchmarks import serving
 
     model_dir = trained_sentiment[1].export_path.parent
     texts = [f"review {i}: {'not ' * (i % 3)}a good movie" for i in range(64)]
     section = serving.run(model_dir, texts, seconds=0.5, memory_requests=40, bare_reps=3,
-                          log=lambda line: None)
+                          log=lambda line: None, rounds=2)
     served, memory = section.tables[0][1], section.tables[1][1]
     points = [(mode, " ".join(options), clients)
               for mode, options, counts in serving.MODES for clients in counts]
-    assert [(r["server"], r["clients"]) for r in served[:7]] == [
+    assert len(points) == 8
+    assert [(r["server"], r["clients"]) for r in served[:8]] == [
         (f"{mode} ({options})", clients) for mode, options, clients in points]
-    assert all(r["errors"] == 0 and r["requests"] > 0 for r in served[:7])
-    assert all(r["mean batch"] == 1 for r in served[4:7])  # --max-batch-size 1
-    bare = {r["mean batch"]: r for r in served[7:]}
+    assert all(r["errors"] == 0 and r["requests"] > 0 for r in served[:8])
+    unbatched = [r for r in served[:8] if "--max-batch-size 1" in r["server"]]
+    assert len(unbatched) == 4 and all(r["mean batch"] == 1 for r in unbatched)
+    # 32 clients: two alternating rounds each, their range shown; one point otherwise
+    assert all(bool(r["range"]) == (r["clients"] == 32) for r in served[:8])
+    assert len(section.raw["segments"][f"{serving.BATCHING}|32"]) == 2
+    assert "median of 2 paired rounds" in section.checks[1].name
+    bare = {r["mean batch"]: r for r in served[8:]}
     assert 1 in bare and serving.BATCH in bare and all(r["reviews/s"] > 0 for r in bare.values())
     assert memory[0]["requests"] == 40 and memory[0]["errors"] == 0
     assert [c.target for c in section.checks] == ["≥ 70%", "≥ 5×", "0", "flat (growth < 10%)"]
