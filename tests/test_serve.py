@@ -178,10 +178,14 @@ def test_every_bad_request_gets_its_status_and_the_server_keeps_serving(server):
                          code="413") == 1
 
 
-def test_concurrent_single_requests_share_model_calls(served_models):
+@pytest.mark.parametrize("split_rows", [0, 4])
+def test_concurrent_single_requests_share_model_calls(served_models, split_rows):
+    """With --split-rows the merged batch runs as length-sorted calls of < 2 x 4 rows, and each
+    request still gets its own row back."""
     texts = [f"{'not ' * (i % 3)}bad at all , {'good ' * (i % 5)}" for i in range(32)]
     expected = direct_call(served_models["sentiment"], "serving_default", {"text": texts})
-    with running_server([served_models["sentiment"]], batch_timeout_ms=50) as server:
+    with running_server([served_models["sentiment"]], batch_timeout_ms=50,
+                        split_rows=split_rows) as server:
         start, results = threading.Barrier(32), [None] * 32
 
         def client(i):
@@ -197,6 +201,8 @@ def test_concurrent_single_requests_share_model_calls(served_models):
                               signature="serving_default")
         rows = server.metric("nlp_rnn_serve_batch_size_sum", model="sentiment",
                              signature="serving_default")
+        under_8 = server.metric("nlp_rnn_serve_batch_size_bucket", model="sentiment",
+                                signature="serving_default", le="8.0")
     assert [status for status, _, _ in results] == [200] * 32
     for i, (_, body, _) in enumerate(results):  # each request got its own row back
         (prediction,) = body["predictions"]
@@ -205,6 +211,8 @@ def test_concurrent_single_requests_share_model_calls(served_models):
             expected["probabilities"][i], abs=1e-6)
     assert rows == 32
     assert calls < 32 / 2, f"{calls} model calls for 32 concurrent requests"
+    if split_rows:
+        assert under_8 == calls  # every call held fewer than 2 x split_rows rows
 
 
 def test_rank0_inputs_split_batches_and_a_failing_merged_call_is_isolated():
