@@ -238,8 +238,7 @@ def _pooled(parts: list[dict]) -> dict:
             "p50_ms": median(flat) * 1000, "p99_ms": percentile(flat, 99) * 1000,
             "server_cpu_s": sum(p["server_cpu_s"] for p in parts),
             "client_cpu_s": sum(p["client_cpu_s"] for p in parts),
-            "mean_batch": sum(p["rows"] for p in parts) / max(sum(p["calls"] for p in parts), 1),
-            "segments": len(parts)}
+            "mean_batch": sum(p["rows"] for p in parts) / max(sum(p["calls"] for p in parts), 1)}
 
 
 def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: int,
