@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from nlp_rnn import atomic
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.errors import ConfigError
 
@@ -117,12 +118,12 @@ def write_outputs(root: Path, rows: list[dict], curves: dict, curve_key: str) ->
 
     root.mkdir(parents=True, exist_ok=True)
     markdown = markdown_table(rows)
-    (root / "comparison.md").write_text(markdown + "\n")
-    with (root / "comparison.csv").open("w", newline="") as f:
+    atomic.write_text(root / "comparison.md", markdown + "\n")
+    with atomic.atomic_output(root / "comparison.csv", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (root / "validation_curves.png").write_bytes(curves_png(
+    atomic.write_bytes(root / "validation_curves.png", curves_png(
         curves, curve_key.replace("val_", "dev "), title="validation curve per variant",
         log_scale="perplexity" in curve_key))
     return markdown

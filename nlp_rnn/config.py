@@ -13,455 +13,23 @@ import os
 import re
 from importlib import resources
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Any
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
-                      model_validator)
-
-from nlp_rnn.errors import ConfigError, DataError
-
-BUILTIN_PIPELINES = ("sentiment", "ner", "translation", "lm")  # run in this order by `nlp-rnn run pipeline` with no file
-SOURCE_PREFIXES = ("tfds:", "builtin:")
-# A run folder / SavedModel name: one path component that cannot climb out of its root.
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
-INT64_MAX = 2**63 - 1  # TensorFlow and NumPy hold every integer setting in (at most) 64 bits
-
-
-class Section(BaseModel):
-    """Base for every config section: unknown keys are errors and objects are immutable."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
-
-    @field_validator("*")
-    @classmethod
-    def _fits_in_int64(cls, value: Any) -> Any:
-        # A Python int has no bound; past int64 it would pass here and crash inside TensorFlow.
-        if type(value) is int and not -INT64_MAX <= value <= INT64_MAX:
-            raise ValueError("integer too large (at most 2**63 - 1)")
-        return value
-
-
-# ---- data --------------------------------------------------------------------------------
-
-
-class ClassificationData(Section):
-    """Where the labelled text comes from: a path, ``tfds:NAME[:SPLIT]`` or ``builtin:NAME[:SPLIT]``."""
-
-    train: str
-    dev: str
-    format: Literal["auto", "csv", "tsv", "jsonl", "folder"] = "auto"
-    text_column: str = "text"
-    label_column: str = "label"
-
-    @property
-    def accepts_folders(self) -> bool:
-        """Whether a data path may be a folder (of class folders) rather than a file."""
-        return self.format in ("auto", "folder")
-
-
-class VectorizeConfig(Section):
-    """In-graph tokenization: TextVectorization adapted on the training split only."""
-
-    max_tokens: int = Field(20000, ge=3, description="vocabulary size incl. padding and OOV")
-    max_length: int = Field(200, ge=1, description="tokens kept per example")
-    standardize: Literal["lower_split_punct", "lower_and_strip_punctuation", "lower", "none"] = (
-        "lower_split_punct")
-    keep: Literal["first", "last"] = "first"  # which end of a long text survives truncation
-
-
-# ---- model -------------------------------------------------------------------------------
-
-
-class PretrainedConfig(Section):
-    """Start a word embedding from pretrained vectors (embeddings.py); one shape everywhere.
-
-    ``pretrained: glove-6b-50d`` is short for ``pretrained: {path: glove-6b-50d}``. The
-    embedding size follows the vectors: validation reads the dimension from the file's first
-    line (or the .npy header) and sets the embedding size to it; an explicit different size
-    is an error naming both numbers.
-    """
-
-    path: str = Field(min_length=1, description="vectors file, or a known name: glove-6b-50d")
-    format: Literal["auto", "glove", "word2vec", "word2vec_binary", "fasttext", "npy"] = "auto"
-    words: Optional[str] = None  # npy: the word list (default: the matrix's stem + .txt/.parquet)
-    trainable: bool = True  # false: the rows stay exactly as loaded (frozen)
-    # train: the training vocabulary, rows found in the vectors start from them;
-    # train+pretrained: then the most frequent pretrained words never seen in training are
-    # added until the vocabulary holds max_tokens entries (unseen test words get a vector)
-    vocabulary: Literal["train", "train+pretrained"] = "train"
-
-    @model_validator(mode="before")
-    @classmethod
-    def _path_shorthand(cls, value):
-        return {"path": value} if isinstance(value, str) else value
-
-
-class RnnConfig(Section):
-    """The shared recurrent stack (layers/rnn.py)."""
-
-    cell: Literal["lstm", "gru", "simple_rnn"] = "lstm"
-    units: int = Field(64, ge=1)
-    layers: int = Field(1, ge=1, le=16)
-    bidirectional: bool = True
-    merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    # The next two break cuDNN eligibility; the run says so when they are set.
-    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"
-
-
-_GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}  # weight matrices per recurrent cell
-
-
-def rnn_parameters(rnn: RnnConfig | DecoderConfig, input_dim: int) -> tuple[int, int]:
-    """(weights of a recurrent stack reading ``input_dim`` features, its output features).
-
-    Each layer and direction holds gates x units x (inputs + units + bias); the same sum
-    Keras's LSTM/GRU/SimpleRNN weights add up to (GRU's second bias left out: a lower bound).
-    """
-    directions = 2 if getattr(rnn, "bidirectional", False) else 1
-    concat = directions == 2 and getattr(rnn, "merge_mode", "concat") == "concat"
-    total = 0
-    for _ in range(rnn.layers):
-        total += directions * _GATES[rnn.cell] * rnn.units * (input_dim + rnn.units + 1)
-        input_dim = rnn.units * (2 if concat else 1)
-    return total, input_dim
-
-
-class ConvConfig(Section):
-    """Optional Conv1D front before the RNN stack (CNN-LSTM); ``pool_size`` > 1 max-pools
-    its outputs in windows of that many tokens, so the RNN reads that many times fewer steps."""
-
-    filters: int = Field(64, ge=1)
-    kernel_size: int = Field(5, ge=1)
-    pool_size: int = Field(1, ge=1, le=64)
-
-
-class ClassificationModel(Section):
-    PRETRAINED_DIMS: ClassVar[dict[str, str]] = {"pretrained": "embedding_dim"}
-
-    token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="word dropout rate (training)")
-    embedding_dim: int = Field(128, ge=1)
-    pretrained: Optional[PretrainedConfig] = None
-    embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    conv: Optional[ConvConfig] = None
-    rnn: RnnConfig = RnnConfig()
-    pooling: Literal["last", "max", "mean", "max_mean", "attention"] = "max_mean"
-    hidden_units: int = Field(0, ge=0, description="dense layer before the output; 0 = none")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-# ---- training and export -----------------------------------------------------------------
-
-
-class TrainConfig(Section):
-    epochs: int = Field(5, ge=1)
-    batch_size: int = Field(64, ge=1)
-    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
-    learning_rate: float = Field(1e-3, gt=0.0)
-    lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="learning rate x this, each epoch")
-    clipnorm: Optional[float] = Field(1.0, gt=0.0)
-    early_stopping_patience: Optional[int] = Field(2, ge=1)
-    # stop after the epoch past which one more would overrun this many minutes of training
-    # (a resumed run counts the epochs its earlier attempts finished)
-    time_limit_minutes: Optional[float] = Field(None, gt=0.0)
-    # true/"float16": mixed_float16 (GPUs); "bfloat16": mixed_bfloat16 (TPUs, recent GPUs; on
-    # this project's AVX512-BF16 CPU it trained the spa_eng model only ~10% faster)
-    mixed_precision: Union[bool, Literal["float16", "bfloat16"]] = False
-    shuffle_buffer: int = Field(20000, ge=1)
-    steps_per_execution: int = Field(1, ge=1)
-    # tf.distribute (distribute.py): none | mirrored (this machine's GPUs) | multi_worker (the
-    # cluster in TF_CONFIG). batch_size is then the global batch, split over the replicas.
-    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
-
-
-class ExportConfig(Section):
-    enabled: bool = True
-    dir: str = Field("saved_models", min_length=1)
-    # default: the pipeline name; a folder name under ``dir``, never a path out of it
-    name: Optional[str] = Field(None, pattern=NAME_PATTERN)
-
-
-class PipelineBase(Section):
-    name: str = Field(pattern=NAME_PATTERN)
-    description: str = ""
-    seed: int = Field(42, ge=0, lt=2**32)  # the range NumPy's seed accepts
-    output_dir: str = Field("runs", min_length=1)
-    train: TrainConfig = TrainConfig()
-    export: ExportConfig = ExportConfig()
-
-    @property
-    def export_name(self) -> str:
-        return self.export.name or self.name
-
-    def pretrained_problem(self) -> tuple[str, str] | None:
-        """(key, message) when this task cannot use a configured ``pretrained`` entry."""
-        return None
-
-    def parameter_counts(self) -> dict[str, int]:
-        """A lower bound on the model's weights, known before any data is read.
-
-        Returns:
-            config key most responsible -> weights it accounts for; vocabularies are taken
-            at their smallest (padding, OOV and the specials), so the figures never overstate.
-        """
-        return {}
-
-
-class ClassificationPipeline(PipelineBase):
-    task: Literal["classification"]
-    data: ClassificationData
-    vectorize: VectorizeConfig = VectorizeConfig()
-    model: ClassificationModel = ClassificationModel()
-
-    def parameter_counts(self) -> dict[str, int]:
-        m = self.model
-        features = m.embedding_dim
-        counts = {"model.embedding_dim": 2 * m.embedding_dim}  # padding and OOV at least
-        if m.conv is not None:
-            counts["model.conv.filters"] = m.conv.filters * (m.conv.kernel_size * features + 1)
-            features = m.conv.filters
-        counts["model.rnn.units"], features = rnn_parameters(m.rnn, features)
-        counts["model.hidden_units"] = m.hidden_units * (features + 1)
-        counts["model.rnn.units"] += 2 * (m.hidden_units or features)  # 2 labels at least
-        return counts
-
-
-# ---- language model ----------------------------------------------------------------------
-
-
-class TextData(Section):
-    """Plain text: a path, a list of paths, or ``builtin:NAME[:SPLIT]``."""
-
-    train: Union[str, list[str]]
-    dev: Optional[Union[str, list[str]]] = None
-    # With no dev text, the last part of the training text is held out (contiguous, never
-    # shuffled into training, so held-out perplexity measures unseen continuations).
-    holdout_fraction: float = Field(0.1, gt=0.0, lt=0.5)
-
-
-class TextVectorizeConfig(Section):
-    level: Literal["char", "word"] = "char"
-    max_tokens: int = Field(10000, ge=3, description="vocabulary size incl. padding and OOV")
-    lowercase: bool = True
-    letters_only: bool = False  # d2l-style: every run of non-letters becomes one space
-    sequence_length: int = Field(64, ge=2, description="tokens per training window")
-
-
-class CausalRnnConfig(RnnConfig):
-    """A language model reads left to right: the stack cannot be bidirectional."""
-
-    bidirectional: Literal[False] = False
-
-
-class LanguageModelModel(Section):
-    PRETRAINED_DIMS: ClassVar[dict[str, str]] = {"pretrained": "embedding_dim"}
-
-    embedding_dim: int = Field(64, ge=1)
-    pretrained: Optional[PretrainedConfig] = None  # word level only
-    rnn: CausalRnnConfig = CausalRnnConfig()
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-class GenerationConfig(Section):
-    prompts: list[str] = ["the "]
-    max_length: int = Field(120, ge=1, le=10000)
-    temperature: float = Field(0.8, ge=0.0, description="0 = greedy")
-    top_k: int = Field(0, ge=0, description="sample among the k most likely; 0 = all")
-
-
-class LanguageModelPipeline(PipelineBase):
-    task: Literal["language_model"]
-    data: TextData
-    vectorize: TextVectorizeConfig = TextVectorizeConfig()
-    model: LanguageModelModel = LanguageModelModel()
-    generation: GenerationConfig = GenerationConfig()
-
-    def pretrained_problem(self) -> tuple[str, str] | None:
-        if self.model.pretrained is not None and self.vectorize.level == "char":
-            return ("model.pretrained", "a character-level language model has no word "
-                    "vocabulary for pretrained word vectors; set vectorize.level: word")
-        return None
-
-    def parameter_counts(self) -> dict[str, int]:
-        m = self.model
-        rnn, features = rnn_parameters(m.rnn, m.embedding_dim)
-        # embedding and logits each span a vocabulary of padding, OOV and one token at least
-        return {"model.embedding_dim": 3 * m.embedding_dim, "model.rnn.units": rnn + 3 * features}
-
-
-# ---- sequence tagging (NER) ----------------------------------------------------------------
-
-
-class TaggingData(Section):
-    """Token-tagged sentences: CoNLL column files, JSONL {"tokens", "tags"}, ``tfds:conll2003``
-    or ``builtin:ner``. Tags in any of IOB1/IOB2/BIOES are read and converted."""
-
-    train: str
-    dev: str
-    format: Literal["auto", "conll", "jsonl"] = "auto"
-    token_column: int = 0
-    tag_column: int = -1  # CoNLL-2003: word POS chunk NER -> the last column
-    scheme: Literal["auto", "iob1", "iob2", "bioes"] = "auto"  # the files' tag scheme
-
-
-class TaggingVectorizeConfig(Section):
-    """Word, casing and character features, all computed in the graph from the raw tokens."""
-
-    max_tokens: int = Field(50000, ge=3, description="word vocabulary size incl. padding and OOV")
-    min_count: int = Field(1, ge=1, description="training occurrences a word needs to get an id")
-    lowercase: bool = True  # the word vocabulary is lower-cased; casing is its own feature
-    digits_to_zero: bool = True  # 1996 and 2001 share an id ("0000")
-    max_length: int = Field(150, ge=1, description="tokens kept per sentence")
-    max_word_chars: int = Field(24, ge=1, description="characters kept per token")
-    max_chars: int = Field(300, ge=3, description="character vocabulary size")
-    tag_scheme: Literal["iob2", "bioes"] = "bioes"  # what the model predicts (output is IOB2)
-
-
-class CharEncoderConfig(Section):
-    """Character-level word encoder: CNN + max-pool (Ma & Hovy 2016) or BiLSTM (Lample 2016)."""
-
-    type: Literal["cnn", "bilstm"] = "cnn"
-    embedding_dim: int = Field(30, ge=1)
-    filters: int = Field(50, ge=1, description="cnn: feature maps")
-    kernel_size: int = Field(3, ge=1, description="cnn: characters per window")
-    units: int = Field(25, ge=1, description="bilstm: units per direction")
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-class TaggingModel(Section):
-    PRETRAINED_DIMS: ClassVar[dict[str, str]] = {"pretrained": "word_embedding_dim"}
-
-    word_embedding_dim: int = Field(100, ge=1)
-    # the word embedding's vectors; their words go through the vocabulary's own
-    # normalisation (vectorize.lowercase, digits_to_zero) before matching
-    pretrained: Optional[PretrainedConfig] = None
-    casing_dim: int = Field(8, ge=0, description="casing/shape feature embedding; 0 = off")
-    chars: Optional[CharEncoderConfig] = CharEncoderConfig()  # null = no character features
-    token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="word dropout rate (training)")
-    embedding_dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    rnn: RnnConfig = RnnConfig(units=100)
-    dropout: float = Field(0.5, ge=0.0, lt=1.0)
-    output: Literal["crf", "softmax"] = "crf"
-
-
-class TaggingPipeline(PipelineBase):
-    task: Literal["tagging"]
-    data: TaggingData
-    vectorize: TaggingVectorizeConfig = TaggingVectorizeConfig()
-    model: TaggingModel = TaggingModel()
-
-    def parameter_counts(self) -> dict[str, int]:
-        m = self.model
-        counts = {"model.word_embedding_dim": 2 * m.word_embedding_dim,
-                  "model.casing_dim": m.casing_dim}
-        features = m.word_embedding_dim + m.casing_dim
-        if m.chars is not None:
-            c = m.chars
-            if c.type == "cnn":
-                counts["model.chars.filters"] = c.filters * (c.kernel_size * c.embedding_dim + 1)
-                features += c.filters
-            else:
-                counts["model.chars.units"] = 2 * 4 * c.units * (c.embedding_dim + c.units + 1)
-                features += 2 * c.units
-            counts["model.chars.embedding_dim"] = 2 * c.embedding_dim
-        counts["model.rnn.units"], _ = rnn_parameters(m.rnn, features)
-        return counts
-
-
-# ---- translation (seq2seq) -----------------------------------------------------------------
-
-
-class ParallelData(Section):
-    """Sentence pairs: a tab-separated file (columns chosen below, extra columns ignored), two
-    aligned files ``[source_file, target_file]``, ``tfds:NAME[:SPLIT]`` (e.g.
-    ``tfds:ted_hrlr_translate/pt_to_en``) or ``builtin:dates``."""
-
-    train: Union[str, list[str]]
-    dev: Union[str, list[str]]
-    format: Literal["auto", "tsv", "aligned"] = "auto"
-    source_column: int = 1  # Tatoeba files are English<TAB>Spanish: 1 -> 0 is Spanish->English
-    target_column: int = 0
-    source_language: Optional[str] = None  # tfds: feature names (default: supervised keys)
-    target_language: Optional[str] = None
-
-
-class TranslationVectorizeConfig(Section):
-    """One in-graph tokenizer per language: Unicode composition, quotes unified, punctuation
-    split off; the target keeps its case (BLEU is case-sensitive) unless told otherwise."""
-
-    source_max_tokens: int = Field(20000, ge=3, description="source vocabulary incl. padding, OOV")
-    target_max_tokens: int = Field(12000, ge=5, description="target vocabulary incl. padding, "
-                                   "OOV, start and end")
-    source_max_length: int = Field(50, ge=1, description="source tokens kept")
-    target_max_length: int = Field(50, ge=1, description="target tokens kept in training")
-    lowercase_source: bool = True
-    lowercase_target: bool = False
-
-
-class DecoderConfig(Section):
-    """The decoder reads left to right: a unidirectional stack (cuDNN-shaped)."""
-
-    cell: Literal["lstm", "gru", "simple_rnn"] = "gru"
-    units: int = Field(512, ge=1)
-    layers: int = Field(1, ge=1, le=8)
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-
-
-class TranslationModel(Section):
-    PRETRAINED_DIMS: ClassVar[dict[str, str]] = {"source_pretrained": "source_embedding_dim",
-                                                 "target_pretrained": "target_embedding_dim"}
-
-    source_embedding_dim: int = Field(256, ge=1)
-    target_embedding_dim: int = Field(256, ge=1)
-    source_pretrained: Optional[PretrainedConfig] = None
-    target_pretrained: Optional[PretrainedConfig] = None
-    encoder: RnnConfig = RnnConfig(cell="gru", units=256)
-    decoder: DecoderConfig = DecoderConfig()
-    # Scores between the decoder's output and each encoder state: additive (Bahdanau 2015,
-    # v.tanh(Wq q + Wk k)) or multiplicative (Luong 2015 "general", q.W k / sqrt(d)).
-    attention: Literal["additive", "multiplicative"] = "multiplicative"
-    attention_units: int = Field(256, ge=1, description="additive attention's hidden size")
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
-
-
-class DecodingConfig(Section):
-    beam_width: int = Field(4, ge=1, le=64, description="exported default; 1 = greedy")
-    length_penalty: float = Field(0.6, ge=0.0, le=5.0, description="GNMT alpha; 0 = none")
-    max_length_ratio: float = Field(1.5, gt=0.0, description="output tokens <= ratio x source "
-                                    "tokens + offset")
-    max_length_offset: int = Field(5, ge=0)
-    dev_sample: int = Field(1000, ge=0, description="dev pairs scored (greedy BLEU) each epoch")
-
-
-class TranslationPipeline(PipelineBase):
-    task: Literal["translation"]
-    data: ParallelData
-    vectorize: TranslationVectorizeConfig = TranslationVectorizeConfig()
-    model: TranslationModel = TranslationModel()
-    decoding: DecodingConfig = DecodingConfig()
-
-    def parameter_counts(self) -> dict[str, int]:
-        m = self.model
-        encoder, memory = rnn_parameters(m.encoder, m.source_embedding_dim)
-        decoder, features = rnn_parameters(m.decoder, m.target_embedding_dim)
-        return {"model.source_embedding_dim": 2 * m.source_embedding_dim,
-                # target vocabulary: padding, OOV, start and end at least (embedding, logits)
-                "model.target_embedding_dim": 4 * m.target_embedding_dim,
-                "model.encoder.units": encoder,
-                # the attentional layer reads the decoder output and the attention context
-                "model.decoder.units": decoder + features * (features + memory) + 4 * features,
-                "model.attention_units": (m.attention_units * (features + memory)
-                                          if m.attention == "additive" else 0)}
-
-
-PIPELINE_CLASSES: dict[str, type[PipelineBase]] = {
-    "classification": ClassificationPipeline, "language_model": LanguageModelPipeline,
-    "tagging": TaggingPipeline, "translation": TranslationPipeline}
-PipelineConfig = Union[ClassificationPipeline, LanguageModelPipeline, TaggingPipeline,
-                       TranslationPipeline]
+from pydantic import BaseModel, ValidationError
+
+from nlp_rnn import tasks
+from nlp_rnn.errors import ConfigError, DataError, first_line
+from nlp_rnn.sections import SOURCE_PREFIXES, PipelineBase, is_local_path
+
+# every task's built-in pipeline, in registry order: `nlp-rnn run pipeline` with no file runs them
+BUILTIN_PIPELINES = tuple(name for name in (tasks.pipeline_class(task).BUILTIN_PIPELINE
+                                            for task in tasks.REGISTRY) if name)
+
+# Any task's pipeline config (its class comes from the task registry: tasks.pipeline_class).
+PipelineConfig = PipelineBase
+__all__ = ["SOURCE_PREFIXES", "PipelineConfig", "is_local_path", "load_pipeline",
+           "validate_config"]
 
 
 # ---- loading -----------------------------------------------------------------------------
@@ -624,10 +192,6 @@ def _first_error(exc: ValidationError, cls: type[BaseModel], file: str,
     return ConfigError(message, file=file, key=key, line=line)
 
 
-def is_local_path(spec: str) -> bool:
-    return not spec.startswith(SOURCE_PREFIXES)
-
-
 def _exists(path: str) -> bool:
     """Path.exists() that is False (not an OSError) for names the OS rejects, e.g. too long."""
     try:
@@ -638,15 +202,13 @@ def _exists(path: str) -> bool:
 
 def _check_paths(config: PipelineBase, file: str, lines: dict[tuple, int]) -> None:
     """Local data paths must exist; built-in corpora must be known."""
-    from nlp_rnn.data.builtin import (BUILTIN_CORPORA, BUILTIN_PARALLEL_CORPORA,
-                                      BUILTIN_TAGGED_CORPORA, SPLITS)
+    from nlp_rnn.data.builtin import SPLITS
     from nlp_rnn.data.readers import check_input_path
 
     data = getattr(config, "data", None)
     if data is None:
         return
-    corpora = {"tagging": BUILTIN_TAGGED_CORPORA, "translation": BUILTIN_PARALLEL_CORPORA}.get(
-        config.task, BUILTIN_CORPORA)
+    corpora = config.builtin_corpora()
     if getattr(data, "train", None) == []:
         raise ConfigError("empty list; expected at least one file", file, "data.train",
                           lines.get(("data", "train")))
@@ -755,10 +317,10 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
     if not isinstance(raw, dict):
         raise ConfigError("a pipeline must be a YAML mapping (key: value lines)", file)
     task = raw.get("task")
-    if not isinstance(task, str) or task not in PIPELINE_CLASSES:
-        raise ConfigError(f"task must be one of {', '.join(PIPELINE_CLASSES)} (got {task!r})",
+    if not isinstance(task, str) or task not in tasks.REGISTRY:
+        raise ConfigError(f"task must be one of {', '.join(tasks.REGISTRY)} (got {task!r})",
                           file, "task", lines.get(("task",)))
-    cls = PIPELINE_CLASSES[task]
+    cls = tasks.pipeline_class(task)
     raw = copy.deepcopy(raw)  # env expansion must not touch the caller's mapping
     try:
         _expand_data_paths(raw)
@@ -837,7 +399,7 @@ def read_yaml(path: str) -> tuple[Any, str]:
         line = mark.line + 1 if mark else None
         if isinstance(exc, yaml.reader.ReaderError):  # a control character: no mark, a position
             line = text.count("\n", 0, exc.position) + 1
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise ConfigError(f"invalid YAML: {problem}", path, line=line) from None
 
 

@@ -4,9 +4,9 @@ Each run gets ``runs/<name>/<timestamp>/`` holding the resolved config.yaml, the
 TensorBoard logs, checkpoints, history.csv, metrics.json and run.json (whose ``status`` says
 whether the run completed). Re-running the same config after a crash resumes the unfinished
 run folder of a dead run, on the same data, instead of starting over: from the last completed
-epoch, or, when training had finished, straight at evaluation and export (run_folder.py has
-the rules and the lock that keeps a live run's folder its own). Under ``train.distribute: multi_worker`` only the chief
-writes a run folder (distribute.py).
+epoch, or, when training had finished, straight at evaluation and export (resume.py has
+the rules and the lock that keeps a live run's folder its own). Under
+``train.distribute: multi_worker`` only the chief writes a run folder (distribute.py).
 """
 
 from __future__ import annotations
@@ -20,11 +20,11 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-from nlp_rnn import atomic, interrupts
+from nlp_rnn import atomic, interrupts, resume
 from nlp_rnn.config import PipelineConfig, config_to_yaml
-from nlp_rnn.run_folder import prepare_run_dir, read_status, write_status
+from nlp_rnn.resume import prepare_run_dir, read_status, write_status
 
 Log = Callable[[str], None]
 
@@ -52,7 +52,7 @@ class RunResult:
         return sorted(times)[len(times) // 2] if times else float("nan")  # median: robust
 
 
-# ---- run folders (run_folder.py: locking, run.json, data fingerprint) --------------------
+# ---- run folders (resume.py: locking, run.json, data fingerprint) ------------------------
 
 
 def check_export_dir(config: PipelineConfig) -> None:
@@ -203,141 +203,211 @@ def _record_failure(run_dir: Path, resumed: bool, exc: BaseException, log: Log) 
         log(f"warning: could not record the failure in {run_dir / 'run.json'}")
 
 
+@dataclass
+class _Run:
+    """What one run's steps hand each other (see ``_run``)."""
+
+    config: PipelineConfig
+    task: Any  # the task module (tasks.base.Task)
+    distribution: Any  # distribute.Distribution
+    run_dir: Path
+    backup_dir: Path
+    log: Log
+    notes: list[str] = field(default_factory=list)
+    # _read_data
+    data: Any = None
+    vectorizers: Any = None
+    pretrained: dict = field(default_factory=dict)
+    train_ds: Any = None
+    dev_ds: Any = None
+    dropped: int = 0
+    train_tokens: int = 0
+    # _build
+    model: Any = None
+    compile_args: dict = field(default_factory=dict)
+    params: int = 0
+    # _train
+    history: list[dict] = field(default_factory=list)
+    train_seconds: float = 0.0
+
+    def say(self, line: str) -> None:
+        self.log(f"[{self.config.name}] {line}")
+
+
 def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, resumed: bool,
          earlier: dict, log: Log, callbacks: list = ()) -> RunResult:
-    from nlp_rnn import embeddings, training
-    from nlp_rnn.export import export_saved_model
-    from nlp_rnn.layers.rnn import cudnn_report, describe_cudnn
+    """The steps of one run, in order; each is a function below."""
+    from nlp_rnn import training
     from nlp_rnn.tasks import TASKS
 
-    task = TASKS[config.task]
-    log(f"[{config.name}] {distribution.describe(config.train.batch_size)}")
-    log_dir = run_dir / "logs"
+    run = _Run(config, TASKS[config.task], distribution, run_dir, backup_dir, log)
+    run.say(distribution.describe(config.train.batch_size))
     training.set_seed(config.seed)
     training.set_precision(config.train.mixed_precision)
+    _read_data(run)
+    _build(run)
+    _train(run, earlier, callbacks)
+    if not distribution.is_chief:
+        return _finish_worker(run, resumed)
+    metrics, endpoints = _evaluate(run)
+    export_path = _export(run, endpoints, metrics)
+    return _record(run, metrics, export_path, resumed)
 
-    # data and vocabulary (every worker builds the same, deterministically)
-    data = task.load_data(config)
-    log(f"[{config.name}] {data.describe()}")
-    log(f"[{config.name}] building the vocabulary from the training split ...")
-    vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
+
+def _read_data(run: _Run) -> None:
+    """Data, vocabulary (every worker builds the same, deterministically) and datasets."""
+    from nlp_rnn import embeddings
+
+    config, task = run.config, run.task
+    run.data = task.load_data(config)
+    run.say(run.data.describe())
+    run.say("building the vocabulary from the training split ...")
+    run.vectorizers = task.build_vectorizers(config, run.data, run.run_dir / "vocab")
     # pretrained word vectors (embeddings.py): the task read them with its vocabulary
-    pretrained = getattr(vectorizers, "pretrained", None) or {}
-    for embedding in pretrained.values():
-        log(f"[{config.name}] pretrained {embedding.describe()}")
-    if pretrained and distribution.is_chief:
-        embeddings.write_summary(log_dir, pretrained)
-    log(f"[{config.name}] tokenizing and caching the training data ...")
-    train_ds, dev_ds, (dropped, train_tokens) = task.make_datasets(config, data, vectorizers)
-    train_ds, dev_ds = distribution.prepare_dataset(train_ds), \
-        distribution.prepare_dataset(dev_ds)
-    notes = []
-    if dropped:
-        notes.append(f"dropped {dropped} training examples that are empty after tokenization")
-        log(f"[{config.name}] {notes[-1]}")
-    examples = getattr(getattr(data, "train", None), "count", None)
+    run.pretrained = getattr(run.vectorizers, "pretrained", None) or {}
+    for embedding in run.pretrained.values():
+        run.say(f"pretrained {embedding.describe()}")
+    if run.pretrained and run.distribution.is_chief:
+        embeddings.write_summary(run.run_dir / "logs", run.pretrained)
+    run.say("tokenizing and caching the training data ...")
+    train_ds, dev_ds, (run.dropped, run.train_tokens) = task.make_datasets(
+        config, run.data, run.vectorizers)
+    run.train_ds = run.distribution.prepare_dataset(train_ds)
+    run.dev_ds = run.distribution.prepare_dataset(dev_ds)
+    if run.dropped:
+        run.notes.append(f"dropped {run.dropped} training examples that are empty after "
+                         "tokenization")
+        run.say(run.notes[-1])
+    examples = getattr(getattr(run.data, "train", None), "count", None)
     if isinstance(examples, int) and examples > config.train.shuffle_buffer:
         # A window shuffle of a file sorted by length or label (Tatoeba runs from short to
         # long) feeds each part of an epoch from one end of the file.
-        notes.append(f"train.shuffle_buffer {config.train.shuffle_buffer} < {examples} "
-                     "training examples: each epoch is only shuffled within a moving "
-                     "window; raise it if the data is ordered (by length, label, topic)")
-        log(f"[{config.name}] warning: {notes[-1]}")
+        run.notes.append(f"train.shuffle_buffer {config.train.shuffle_buffer} < {examples} "
+                         "training examples: each epoch is only shuffled within a moving "
+                         "window; raise it if the data is ordered (by length, label, topic)")
+        run.say(f"warning: {run.notes[-1]}")
 
-    # model: its variables, and the metrics' in compile_args, belong to the strategy
-    with distribution.scope():
-        model = task.build_model(config, vectorizers)
-        embeddings.load_into(model, pretrained)
-        compile_args = task.compile_args(config)
-    params = model.count_params()
-    log(f"[{config.name}] model {model.name}: {params:,} parameters")
-    cudnn = describe_cudnn(cudnn_report(model))
-    log(f"[{config.name}] {cudnn}")
-    notes.extend(line.strip() for line in cudnn.splitlines()[1:])
 
-    # training, unless an earlier attempt finished it (and was killed in evaluation or export)
+def _build(run: _Run) -> None:
+    """The model: its variables, and the metrics' in compile_args, belong to the strategy."""
+    from nlp_rnn import embeddings
+    from nlp_rnn.layers.rnn import cudnn_report, describe_cudnn
+
+    with run.distribution.scope():
+        run.model = run.task.build_model(run.config, run.vectorizers)
+        embeddings.load_into(run.model, run.pretrained)
+        run.compile_args = run.task.compile_args(run.config)
+    run.params = run.model.count_params()
+    run.say(f"model {run.model.name}: {run.params:,} parameters")
+    cudnn = describe_cudnn(cudnn_report(run.model))
+    run.say(cudnn)
+    run.notes.extend(line.strip() for line in cudnn.splitlines()[1:])
+
+
+def _train(run: _Run, earlier: dict, callbacks: list) -> None:
+    """Fit, unless an earlier attempt finished training (and was killed in evaluation or
+    export): then load its best weights."""
+    from nlp_rnn import training
+
+    config, distribution, run_dir = run.config, run.distribution, run.run_dir
     start = time.perf_counter()
     trained = distribution.is_chief and earlier.get("phase") == "trained"
-    if trained and not training.load_trained(model, config.train, run_dir, compile_args,
-                                             distribution, log):
+    if trained and not training.load_trained(run.model, config.train, run_dir,
+                                             run.compile_args, distribution, run.log):
         trained = False
-        log(f"[{config.name}] training had finished, but its best weights are gone: "
-            "training again from epoch 1")
+        run.say("training had finished, but its best weights are gone: training again from "
+                "epoch 1")
     if trained:
-        history = training.read_history(run_dir / "history.csv")
-        train_seconds = float(earlier.get("train_seconds", 0.0))
-        log(f"[{config.name}] training had finished ({len(history)} epochs): loaded the best "
-            "weights; evaluating and exporting")
-    else:
+        run.history = resume.read_history(run_dir / "history.csv")
+        run.train_seconds = float(earlier.get("train_seconds", 0.0))
+        run.say(f"training had finished ({len(run.history)} epochs): loaded the best weights; "
+                "evaluating and exporting")
+        return
+    if distribution.is_chief:
+        write_status(run_dir, phase="training")
+
+    def record_trained():
         if distribution.is_chief:
-            write_status(run_dir, phase="training")
+            write_status(run_dir, phase="trained", train_seconds=time.perf_counter() - start)
 
-        def record_trained():
-            if distribution.is_chief:
-                write_status(run_dir, phase="trained",
-                             train_seconds=time.perf_counter() - start)
+    log_dir = run_dir / "logs"
+    run.history = training.fit(
+        run.model, run.train_ds, run.dev_ds, config.train, run_dir,
+        (run.task.METRIC.monitor, run.task.METRIC.direction), run.compile_args, log_dir,
+        run.task.callbacks(run.model, run.vectorizers, config, log_dir, run.dev_ds)
+        + list(callbacks),
+        distribution=distribution, backup_dir=run.backup_dir, log=run.log,
+        on_trained=record_trained)
+    run.train_seconds = time.perf_counter() - start
 
-        history = training.fit(model, train_ds, dev_ds, config.train, run_dir,
-                               (task.METRIC.monitor, task.METRIC.direction),
-                               compile_args, log_dir,
-                               task.callbacks(model, vectorizers, config, log_dir, dev_ds)
-                               + list(callbacks),
-                               distribution=distribution, backup_dir=backup_dir, log=log,
-                               on_trained=record_trained)
-        train_seconds = time.perf_counter() - start
 
-    if not distribution.is_chief:
-        return _finish_worker(config, distribution, run_dir, backup_dir, history,
-                              train_seconds, resumed, notes, params, train_tokens, log)
+def _evaluate(run: _Run) -> tuple[dict, dict]:
+    """(dev metrics, serving endpoints): evaluation goes through the serving functions
+    themselves, so ``nlp-rnn evaluate`` on the export agrees."""
+    config, task = run.config, run.task
+    run.say(f"trained {len(run.history)} epochs in {run.train_seconds:.0f} s; evaluating the "
+            "best epoch on dev ...")
+    endpoints = task.serving_endpoints(run.model, run.vectorizers, config)
+    metrics = task.evaluate_run(run.model, endpoints, run.data, run.vectorizers, run.dev_ds,
+                                config)
+    log_dir = run.run_dir / "logs"
+    write_hparams(log_dir, config, f"{config.name}/{run.run_dir.name}",
+                  task.METRIC.headline(metrics))
+    task.write_summaries(metrics, run.run_dir, log_dir)
+    return metrics, endpoints
 
-    # evaluation through the serving function itself, so `nlp-rnn evaluate` agrees
-    log(f"[{config.name}] trained {len(history)} epochs in {train_seconds:.0f} s; "
-        "evaluating the best epoch on dev ...")
-    endpoints = task.serving_endpoints(model, vectorizers, config)
-    metrics = task.evaluate_run(model, endpoints, data, vectorizers, dev_ds, config)
-    headline = task.METRIC.headline(metrics)
-    write_hparams(log_dir, config, f"{config.name}/{run_dir.name}", headline)
-    task.write_summaries(metrics, run_dir, log_dir)
 
-    export_path = None
-    if config.export.enabled:
-        metadata = {"task": config.task, "name": config.name, "run_dir": str(run_dir),
-                    "dev_metrics": headline, **task.export_metadata(config, vectorizers)}
-        export_path = export_saved_model(
-            model, endpoints, task.trackables(vectorizers), config.export.dir,
-            config.export_name, task.export_inputs(vectorizers, config), metadata, log=log)
-        log(f"[{config.name}] exported SavedModel to {export_path}")
+def _export(run: _Run, endpoints: dict, metrics: dict) -> Path | None:
+    """The SavedModel (export.py, the only writer of one), or None when export is off."""
+    from nlp_rnn.export import export_saved_model
 
-    best = task.METRIC.best(history)
+    config, task = run.config, run.task
+    if not config.export.enabled:
+        return None
+    metadata = {"task": config.task, "name": config.name, "run_dir": str(run.run_dir),
+                "dev_metrics": task.METRIC.headline(metrics), "demo_widget": task.DEMO_WIDGET,
+                **task.export_metadata(config, run.vectorizers)}
+    export_path = export_saved_model(
+        run.model, endpoints, task.trackables(run.vectorizers), config.export.dir,
+        config.export_name, task.export_inputs(run.vectorizers, config), metadata, log=run.log)
+    run.say(f"exported SavedModel to {export_path}")
+    return export_path
+
+
+def _record(run: _Run, metrics: dict, export_path: Path | None, resumed: bool) -> RunResult:
+    """metrics.json and the completed run.json; the RunResult."""
+    headline = run.task.METRIC.headline(metrics)
+    best = run.task.METRIC.best(run.history)
     summary = {"dev": {k: v for k, v in metrics.items() if k != "samples"},
-               "headline": headline, "epochs_run": len(history),
-               "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": train_seconds,
-               "dropped_empty_train_examples": dropped, "train_tokens": train_tokens,
-               "params": params, "history": history,
-               "pretrained": {name: e.report() for name, e in pretrained.items()},
-               "export_path": str(export_path) if export_path else None, "notes": notes,
-               "distribute": distribution.record()}
-    atomic.write_text(run_dir / "metrics.json", json.dumps(summary, indent=2))
-    write_status(run_dir, status="completed", phase="completed", error=None,
+               "headline": headline, "epochs_run": len(run.history),
+               "best_epoch": int(best.get("epoch", -1)) + 1, "train_seconds": run.train_seconds,
+               "dropped_empty_train_examples": run.dropped, "train_tokens": run.train_tokens,
+               "params": run.params, "history": run.history,
+               "pretrained": {name: e.report() for name, e in run.pretrained.items()},
+               "export_path": str(export_path) if export_path else None, "notes": run.notes,
+               "distribute": run.distribution.record()}
+    atomic.write_text(run.run_dir / "metrics.json", json.dumps(summary, indent=2))
+    write_status(run.run_dir, status="completed", phase="completed", error=None,
                  finished=datetime.now().isoformat(timespec="seconds"),
                  export_path=str(export_path) if export_path else None)
-    return RunResult(config.name, config.task, run_dir, export_path, headline,
-                     len(history), train_seconds, resumed, notes, params, train_tokens,
-                     summary["best_epoch"], history, distribution.record())
+    return RunResult(run.config.name, run.config.task, run.run_dir, export_path, headline,
+                     len(run.history), run.train_seconds, resumed, run.notes, run.params,
+                     run.train_tokens, summary["best_epoch"], run.history,
+                     run.distribution.record())
 
 
-def _finish_worker(config: PipelineConfig, distribution, scratch: Path, backup_dir: Path,
-                   history: list[dict], train_seconds: float, resumed: bool, notes: list[str],
-                   params: int, train_tokens: int, log: Log) -> RunResult:
+def _finish_worker(run: _Run, resumed: bool) -> RunResult:
     """A non-chief worker after training: wait until the chief has exported, then tidy up."""
-    log(f"[{config.name}] trained {len(history)} epochs in {train_seconds:.0f} s; "
-        "waiting for the chief to evaluate and export ...")
-    distribution.barrier()
-    shutil.rmtree(backup_dir.parent, ignore_errors=True)  # training completed: nothing to resume
-    notes.append(f"{distribution.task.name}: trained in step with the chief, which evaluates "
-                 "and exports")
-    return RunResult(config.name, config.task, scratch, None, {}, len(history), train_seconds,
-                     resumed, notes, params, train_tokens, 0, history, distribution.record())
+    run.say(f"trained {len(run.history)} epochs in {run.train_seconds:.0f} s; waiting for the "
+            "chief to evaluate and export ...")
+    run.distribution.barrier()
+    # training completed: nothing to resume
+    shutil.rmtree(run.backup_dir.parent, ignore_errors=True)
+    run.notes.append(f"{run.distribution.task.name}: trained in step with the chief, which "
+                     "evaluates and exports")
+    return RunResult(run.config.name, run.config.task, run.run_dir, None, {}, len(run.history),
+                     run.train_seconds, resumed, run.notes, run.params, run.train_tokens, 0,
+                     run.history, run.distribution.record())
 
 
 def run_pipelines(configs: list[PipelineConfig], log: Log = print) -> list[RunResult]:

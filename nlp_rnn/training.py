@@ -5,27 +5,22 @@ run's tf.distribute strategy (see distribute.py)."""
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
-import json
-import math
-import os
 import re
 import shutil
 import sys
 import time
 import warnings
-from datetime import datetime
 from pathlib import Path
 from typing import Callable
 
 import keras
 
 from nlp_rnn import atomic, interrupts
-from nlp_rnn.config import TrainConfig
+from nlp_rnn.sections import TrainConfig
 from nlp_rnn.distribute import Distribution
-
-BEST_WEIGHTS = "checkpoints/best.weights.h5"
+from nlp_rnn.resume import (BEST_WEIGHTS, AtomicBackupAndRestore, AtomicModelCheckpoint,
+                            best_so_far, check_resume_files, read_history,
+                            save_weights_atomically, set_aside, unreadable_weights)
 
 
 def set_seed(seed: int) -> None:
@@ -122,177 +117,7 @@ class AgreeOnMonitor(keras.callbacks.Callback):
             logs[self.monitor] = self.distribution.mean_over_workers(float(logs[self.monitor]))
 
 
-# ---- checkpoints a kill or a full disk cannot tear ----------------------------------------
-
-# Fault injection for tests/test_faults.py: with NLP_RNN_TEST_PAUSE=checkpoint_write:N the
-# N-th checkpoint write of the process stops (sleeps, after printing a line) with its
-# temporary file written and not yet renamed, so a test can SIGKILL the process exactly inside
-# a checkpoint write. Epoch k writes the backup (write 2k-1), then the best checkpoint if dev
-# improved.
-TEST_PAUSE = "NLP_RNN_TEST_PAUSE"
-_writes = 0
-EPOCH_ATTR = "nlp_rnn_epoch"  # in a backup's .h5: the epoch its weights finished
-H5_OVERHEAD = 64 * 1024 + 4096  # file + per-variable headroom when estimating a weights file
-
-
-def _weights_bytes(model: keras.Model) -> int:
-    """About what an .h5 of the model's (and its optimizer's) variables takes on disk."""
-    variables = list(model.weights)
-    if model.optimizer is not None and model.optimizer.built:
-        variables += list(model.optimizer.variables)
-    values = sum(math.prod(v.shape) * 8 for v in variables)  # 8: no dtype is wider
-    return values + 4096 * len(variables) + H5_OVERHEAD
-
-
-def save_weights_atomically(model: keras.Model, path: str | os.PathLike,
-                            epoch: int | None = None) -> None:
-    """``model.save_weights(path)`` through a temporary file beside it, fsync'ed and renamed.
-
-    h5py crashes the process when the disk fills under it (errors printed from destructors,
-    then a segmentation fault), so the free space is checked first against the size of the
-    file it replaces (or an estimate) and a full disk raises ``OSError(ENOSPC, path)`` before
-    h5py writes a byte. ``epoch`` is stored in the file itself (attribute ``nlp_rnn_epoch``),
-    so the weights and the epoch they belong to are replaced in one rename.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    need = max(path.stat().st_size if path.exists() else 0, _weights_bytes(model))
-    if shutil.disk_usage(path.parent).free < need:
-        raise atomic.disk_full(path)
-    try:
-        with atomic.atomic_path(path, suffix=".weights.h5") as tmp:
-            model.save_weights(str(tmp), overwrite=True)
-            if epoch is not None:
-                import h5py
-
-                with h5py.File(tmp, "a") as f:
-                    f.attrs[EPOCH_ATTR] = epoch
-            _pause_for_test(tmp)
-    except Exception as exc:
-        if atomic.is_disk_full(exc):
-            raise atomic.disk_full(path) from None
-        raise
-
-
-def _pause_for_test(tmp: Path) -> None:
-    global _writes
-    _writes += 1
-    if os.environ.get(TEST_PAUSE) == f"checkpoint_write:{_writes}":
-        print(f"{TEST_PAUSE}: paused writing {tmp}", flush=True)
-        time.sleep(3600)
-
-
-def unreadable_weights(path: Path) -> str | None:
-    """Why an .h5 weights file cannot be read back (torn by a kill, truncated), or None."""
-    import h5py
-
-    try:
-        with h5py.File(path, "r") as f:
-            datasets = []
-            f.visititems(lambda _, item: datasets.append(item)
-                         if isinstance(item, h5py.Dataset) else None)
-            for item in datasets:
-                item[()]
-    except Exception as exc:  # h5py raises OSError, KeyError, RuntimeError ... for torn files
-        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    return None
-
-
-def set_aside(path: Path, why: str, log=print, into: Path | None = None) -> Path:
-    """Rename a corrupt file to ``<name>.corrupt-<time>`` (kept for inspection, in ``into``
-    or beside it) and say so."""
-    aside = (into or path.parent) / f"{path.name}.corrupt-{datetime.now():%Y%m%d-%H%M%S}"
-    os.replace(path, aside)
-    log(f"warning: {path} is unreadable ({why}); set aside as {aside.name}")
-    return aside
-
-
-class AtomicModelCheckpoint(keras.callbacks.ModelCheckpoint):
-    """Keras' best-checkpoint callback, writing through ``save_weights_atomically``
-    (weights only: the only way training.py uses it)."""
-
-    def _save_model(self, epoch, batch, logs):
-        filepath = self._get_file_path(epoch, batch, logs)
-        if self._should_save_model(epoch, batch, logs, filepath):
-            save_weights_atomically(self.model, filepath)
-
-
-class AtomicBackupAndRestore(keras.callbacks.BackupAndRestore):
-    """Keras' BackupAndRestore with one atomic file per backup: the weights and the epoch they
-    finished (an .h5 attribute), replaced in one rename. Keras writes the weights in place and
-    the epoch to a second JSON file, so a kill tore one or left the two disagreeing.
-
-    Reads backups an earlier version wrote (epoch from ``training_metadata.json``)."""
-
-    def _save_model(self):
-        save_weights_atomically(self.model, self._weights_path, epoch=self._current_epoch)
-        # kept for tools that read Keras' layout; the .h5 attribute is what a resume trusts
-        atomic.write_text(self._training_metadata_path,
-                          json.dumps({"epoch": self._current_epoch, "batch": 0}))
-
-    def on_train_begin(self, logs=None):
-        self._load_model()
-
-    def _load_model(self):
-        if not os.path.exists(self._weights_path):
-            return  # a fresh start (a stray metadata file without weights means nothing)
-        if self.model.optimizer is not None and not self.model.optimizer.built:
-            self.model.optimizer.build(self.model.trainable_variables)
-        self.model.load_weights(self._weights_path)
-        import h5py
-
-        with h5py.File(self._weights_path, "r") as f:
-            epoch = f.attrs.get(EPOCH_ATTR)
-        if epoch is None:  # written by Keras' own callback (an earlier nlp-rnn)
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                epoch = json.loads(Path(self._training_metadata_path).read_text())["epoch"]
-        self.model._initial_epoch = int(epoch or 0)
-
-
-def check_resume_files(run_dir: Path, backup_dir: Path, log=print) -> None:
-    """Before a (resumed) fit: set aside unreadable checkpoints, drop killed writers'
-    temporary files, and cut a torn last row off history.csv.
-
-    A torn backup means the resume starts over from epoch 1 (said in the log); a torn best
-    checkpoint only loses the best-so-far (the next improvement writes a new one).
-    """
-    for folder in (run_dir / "checkpoints", backup_dir):
-        if folder.is_dir():
-            for stale in atomic.remove_stale_temporaries(folder):
-                log(f"removed {stale}, a temporary file a killed writer left")
-    backup = backup_dir / "latest.weights.h5"
-    if backup.exists() and (why := unreadable_weights(backup)):
-        # beside the run folder's other files: the backup folder is deleted when training ends
-        set_aside(backup, why, log, into=run_dir)
-        log(f"warning: no readable backup in {backup_dir}: training starts over from epoch 1")
-    best = run_dir / BEST_WEIGHTS
-    if best.exists() and (why := unreadable_weights(best)):
-        set_aside(best, why, log)
-    repair_history(run_dir / "history.csv", log)
-
-
-def repair_history(history_csv: Path, log=print) -> None:
-    """Drop a last row a kill cut short (CSVLogger appends to it on resume, which would glue
-    the next row onto the torn one)."""
-    if not history_csv.exists():
-        return
-    text = history_csv.read_text(encoding="utf-8", errors="replace")
-    if not text or text.endswith("\n"):
-        return
-    kept = text[:text.rfind("\n") + 1]
-    log(f"warning: {history_csv}: dropped a torn last row {text[len(kept):]!r}")
-    if kept:
-        atomic.write_text(history_csv, kept)
-    else:
-        history_csv.unlink()
-
-
-def best_so_far(history_csv: Path, monitor: str, mode: str) -> float | None:
-    """The best ``monitor`` value in an earlier (interrupted) attempt's CSV history."""
-    values = [row[monitor] for row in read_history(history_csv) if monitor in row]
-    if not values:
-        return None
-    return max(values) if mode == "max" else min(values)
+# ---- the callbacks of every fit ----------------------------------------------------------
 
 
 def standard_callbacks(run_dir: Path, train: TrainConfig, monitor: str, mode: str,
@@ -324,24 +149,6 @@ def standard_callbacks(run_dir: Path, train: TrainConfig, monitor: str, mode: st
         callbacks.append(keras.callbacks.EarlyStopping(
             monitor=monitor, mode=mode, patience=train.early_stopping_patience))
     return callbacks
-
-
-def read_history(history_csv: Path) -> list[dict]:
-    """Per-epoch metrics of all attempts of a run (a resumed run appends to the same file)."""
-    if not history_csv.exists():
-        return []
-    with history_csv.open(encoding="utf-8", errors="replace", newline="") as f:
-        text = f.read()
-    if not text.endswith("\n"):
-        text = text[:text.rfind("\n") + 1]  # a last row a kill cut short
-    rows = []
-    for row in csv.DictReader(io.StringIO(text)):
-        try:
-            rows.append({k: float(v) for k, v in row.items() if k and v not in ("", None)})
-        except (TypeError, ValueError):
-            continue  # a foreign line (a second header): not an epoch
-    by_epoch = {int(row["epoch"]): row for row in rows if "epoch" in row}  # repeated: latest
-    return [by_epoch[e] for e in sorted(by_epoch)]
 
 
 def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,

@@ -43,7 +43,8 @@ from pydantic import BaseModel
 
 import nlp_rnn.cli
 from nlp_rnn.cli import main
-from nlp_rnn.config import BUILTIN_PIPELINES, PIPELINE_CLASSES
+from nlp_rnn.config import BUILTIN_PIPELINES
+from nlp_rnn.tasks import REGISTRY, pipeline_class
 from nlp_rnn.data import parallel, readers, tagging
 from nlp_rnn.errors import DataError
 
@@ -171,7 +172,7 @@ def base_pipeline(task: str, ws: Path) -> dict:
             "train": train, "export": export}
 
 
-TASKS = list(PIPELINE_CLASSES)
+TASKS = list(REGISTRY)
 
 # ---- writing YAML with known line numbers --------------------------------------------------------
 
@@ -313,12 +314,12 @@ def config_fields(cls: type[BaseModel], prefix: tuple = ()) -> list[tuple[tuple,
 
 
 def section_paths(task: str) -> list[tuple]:
-    cls = PIPELINE_CLASSES[task]
+    cls = pipeline_class(task)
     return [()] + [p for p, f in config_fields(cls) if _section_class(f.annotation)]
 
 
 def section_class(task: str, path: tuple) -> type[BaseModel]:
-    cls = PIPELINE_CLASSES[task]
+    cls = pipeline_class(task)
     for part in path:
         cls = _section_class(cls.model_fields[part].annotation)
     return cls
@@ -441,7 +442,7 @@ def dotted(path: tuple) -> str:
 
 
 FIELD_CASES = [(task, path, field) for task in TASKS
-               for path, field in config_fields(PIPELINE_CLASSES[task]) if path != ("task",)]
+               for path, field in config_fields(pipeline_class(task)) if path != ("task",)]
 
 
 # ---- configs: generated properties -------------------------------------------------------------
@@ -535,7 +536,7 @@ def test_key_that_is_not_a_string(ws, data):
     assert f"Keys should be strings (got {key!r})" in line, line
 
 
-REQUIRED = {task: [p for p, f in config_fields(PIPELINE_CLASSES[task]) if f.is_required()]
+REQUIRED = {task: [p for p, f in config_fields(pipeline_class(task)) if f.is_required()]
             for task in TASKS}
 
 
@@ -780,7 +781,7 @@ def test_malformed_set_is_rejected_with_the_expected_form(ws, data):
 def test_any_set_either_validates_or_names_the_override(ws, data):
     """Arbitrary --set KEY=VALUE on a valid pipeline: a clean dry run or one error line."""
     task = data.draw(st.sampled_from(TASKS), label="task")
-    fields = [dotted(p) for p, _ in config_fields(PIPELINE_CLASSES[task])]
+    fields = [dotted(p) for p, _ in config_fields(pipeline_class(task))]
     key = data.draw(st.one_of(st.sampled_from(fields), st.text(min_size=1, max_size=20),
                               st.sampled_from(fields).map(lambda k: k + ".x")), label="key")
     value = data.draw(st.one_of(st.text(max_size=20), st.sampled_from(

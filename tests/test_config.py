@@ -15,16 +15,11 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from nlp_rnn.config import (
-    BUILTIN_PIPELINES,
-    ClassificationPipeline,
-    ConvConfig,
-    RnnConfig,
-    config_to_yaml,
-    load_pipeline,
-    parse_override,
-    validate_config,
-)
+from nlp_rnn.config import BUILTIN_PIPELINES, config_to_yaml, load_pipeline, parse_override, validate_config
+
+from nlp_rnn.tasks.classification.config import ClassificationPipeline, ConvConfig
+
+from nlp_rnn.sections import RnnConfig
 from nlp_rnn.errors import ConfigError, UserError
 
 from conftest import CSV

@@ -198,7 +198,7 @@ from nlp_rnn import distribute
 from nlp_rnn.config import load_pipeline
 mirrored = distribute.setup("mirrored")  # before any TensorFlow op
 import keras, numpy as np, tensorflow as tf
-from nlp_rnn.tasks import tagging
+from nlp_rnn.tasks.tagging import task as tagging
 
 out = {}
 overrides = ["model.token_dropout=0", "model.embedding_dropout=0", "model.dropout=0",

@@ -285,7 +285,7 @@ def test_training_data_with_nothing_to_learn_is_one_error_naming_the_file(
 
 
 def test_whitespace_training_text_then_fixed_loads(tmp_path, monkeypatch):
-    from nlp_rnn.tasks import classification
+    from nlp_rnn.tasks.classification import task as classification
 
     monkeypatch.chdir(tmp_path)
     Path("train.csv").write_text("text,label\n  ,a\n \t ,b\n")

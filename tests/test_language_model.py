@@ -10,7 +10,7 @@ from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import batching
 from nlp_rnn.data.sources import plain_texts
 from nlp_rnn.errors import ConfigError, UserError
-from nlp_rnn.tasks import language_model as lm
+from nlp_rnn.tasks.language_model import task as lm
 
 
 def test_held_out_text_is_the_contiguous_end_of_training_text(tmp_path):

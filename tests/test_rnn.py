@@ -11,7 +11,8 @@ from nlp_rnn.data import vectorize
 from nlp_rnn.layers.pooling import SequencePooling
 from nlp_rnn.layers.rnn import (cudnn_report, describe_cudnn, keras_cudnn_args_ok,
                                 recurrent_layers, rnn_stack)
-from nlp_rnn.tasks import TASKS, classification
+from nlp_rnn.tasks import TASKS
+from nlp_rnn.tasks.classification import task as classification
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -52,14 +53,14 @@ def test_rnn_stack_shapes(cell, bidirectional):
 
 def tiny_vectorizers_for(task):
     if task == "language_model":
-        from nlp_rnn.tasks import language_model
+        from nlp_rnn.tasks.language_model import task as language_model
 
         tokens = ["", "[UNK]", "a", "b"]
         return language_model.Vectorizers(tokens, keras.layers.StringLookup(
             vocabulary=tokens[2:], mask_token="", num_oov_indices=1), "char")
     if task == "tagging":
         from nlp_rnn.data.vectorize import build_label_lookup
-        from nlp_rnn.tasks import tagging
+        from nlp_rnn.tasks.tagging import task as tagging
 
         lookup = lambda vocab: keras.layers.StringLookup(  # noqa: E731
             vocabulary=vocab, mask_token="", num_oov_indices=1)
@@ -68,7 +69,7 @@ def tiny_vectorizers_for(task):
                                    lookup(["a"]), lookup(["a"]), build_label_lookup(tags))
     if task == "translation":
         from nlp_rnn.data.vectorize import build_text_vectorizer
-        from nlp_rnn.tasks import translation
+        from nlp_rnn.tasks.translation import task as translation
 
         target = [translation.START, translation.END, "a"]
         return translation.Vectorizers(build_text_vectorizer("none", 10, ["a", "b"]),
@@ -142,7 +143,7 @@ def test_conv_front_ignores_padding_and_pools_the_mask(pool_size):
     import tensorflow as tf
 
     from nlp_rnn.layers.rnn import cudnn_mask_ok
-    from nlp_rnn.tasks.classification import conv_front
+    from nlp_rnn.tasks.classification.model import conv_front
 
     config = load_pipeline("sentiment", ["model.conv.filters=6", "model.conv.kernel_size=3",
                                          f"model.conv.pool_size={pool_size}"])

@@ -15,7 +15,7 @@ from nlp_rnn.data.sources import tagged_source
 from nlp_rnn.errors import ConfigError, DataError
 from nlp_rnn.layers.rnn import cudnn_mask_ok, cudnn_report
 from nlp_rnn.pipeline import run_pipeline
-from nlp_rnn.tasks import tagging
+from nlp_rnn.tasks.tagging import task as tagging
 
 
 def test_casing_classes():

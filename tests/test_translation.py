@@ -16,7 +16,7 @@ from nlp_rnn.cli import main
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import vectorize
 from nlp_rnn.layers.attention import SequenceAttention
-from nlp_rnn.tasks import translation
+from nlp_rnn.tasks.translation import task as translation
 
 
 def small_config(tmp_path, **overrides):

@@ -29,6 +29,7 @@ from typing import Callable
 
 import numpy as np
 
+from nlp_rnn import atomic
 from nlp_rnn.errors import UserError
 from nlp_rnn.plots import figure_png, pyplot
 
@@ -126,7 +127,7 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
     """
     run_dir = resolve_run_dir(run_dir)
     from nlp_rnn.config import load_pipeline
-    from nlp_rnn.training import BEST_WEIGHTS
+    from nlp_rnn.resume import BEST_WEIGHTS
 
     config = load_pipeline(str(run_dir / "config.yaml"))
     weights = run_dir / BEST_WEIGHTS
@@ -153,7 +154,7 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
     out.mkdir(parents=True, exist_ok=True)
     files = {name: out / name for name in ("gradient_norms.csv", "gradient_norms.png",
                                            "summary.md")}
-    with open(files["gradient_norms.csv"], "w", newline="") as f:
+    with atomic.atomic_output(files["gradient_norms.csv"], newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["steps_before_final", "rows", "trained", "init"])
         for k in range(len(trained)):
@@ -161,10 +162,10 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
     title = (f"{config.name} ({config.task}, {describe_layer(probe.layer)}): gradient of the "
              "final prediction's loss\nwith respect to the first recurrent layer's input x_t")
     png = gradient_png({"trained": trained, "initialisation": init}, counts, title)
-    files["gradient_norms.png"].write_bytes(png)
+    atomic.write_bytes(files["gradient_norms.png"], png)
     reaches = {"trained": reach(trained), "init": reach(init)}
     summary = summary_markdown(config.name, trained, init, counts, reaches)
-    files["summary.md"].write_text(summary)
+    atomic.write_text(files["summary.md"], summary)
     _tensorboard(run_dir / "logs" / "diagnostics", png, summary)
     log(summary)
     log(f"[{config.name}] wrote {', '.join(str(p) for p in files.values())}")

@@ -56,6 +56,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from nlp_rnn import atomic
 from nlp_rnn.plots import figure_png, pyplot
 
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -538,11 +539,11 @@ def _write_outputs(out: Path, rows, runs, ratios, longest, budget, task) -> dict
     files = {name: str(out / name) for name in
              ("table.md", "table.csv", "gradient_norms.csv", "accuracy_vs_length.png",
               "gradient_norms.png")}
-    with open(files["table.csv"], "w", newline="") as f:
+    with atomic.atomic_output(files["table.csv"], newline="") as f:
         writer = csv.DictWriter(f, fieldnames=TABLE_COLUMNS)
         writer.writeheader()
         writer.writerows(_formatted(row) for row in rows)
-    with open(files["gradient_norms.csv"], "w", newline="") as f:
+    with atomic.atomic_output(files["gradient_norms.csv"], newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["cell", "length", "clipnorm", "gate_bias", "stage", "t", "grad_norm"])
         for run in runs:
@@ -551,11 +552,11 @@ def _write_outputs(out: Path, rows, runs, ratios, longest, budget, task) -> dict
                     writer.writerow([run["cell"], run["length"], _clip_label(run["clipnorm"]),
                                      _gate_label(run), stage, t, f"{norm:.6e}"])
     markdown = markdown_table(rows, ratios, longest, budget, task)
-    Path(files["table.md"]).write_text(markdown)
+    atomic.write_text(files["table.md"], markdown)
     accuracy_png = accuracy_plot_png(rows, task)
     gradient_png = gradient_plot_png(runs, longest, task)
-    Path(files["accuracy_vs_length.png"]).write_bytes(accuracy_png)
-    Path(files["gradient_norms.png"]).write_bytes(gradient_png)
+    atomic.write_bytes(files["accuracy_vs_length.png"], accuracy_png)
+    atomic.write_bytes(files["gradient_norms.png"], gradient_png)
     files["logs"] = str(out / "logs")
     _write_tensorboard(out / "logs", accuracy_png, gradient_png, markdown)
     return files

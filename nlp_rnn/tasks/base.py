@@ -2,10 +2,11 @@
 helpers several tasks share. No TensorFlow at import time (``MainMetric`` is read by code that
 must stay fast, e.g. a tuner validating its study before anything trains).
 
-A task module (``tasks/<task>.py``) is a plug-in: the registry (``tasks/__init__.py``) maps a
-config's ``task`` name to it and shared code (pipeline, serving, CLI, compare,
-``diagnose gradients``) only ever calls what ``Task`` lists. Adding a task means a module
-satisfying ``Task``, its config class in config.py, and one registry entry.
+A task is a package (``tasks/<task>/``: ``config.py``, ``model.py``, ``task.py``) and is a
+plug-in: the registry (``tasks/__init__.py``) maps a config's ``task`` name to it and shared
+code (pipeline, inference, CLI, server, compare, ``diagnose gradients``) only ever calls what
+``Task`` lists of its ``task.py``. Adding a task means a package like the others and one
+registry entry.
 """
 
 from __future__ import annotations
@@ -82,8 +83,9 @@ class GradientProbe:
 class Task(Protocol):
     """The functions and constants of a task module (checked by tests/test_task_contract.py).
 
-    ``config`` is the task's pipeline config (config.py), ``data`` what ``load_data`` returns,
-    ``vectorizers`` what ``build_vectorizers`` returns; both are task-defined objects.
+    ``config`` is the task's pipeline config (``tasks/<task>/config.py``), ``data`` what
+    ``load_data`` returns, ``vectorizers`` what ``build_vectorizers`` returns; both are
+    task-defined objects.
     ``metadata`` is the JSON the export writes beside the SavedModel: ``task``, ``name``,
     ``run_dir``, ``dev_metrics`` (the headline) and ``export_metadata``'s keys.
     """
@@ -94,6 +96,9 @@ class Task(Protocol):
     PREDICT_OPTIONS: tuple[str, ...]
     """Generation options ``predict`` accepts (a subset of max_length, temperature, top_k,
     beam_width); others are ignored."""
+    DEMO_WIDGET: str
+    """How ``nlp-rnn serve``'s demo page shows a prediction: label_bars, entity_spans, seq2seq
+    or prompt (serve/static/demo.js draws each)."""
 
     # ---- training (pipeline.py) --------------------------------------------------------
     def load_data(self, config) -> Any:

@@ -18,11 +18,11 @@ import numpy as np
 import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
-from nlp_rnn.config import LanguageModelPipeline
+from nlp_rnn.tasks.language_model.config import LanguageModelPipeline
+from nlp_rnn.tasks.language_model.model import Stepper
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import plain_text, plain_texts
 from nlp_rnn.errors import DataError, UserError
-from nlp_rnn.layers.rnn import recurrent_layers, rnn_stack
 from nlp_rnn.tasks.base import MainMetric, token_sequence_probe
 
 # Perplexity is exp(val_loss): checkpoints follow val_loss, which Keras logs itself, and
@@ -165,21 +165,6 @@ def dev_batches(config: LanguageModelPipeline, data: Data, vectorizers: Vectoriz
 # ---- model -------------------------------------------------------------------------------
 
 
-def build_model(config: LanguageModelPipeline, vectorizers: Vectorizers) -> keras.Model:
-    """tokens int64 [B, T] -> next-token logits float32 [B, T, V].
-
-    No mask: the stack is causal, so the output at step t never depends on padding after t.
-    """
-    m = config.model
-    tokens = keras.Input(shape=(None,), dtype="int64", name="tokens")
-    x = keras.layers.Embedding(len(vectorizers.tokens), m.embedding_dim, name="embedding")(tokens)
-    x = rnn_stack(x, None, **m.rnn.model_dump(), return_sequences=True, name="decoder")
-    if m.dropout:
-        x = keras.layers.Dropout(m.dropout, name="dropout")(x)
-    logits = keras.layers.Dense(len(vectorizers.tokens), dtype="float32", name="logits")(x)
-    return keras.Model(tokens, logits, name=f"{config.name}_language_model")
-
-
 def compile_args(config: LanguageModelPipeline) -> dict:
     return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
@@ -235,39 +220,6 @@ def sample_next(logits: tf.Tensor, temperature: tf.Tensor, top_k: tf.Tensor) -> 
         temperature > 0,
         lambda: tf.random.categorical(logits / temperature, 1, dtype=tf.int64)[:, 0],
         lambda: tf.argmax(logits, axis=-1))
-
-
-class Stepper:
-    """Runs the trained stack one token at a time, carrying each layer's recurrent state.
-
-    Generation reads the prompt once and then costs one cell step per layer per new token,
-    instead of re-running the whole sequence for every token. The cells are the trained
-    layers' own, so the logits equal those of ``model`` on the full sequence.
-    """
-
-    def __init__(self, model: keras.Model):
-        self.embedding = model.get_layer("embedding")
-        self.cells = [layer.cell for layer in recurrent_layers(model)]
-        self.logits = model.get_layer("logits")
-
-    def initial_states(self, batch: tf.Tensor) -> list[list[tf.Tensor]]:
-        sizes = lambda cell: cell.state_size if isinstance(  # noqa: E731
-            cell.state_size, (list, tuple)) else [cell.state_size]
-        return [[tf.zeros([batch, n], cell.compute_dtype) for n in sizes(cell)]
-                for cell in self.cells]
-
-    def __call__(self, tokens: tf.Tensor, states, active: tf.Tensor | None = None):
-        """One step: tokens int64 [B] -> (logits [B, V], new states); rows where ``active`` is
-        False keep their old state (a prompt shorter than the batch's longest)."""
-        x = self.embedding(tokens)
-        new_states = []
-        for cell, state in zip(self.cells, states):
-            x, updated = cell(x, state, training=False)
-            updated = updated if isinstance(updated, (list, tuple)) else [updated]
-            if active is not None:
-                updated = [tf.where(active[:, None], u, s) for u, s in zip(updated, state)]
-            new_states.append(list(updated))
-        return self.logits(x), new_states
 
 
 def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
@@ -415,7 +367,7 @@ def trackables(vectorizers: Vectorizers) -> list:
 
 def export_metadata(config: LanguageModelPipeline, vectorizers: Vectorizers) -> dict:
     g = config.generation
-    return {"demo_widget": DEMO_WIDGET, "level": vectorizers.level, "max_length": g.max_length,
+    return {"level": vectorizers.level, "max_length": g.max_length,
             "temperature": g.temperature, "top_k": g.top_k}
 
 

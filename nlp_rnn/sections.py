@@ -1,0 +1,149 @@
+"""The config sections every task shares, and ``PipelineBase``: TensorFlow-free pydantic.
+
+A task's own sections (its ``data``, ``vectorize``, ``model``, ...) and its pipeline class live
+in ``tasks/<task>/config.py`` and build on these; ``config.py`` loads and validates a YAML
+pipeline into the class the task registry names. Nothing here knows a task.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal, Optional, Sequence, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SOURCE_PREFIXES = ("tfds:", "builtin:")
+
+# A run folder / SavedModel name: one path component that cannot climb out of its root.
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+INT64_MAX = 2**63 - 1  # TensorFlow and NumPy hold every integer setting in (at most) 64 bits
+
+class Section(BaseModel):
+    """Base for every config section: unknown keys are errors and objects are immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*")
+    @classmethod
+    def _fits_in_int64(cls, value: Any) -> Any:
+        # A Python int has no bound; past int64 it would pass here and crash inside TensorFlow.
+        if type(value) is int and not -INT64_MAX <= value <= INT64_MAX:
+            raise ValueError("integer too large (at most 2**63 - 1)")
+        return value
+
+class PretrainedConfig(Section):
+    """Start a word embedding from pretrained vectors (embeddings.py); one shape everywhere.
+
+    ``pretrained: glove-6b-50d`` is short for ``pretrained: {path: glove-6b-50d}``. The
+    embedding size follows the vectors: validation reads the dimension from the file's first
+    line (or the .npy header) and sets the embedding size to it; an explicit different size
+    is an error naming both numbers.
+    """
+
+    path: str = Field(min_length=1, description="vectors file, or a known name: glove-6b-50d")
+    format: Literal["auto", "glove", "word2vec", "word2vec_binary", "fasttext", "npy"] = "auto"
+    words: Optional[str] = None  # npy: the word list (default: the matrix's stem + .txt/.parquet)
+    trainable: bool = True  # false: the rows stay exactly as loaded (frozen)
+    # train: the training vocabulary, rows found in the vectors start from them;
+    # train+pretrained: then the most frequent pretrained words never seen in training are
+    # added until the vocabulary holds max_tokens entries (unseen test words get a vector)
+    vocabulary: Literal["train", "train+pretrained"] = "train"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_shorthand(cls, value):
+        return {"path": value} if isinstance(value, str) else value
+
+class RnnConfig(Section):
+    """The shared recurrent stack (layers/rnn.py)."""
+
+    cell: Literal["lstm", "gru", "simple_rnn"] = "lstm"
+    units: int = Field(64, ge=1)
+    layers: int = Field(1, ge=1, le=16)
+    bidirectional: bool = True
+    merge_mode: Literal["concat", "sum", "mul", "ave"] = "concat"
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    # The next two break cuDNN eligibility; the run says so when they are set.
+    recurrent_dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    activation: Literal["tanh", "relu", "sigmoid"] = "tanh"
+
+_GATES = {"lstm": 4, "gru": 3, "simple_rnn": 1}  # weight matrices per recurrent cell
+
+def rnn_parameters(rnn: Any, input_dim: int) -> tuple[int, int]:
+    """(weights of a recurrent stack reading ``input_dim`` features, its output features).
+
+    Each layer and direction holds gates x units x (inputs + units + bias); the same sum
+    Keras's LSTM/GRU/SimpleRNN weights add up to (GRU's second bias left out: a lower bound).
+    """
+    directions = 2 if getattr(rnn, "bidirectional", False) else 1
+    concat = directions == 2 and getattr(rnn, "merge_mode", "concat") == "concat"
+    total = 0
+    for _ in range(rnn.layers):
+        total += directions * _GATES[rnn.cell] * rnn.units * (input_dim + rnn.units + 1)
+        input_dim = rnn.units * (2 if concat else 1)
+    return total, input_dim
+
+class TrainConfig(Section):
+    epochs: int = Field(5, ge=1)
+    batch_size: int = Field(64, ge=1)
+    optimizer: Literal["adam", "adamw", "rmsprop", "sgd"] = "adam"
+    learning_rate: float = Field(1e-3, gt=0.0)
+    lr_decay: float = Field(1.0, gt=0.0, le=1.0, description="learning rate x this, each epoch")
+    clipnorm: Optional[float] = Field(1.0, gt=0.0)
+    early_stopping_patience: Optional[int] = Field(2, ge=1)
+    # stop after the epoch past which one more would overrun this many minutes of training
+    # (a resumed run counts the epochs its earlier attempts finished)
+    time_limit_minutes: Optional[float] = Field(None, gt=0.0)
+    # true/"float16": mixed_float16 (GPUs); "bfloat16": mixed_bfloat16 (TPUs, recent GPUs; on
+    # this project's AVX512-BF16 CPU it trained the spa_eng model only ~10% faster)
+    mixed_precision: Union[bool, Literal["float16", "bfloat16"]] = False
+    shuffle_buffer: int = Field(20000, ge=1)
+    steps_per_execution: int = Field(1, ge=1)
+    # tf.distribute (distribute.py): none | mirrored (this machine's GPUs) | multi_worker (the
+    # cluster in TF_CONFIG). batch_size is then the global batch, split over the replicas.
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+
+class ExportConfig(Section):
+    enabled: bool = True
+    dir: str = Field("saved_models", min_length=1)
+    # default: the pipeline name; a folder name under ``dir``, never a path out of it
+    name: Optional[str] = Field(None, pattern=NAME_PATTERN)
+
+class PipelineBase(Section):
+    # the task's built-in pipeline (nlp_rnn/builtin_pipelines/<name>.yaml, on built-in corpora),
+    # part of the built-in default that `nlp-rnn run pipeline` runs with no file
+    BUILTIN_PIPELINE: ClassVar[Optional[str]] = None
+
+    name: str = Field(pattern=NAME_PATTERN)
+    description: str = ""
+    seed: int = Field(42, ge=0, lt=2**32)  # the range NumPy's seed accepts
+    output_dir: str = Field("runs", min_length=1)
+    train: TrainConfig = TrainConfig()
+    export: ExportConfig = ExportConfig()
+
+    @property
+    def export_name(self) -> str:
+        return self.export.name or self.name
+
+    @classmethod
+    def builtin_corpora(cls) -> Sequence[str]:
+        """Names of the built-in corpora (``builtin:NAME``) this task's data may name."""
+        from nlp_rnn.data.builtin import BUILTIN_CORPORA
+
+        return tuple(BUILTIN_CORPORA)
+
+    def pretrained_problem(self) -> tuple[str, str] | None:
+        """(key, message) when this task cannot use a configured ``pretrained`` entry."""
+        return None
+
+    def parameter_counts(self) -> dict[str, int]:
+        """A lower bound on the model's weights, known before any data is read.
+
+        Returns:
+            config key most responsible -> weights it accounts for; vocabularies are taken
+            at their smallest (padding, OOV and the specials), so the figures never overstate.
+        """
+        return {}
+
+def is_local_path(spec: str) -> bool:
+    return not spec.startswith(SOURCE_PREFIXES)

@@ -1,0 +1,1 @@
+"""The classification task: see task.py (the ``base.Task`` protocol), config.py and model.py."""

@@ -1,0 +1,1 @@
+"""The tagging task: see task.py (the ``base.Task`` protocol), config.py and model.py."""
