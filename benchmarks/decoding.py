@@ -38,7 +38,7 @@ def train_builtin_translator(workdir: Path, log: Callable[[str], None]) -> Path:
 
 def resolve(export: Path) -> Path:
     """``saved_models/NAME`` -> its newest version folder; a version folder stays as it is."""
-    from nlp_rnn.export import resolve_model_dir
+    from nlp_rnn.inference import resolve_model_dir
 
     return Path(resolve_model_dir(str(export)))
 
@@ -48,7 +48,7 @@ def dev_sources(export: Path, data: str | None, limit: int) -> tuple[list[str], 
     with the model's own source column; Tatoeba's dev file runs from short to long sentences)
     or over the built-in dates dev split, and the name of where they come from."""
     from nlp_rnn.data.sources import parallel_source
-    from nlp_rnn.export import read_metadata
+    from nlp_rnn.inference import read_metadata
 
     metadata = read_metadata(resolve(export))
     spec = data or "builtin:dates:dev"
@@ -65,12 +65,12 @@ def run(export: Path, sources: Sequence[str], data_name: str, single_reps: int,
     """Single-sentence latency and batch throughput of greedy and beam decoding."""
     import tensorflow as tf
 
-    from nlp_rnn.export import read_metadata
+    from nlp_rnn.inference import load_export
 
     started = time.perf_counter()
-    export = resolve(export)
-    metadata = read_metadata(export)
-    translate = tf.saved_model.load(str(export)).signatures["translate"]
+    loaded = load_export(resolve(export))
+    export, metadata = loaded.version_dir, loaded.metadata
+    translate = loaded.signature("translate")
     penalty = tf.constant(metadata["length_penalty"], tf.float32)
     singles = [tf.constant([s]) for s in sources[:max(single_reps, 1)]]
     batches = [tf.constant(list(sources[i:i + batch_size]))

@@ -211,9 +211,10 @@ def bare_throughput(model_dir: Path, texts: Sequence[str], reps: int, batch: int
     consecutive reviews (median call; batches of 64: the ceiling)."""
     import tensorflow as tf
 
-    from nlp_rnn.export import resolve_model_dir
+    from nlp_rnn.inference import load_export, resolve_model_dir
 
-    fn = tf.saved_model.load(str(resolve_model_dir(str(model_dir)))).signatures["serving_default"]
+    loaded = load_export(resolve_model_dir(str(model_dir)))
+    fn = loaded.signature("serving_default")
     batches = [tf.constant(list(texts[i:i + batch]))
                for i in range(0, len(texts) - batch + 1, batch)]
     for texts_in in batches[:2]:

@@ -102,10 +102,10 @@ def quiet_tensorflow() -> None:
 
 
 def check_model_dir(model_dir: str) -> None:
-    """A wrong MODEL_DIR fails before TensorFlow loads (UserError)."""
-    from nlp_rnn.export import read_metadata, resolve_model_dir
+    """A wrong MODEL_DIR fails before TensorFlow loads (ExportError)."""
+    from nlp_rnn.inference import exported_metadata
 
-    read_metadata(resolve_model_dir(model_dir))
+    exported_metadata(model_dir)
 
 
 @click.group(cls=InterruptibleGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -409,7 +409,7 @@ def predict_command(model_dir, texts, input_file, output_file, max_length, tempe
     "text" and its translation (key: translation).
     """
     from nlp_rnn.atomic import atomic_output
-    from nlp_rnn.serving import predict, read_inputs
+    from nlp_rnn.inference import predict, read_inputs
 
     require_paths({"MODEL_DIR": model_dir, "--input": input_file, "--output": output_file})
     if output_file:
@@ -454,7 +454,7 @@ def evaluate_command(model_dir, data, data_format, text_column, label_column, as
     language models: perplexity of plain text (as a run measures its held-out text).
     """
     from nlp_rnn.data.readers import check_input_path
-    from nlp_rnn.serving import evaluate
+    from nlp_rnn.inference import evaluate
 
     require_paths({"MODEL_DIR": model_dir, "--data": data})
     check_model_dir(model_dir)

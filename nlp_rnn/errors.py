@@ -30,3 +30,12 @@ class DataError(UserError):
         if file:
             where = f"{file}:{line}: " if line else f"{file}: "
         super().__init__(where + message)
+
+
+class ExportError(UserError):
+    """An export folder cannot be used (missing, no complete version, damaged metadata or
+    SavedModel, a signature it lacks): names the folder, what is wrong and what to do."""
+
+    def __init__(self, folder, problem: str, remedy: str = ""):
+        self.folder, self.problem, self.remedy = folder, problem, remedy
+        super().__init__(f"{folder}: {problem}" + (f"; {remedy}" if remedy else ""))

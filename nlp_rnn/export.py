@@ -2,7 +2,8 @@
 
 A model is written to a temporary folder beside its destination, reloaded and called once on
 sample input, and only then renamed into place (an atomic rename on one file system), so an
-interrupted or broken export never shows up as a version.
+interrupted or broken export never shows up as a version. Reading exports (finding a version,
+its metadata, loading it) is ``inference.py``'s.
 """
 
 from __future__ import annotations
@@ -14,29 +15,10 @@ import tempfile
 from pathlib import Path
 
 from nlp_rnn import atomic
-from nlp_rnn.errors import UserError
+from nlp_rnn.errors import ExportError
+from nlp_rnn.inference import METADATA_FILE, load_saved_model, versions
 
-METADATA_FILE = "assets.extra/nlp_rnn.json"  # TF Serving ignores assets.extra/
 TMP_EXPORT = ".tmp-export-"
-# what a version folder holds once its rename made it visible; a folder without them is
-# empty or half-copied by hand (an rsync in progress) and never the one `predict NAME` picks
-COMPLETE_VERSION = ("saved_model.pb", "variables/variables.index", METADATA_FILE)
-
-
-def versions(model_root: Path) -> list[int]:
-    """Integer version folders under ``saved_models/<name>/``, ascending."""
-    if not model_root.is_dir():
-        return []
-    return sorted(int(p.name) for p in model_root.iterdir() if p.name.isdigit() and p.is_dir())
-
-
-def is_complete_version(version_dir: Path) -> bool:
-    """Whether a version folder holds everything an export writes (``COMPLETE_VERSION``).
-
-    An export renames a finished folder into place, so its versions are always complete; a
-    version copied in by hand (``cp -r``) is not until the copy ends.
-    """
-    return all((version_dir / part).is_file() for part in COMPLETE_VERSION)
 
 
 def export_saved_model(model, endpoints: dict, trackables: list, export_root: str,
@@ -130,64 +112,12 @@ def _as_json(inputs: dict) -> dict:
 
 def check_saved_model(path: Path, sample_inputs: dict) -> dict:
     """Reload a SavedModel and call ``serving_default`` once; raise if it does not work."""
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
+    try:
+        loaded = load_saved_model(path)
+    except ExportError as exc:  # a folder just written that does not reload is a bug, not
+        # the user's to fix: keep TensorFlow's traceback, not a one-line "re-export it"
+        raise RuntimeError(f"{path}: the export just written does not reload") from exc.__cause__
     outputs = loaded.signatures["serving_default"](**sample_inputs)
     if not outputs:
         raise RuntimeError(f"exported model at {path} returned no outputs")
     return outputs
-
-
-def resolve_model_dir(model_dir: str) -> Path:
-    """A version folder, or the newest version when given ``saved_models/<name>``."""
-    path = Path(model_dir)
-    if (path / "saved_model.pb").exists():
-        return path
-    found = versions(path)
-    complete = [v for v in found if is_complete_version(path / str(v))]
-    if complete:
-        return path / str(complete[-1])
-    if found:  # name what the newest lacks: "not exported by nlp-rnn" or "copied in part"
-        newest = path / str(found[-1])
-        lacking = [part for part in COMPLETE_VERSION if not (newest / part).is_file()]
-        what = ("not exported by nlp-rnn" if lacking == [METADATA_FILE] else
-                "an empty or partly copied version folder")
-        raise UserError(f"{newest}: {what} (missing {', '.join(lacking)}); no version of "
-                        f"{model_dir} is complete")
-    raise UserError(f"{model_dir}: not a SavedModel (no saved_model.pb, no version folders)")
-
-
-class ExportMetadata(dict):
-    """An export's ``nlp_rnn.json``; a key it lacks is a UserError naming the folder (a damaged
-    or hand-edited file), not a KeyError deep inside predict or evaluate."""
-
-    def __init__(self, values: dict, version_dir: Path):
-        super().__init__(values)
-        self.version_dir = version_dir
-
-    def __missing__(self, key):
-        raise UserError(f"{self.version_dir}: damaged {METADATA_FILE}: no {key!r} key "
-                        "(re-export the model)")
-
-
-def read_metadata(version_dir: Path) -> ExportMetadata:
-    """The nlp-rnn metadata of a version folder (no TensorFlow); damage is a UserError."""
-    meta = version_dir / METADATA_FILE
-    if not meta.exists():
-        raise UserError(f"{version_dir}: not exported by nlp-rnn (missing {METADATA_FILE})")
-    damaged = f"{version_dir}: damaged {METADATA_FILE}"
-    try:
-        values = json.loads(meta.read_bytes().decode("utf-8"))
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{damaged}: invalid JSON ({exc.msg}: line {exc.lineno} column "
-                        f"{exc.colno})") from None
-    except RecursionError:
-        raise UserError(f"{damaged}: invalid JSON (nested too deeply)") from None
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{damaged}: invalid UTF-8 at byte {exc.start}") from None
-    if not isinstance(values, dict):
-        raise UserError(f"{damaged}: expected a JSON object")
-    if not isinstance(values.get("task"), str):
-        raise UserError(f"{damaged}: no 'task' key (re-export the model)")
-    return ExportMetadata(values, version_dir)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nlp_rnn import export
+from nlp_rnn import export, inference
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import vectorize
 from nlp_rnn.tasks import classification
@@ -34,7 +34,7 @@ def do_export(classifier, root, **kwargs):
 def test_round_trip_on_raw_strings_matches_in_memory_model(classifier, tmp_path):
     path = do_export(classifier, tmp_path)
     assert path == tmp_path / "clf" / "1" and (path / "saved_model.pb").exists()
-    assert json.loads((path / export.METADATA_FILE).read_text())["labels"] == [
+    assert json.loads((path / inference.METADATA_FILE).read_text())["labels"] == [
         "negative", "positive"]
     serve = tf.saved_model.load(str(path)).signatures["serving_default"]
     out = serve(text=tf.constant(TEXTS))
@@ -51,7 +51,7 @@ def test_round_trip_on_raw_strings_matches_in_memory_model(classifier, tmp_path)
 def test_versions_increment_and_newest_is_resolved(classifier, tmp_path):
     first, second = do_export(classifier, tmp_path), do_export(classifier, tmp_path)
     assert (first.name, second.name) == ("1", "2")
-    assert export.resolve_model_dir(str(tmp_path / "clf")) == second
+    assert inference.resolve_model_dir(str(tmp_path / "clf")) == second
     assert [p.name for p in (tmp_path / "clf").iterdir()] == ["1", "2"] or sorted(
         p.name for p in (tmp_path / "clf").iterdir()) == ["1", "2"]
 

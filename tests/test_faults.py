@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nlp_rnn import export, run_folder, training
+from nlp_rnn import inference, run_folder, training
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data.builtin import sentiment_examples
 
@@ -251,7 +251,7 @@ def test_export_interrupted_by_full_disk_and_by_sigkill_resumes_at_export(tmp_pa
         wait_for(lambda: any(model_root.glob(".tmp-export-*")), again, "the export")
         kill(again)
         (stale,) = model_root.glob(".tmp-export-*")
-        assert export.versions(model_root) == []
+        assert inference.versions(model_root) == []
 
         old_umask = os.umask(0o027)  # the re-run honours the umask, as any other output does
         try:
@@ -264,7 +264,7 @@ def test_export_interrupted_by_full_disk_and_by_sigkill_resumes_at_export(tmp_pa
         assert not [line for line in last.stdout.splitlines() if line.startswith("Epoch ")]
         assert f"removed {stale}" in last.stdout
         assert list(model_root.glob(".tmp-export-*")) == []
-        assert export.versions(model_root) == [1]
+        assert inference.versions(model_root) == [1]
         version = model_root / "1"
         assert version.stat().st_mode & 0o777 == 0o750
         assert (version / "saved_model.pb").stat().st_mode & 0o777 == 0o640
@@ -321,7 +321,7 @@ def test_two_runs_of_one_config_started_together_get_their_own_folders(tmp_path)
         assert lines[0].startswith("epoch,") and sum(line.startswith("epoch,") for line in lines) == 1
         assert history_epochs(run_dir) == list(range(EPOCHS))  # no duplicated rows
         assert status(run_dir)["status"] == "completed"
-    assert export.versions(tmp_path / "saved_models" / "sentiment") == [1, 2]
+    assert inference.versions(tmp_path / "saved_models" / "sentiment") == [1, 2]
 
 
 def test_live_run_folder_is_never_resumed(tmp_path):
@@ -386,16 +386,6 @@ def test_unwritable_export_dir_fails_before_training(tmp_path):
 
 
 # ---- readers of what a fault leaves ------------------------------------------------------
-
-
-def test_newest_complete_version_is_resolved(tmp_path):
-    root = tmp_path / "clf"
-    for version, parts in ((1, export.COMPLETE_VERSION), (2, ()), (3, ("saved_model.pb",))):
-        for part in parts:
-            (root / str(version) / part).parent.mkdir(parents=True, exist_ok=True)
-            (root / str(version) / part).write_text("")
-        (root / str(version)).mkdir(parents=True, exist_ok=True)
-    assert export.resolve_model_dir(str(root)) == root / "1"
 
 
 def test_history_with_a_torn_row_and_a_second_header_reads(tmp_path):

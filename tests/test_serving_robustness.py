@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nlp_rnn import export
+from nlp_rnn import export, inference
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import vectorize
 from nlp_rnn.pipeline import run_pipeline
@@ -114,7 +114,7 @@ def classifier(tiny_data):
     config, result, loaded = train_and_load(
         "sentiment", [f"data.train={csv}", f"data.dev={csv}", "model.rnn.units=4",
                       "model.embedding_dim=8", "vectorize.max_length=12"], root / "clf")
-    return config, export.read_metadata(result.export_path)["labels"], loaded
+    return config, inference.read_metadata(result.export_path)["labels"], loaded
 
 
 @pytest.fixture(scope="module")
@@ -124,7 +124,7 @@ def tagger(tiny_data):
     config, result, loaded = train_and_load(
         "ner", [f"data.train={jsonl}", f"data.dev={jsonl}", "model.rnn.units=4",
                 f"vectorize.max_length={TAGGER_MAX_LENGTH}"], root / "ner")
-    return config, set(export.read_metadata(result.export_path)["tags"]), loaded
+    return config, set(inference.read_metadata(result.export_path)["tags"]), loaded
 
 
 @pytest.fixture(scope="module")

@@ -20,10 +20,10 @@ import tensorflow as tf
 import yaml
 from click.testing import CliRunner
 
-from nlp_rnn import serving
+from nlp_rnn import inference
 from nlp_rnn.cli import main
 from nlp_rnn.config import BUILTIN_PIPELINES, builtin_pipeline_text, load_pipeline
-from nlp_rnn.export import read_metadata, resolve_model_dir
+from nlp_rnn.inference import read_metadata, resolve_model_dir
 from nlp_rnn.pipeline import run_pipeline
 from nlp_rnn.tasks import TASKS
 from nlp_rnn.tasks.base import MainMetric, Task
@@ -111,7 +111,7 @@ def generation_for(name: str) -> dict:
 
 def test_predict_through_python_and_cli_give_the_same_json(exported, export_dir):
     name = exported[0]
-    python = serving.predict(export_dir, TEXTS, generation=generation_for(name))
+    python = inference.predict(export_dir, TEXTS, generation=generation_for(name))
     assert len(python) == len(TEXTS) and all(isinstance(row, dict) for row in python)
     assert json.loads(json.dumps(python)) == python  # JSON-serialisable, nothing lost
 

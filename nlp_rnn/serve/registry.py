@@ -2,13 +2,13 @@
 
 A model is a folder of integer version folders (``saved_models/<name>/<version>/``, the layout
 ``export.py`` writes and TF Serving reads). The newest *complete* version is served
-(``export.is_complete_version``). A poll thread looks for newer versions every
+(``inference.is_complete_version``). A poll thread looks for newer versions every
 ``poll_seconds``; one is loaded only once its file listing has stayed the same for one poll
 (a folder being copied in by hand is complete only when the copy ends), loaded and warmed up
 off the event loop, and then swapped in: requests that already hold the old version finish on
 it, new ones get the new one, so no request fails during the swap. A version that fails to load
 is logged and skipped (tried again only if its files change); the server keeps serving the
-version it had.
+version it had. Loading and its errors are ``inference.py``'s, as for ``nlp-rnn predict``.
 
 Discovery (``find_models``) needs no TensorFlow, so the CLI validates its arguments first.
 """
@@ -20,8 +20,8 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nlp_rnn.errors import UserError
-from nlp_rnn.export import is_complete_version, read_metadata, versions
+from nlp_rnn.errors import ExportError
+from nlp_rnn.inference import is_complete_version, load_export, versions
 
 log = logging.getLogger("nlp_rnn.serve")
 
@@ -38,25 +38,26 @@ def find_models(paths: list[str]) -> dict[str, Path]:
 
     An argument is one model's folder (it holds integer version folders; the model is named
     after the folder) or an export root holding such model folders (``saved_models``).
-    Raises UserError for a missing path, a folder with no models, or two models of one name.
+    Raises ExportError for a missing path, a folder with no models, or two models of one name.
     """
+    give = "give an export root like saved_models, or one model's folder saved_models/NAME"
     found: dict[str, Path] = {}
     for arg in paths:
         path = Path(arg)
         if not path.is_dir():
-            raise UserError(f"{arg}: no such folder (give an export root like saved_models, or "
-                            "one model's folder saved_models/NAME)")
+            raise ExportError(arg, "no such folder", give)
         if (path / "saved_model.pb").exists():
-            raise UserError(f"{arg}: a version folder; give its model folder {path.parent} (the "
-                            "server picks the newest version and follows new ones)")
+            raise ExportError(arg, "a version folder", f"give its model folder {path.parent} "
+                              "(the server picks the newest version and follows new ones)")
         roots = [path] if _is_model_root(path) else sorted(
             p for p in path.iterdir() if p.is_dir() and _is_model_root(p))
         if not roots:
-            raise UserError(f"{arg}: no models (no <name>/<version>/ folders in it, and it holds "
-                            "no <version>/ folders itself)")
+            raise ExportError(arg, "no models (no <name>/<version>/ folders in it, and it holds "
+                              "no <version>/ folders itself)", give)
         for root in roots:
             if root.name in found and found[root.name].resolve() != root.resolve():
-                raise UserError(f"two models named {root.name!r}: {found[root.name]} and {root}")
+                raise ExportError(root, f"a second model named {root.name!r} (the first: "
+                                  f"{found[root.name]})", "serve one of them, or rename a folder")
             found[root.name] = root
     return found
 
@@ -108,18 +109,16 @@ class ModelVersion:
     """One loaded SavedModel version: its signatures, nlp-rnn metadata and batchers."""
 
     def __init__(self, name: str, version: int, path: Path):
-        import tensorflow as tf
-
+        """Raises ExportError (naming ``path``) for a version that cannot be served."""
         self.name, self.version, self.path = name, version, path
-        self.metadata = read_metadata(path)
-        self._loaded = tf.saved_model.load(str(path))  # keeps the functions' variables alive
+        self._export = load_export(path)  # keeps the functions' variables alive
+        self.metadata = self._export.metadata
+        self._export.signature("serving_default")  # TF Serving's default: required
         self.signatures = {
             key: Signature(key, {k: _tensor_info(s) for k, s in
                                  fn.structured_input_signature[1].items()},
                            {k: _tensor_info(s) for k, s in fn.structured_outputs.items()}, fn)
-            for key, fn in self._loaded.signatures.items()}
-        if "serving_default" not in self.signatures:
-            raise ValueError(f"{path}: no serving_default signature")
+            for key, fn in self._export.signatures.items()}
         self.batchers: dict[str, object] = {}  # signature name -> Batcher (made by the app)
 
     def warm_up(self) -> None:
@@ -184,10 +183,13 @@ class Model:
             loaded = ModelVersion(self.name, version, path)
             loaded.warm_up()
         except Exception as exc:  # a broken folder must never take the server down
-            message = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:300]}" \
-                if str(exc).strip() else type(exc).__name__
-            log.warning("model %s version %d at %s failed to load, skipped: %s", self.name,
-                        version, path, message)
+            # an ExportError names the folder, what is wrong and what to do; anything else
+            # gets the folder and its type put in front
+            message = str(exc) if isinstance(exc, ExportError) else \
+                f"{path}: {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0]}"
+            message = message[:500]
+            log.warning("model %s version %d failed to load, skipped: %s", self.name, version,
+                        message)
             self._failed[version] = self._seen.get(version) or _fingerprint(path)
             self.status[version] = VersionStatus("END", message)
             return False
