@@ -39,3 +39,11 @@ class ExportError(UserError):
     def __init__(self, folder, problem: str, remedy: str = ""):
         self.folder, self.problem, self.remedy = folder, problem, remedy
         super().__init__(f"{folder}: {problem}" + (f"; {remedy}" if remedy else ""))
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (at most ``limit`` characters), or
+    its type's name when the message is empty: the part of a library's multi-line error (a
+    TensorFlow OpError, an SQLAlchemy error) that fits in a one-line report."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

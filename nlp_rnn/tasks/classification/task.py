@@ -18,6 +18,8 @@ import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
 from nlp_rnn.tasks.classification.config import ClassificationPipeline
+# the Task protocol's build_model: the model itself is model.py's
+from nlp_rnn.tasks.classification.model import build_model as build_model
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import LabelledSource, labelled_source
 from nlp_rnn.errors import DataError

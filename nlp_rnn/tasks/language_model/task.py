@@ -20,6 +20,8 @@ import tensorflow as tf
 from nlp_rnn import atomic, embeddings
 from nlp_rnn.tasks.language_model.config import LanguageModelPipeline
 from nlp_rnn.tasks.language_model.model import Stepper
+# the Task protocol's build_model: the model itself is model.py's
+from nlp_rnn.tasks.language_model.model import build_model as build_model
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import plain_text, plain_texts
 from nlp_rnn.errors import DataError, UserError

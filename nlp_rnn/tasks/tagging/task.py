@@ -24,6 +24,8 @@ import tensorflow as tf
 from nlp_rnn import embeddings
 from nlp_rnn.tasks.tagging.config import TaggingPipeline
 from nlp_rnn.tasks.tagging.model import CASINGS, decode
+# the Task protocol's build_model: the model itself is model.py's
+from nlp_rnn.tasks.tagging.model import build_model as build_model
 from nlp_rnn.data import batching, tagging, vectorize
 from nlp_rnn.data.sources import TaggedSource, tagged_source
 from nlp_rnn.errors import DataError

@@ -28,6 +28,8 @@ import tensorflow as tf
 from nlp_rnn import atomic, embeddings
 from nlp_rnn.tasks.translation.config import TranslationPipeline
 from nlp_rnn.tasks.translation.model import END_ID, START_ID, MaskedAccuracy, Seq2SeqModel
+# the Task protocol's build_model: the model itself is model.py's
+from nlp_rnn.tasks.translation.model import build_model as build_model
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import ParallelSource, parallel_source
 from nlp_rnn.errors import DataError
