@@ -99,7 +99,9 @@ def test_stream_is_each_document_then_the_separator_reversed_per_document_backwa
     if backward:
         forward = stream_of(ts.token_stream(sources, lookup, documents_per_chunk=3))
         separator = vocabulary.index(ts.SEPARATOR)
-        split = lambda ids: " ".join(map(str, ids)).split(f" {separator}")
+        def split(ids):  # the documents of a stream, as strings of ids
+            return " ".join(map(str, ids)).split(f" {separator}")
+
         assert [d.split()[::-1] for d in split(forward)] == [d.split() for d in split(got)]
 
 
