@@ -332,6 +332,7 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
         raise _first_error(exc, cls, file, lines) from None
     _check_paths(config, file, lines)
     config = _check_pretrained(config, file, lines)
+    _check_language_models(config, file, lines)
     _check_memory(config, file, lines)
     return config
 
@@ -367,6 +368,115 @@ def _check_pretrained(config: PipelineBase, file: str, lines: dict[tuple, int]) 
     if not updates:
         return config
     return config.model_copy(update={"model": model.model_copy(update=updates)})
+
+
+# ---- pretrained language models (model.pretrained_lm; transfer.py loads them) --------------
+
+EXPORT_METADATA = "assets.extra/nlp_rnn.json"  # inference.METADATA_FILE: an export's facts
+
+
+def language_model_run(path: str) -> Path:
+    """The finished run folder a ``pretrained_lm`` entry names: a run folder, its pipeline's
+    folder (the newest completed run in it) or an export (the run that made it).
+
+    Raises:
+        UserError: saying what the folder is and what is missing.
+    """
+    import json
+
+    from nlp_rnn.errors import UserError
+
+    folder = Path(path)
+    if not folder.is_dir():
+        raise UserError(f"{path}: no such folder (a language model's run folder, "
+                        "runs/<name>, or its export)")
+    exports = sorted((v for v in folder.iterdir() if (v / EXPORT_METADATA).is_file()),
+                     key=lambda v: int(v.name) if v.name.isdigit() else -1)
+    if (folder / EXPORT_METADATA).is_file() or exports:
+        metadata_file = folder / EXPORT_METADATA if not exports else exports[-1] / EXPORT_METADATA
+        try:
+            folder = Path(json.loads(metadata_file.read_text())["run_dir"])
+        except (OSError, ValueError, KeyError, TypeError):
+            raise UserError(f"{metadata_file}: unreadable export metadata (no run_dir)") from None
+        if not folder.is_dir():
+            raise UserError(f"{path}: exported from {folder}, which is gone; name the run "
+                            "folder itself")
+    elif not (folder / "config.yaml").is_file():
+        runs = sorted((run for run in folder.iterdir() if _completed(run)), reverse=True)
+        if not runs:
+            raise UserError(f"{path}: neither a run folder nor a folder of completed runs")
+        folder = runs[0]
+    if not _completed(folder):
+        raise UserError(f"{folder}: the run has not finished training (run.json); finish it "
+                        "with the same command first")
+    return folder
+
+
+def _completed(run_dir: Path) -> bool:
+    import json
+
+    try:
+        status = json.loads((run_dir / "run.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return (run_dir / "config.yaml").is_file() and status.get("phase") in ("trained",
+                                                                          "completed")
+
+
+def read_run_config(run_dir: Path) -> PipelineBase:
+    """The resolved config a run saved (its data paths are not checked: they were the run's)."""
+    from nlp_rnn.errors import UserError
+
+    raw, _ = read_yaml(str(run_dir / "config.yaml"))
+    task = raw.get("task") if isinstance(raw, dict) else None
+    if task not in tasks.REGISTRY:
+        raise UserError(f"{run_dir}/config.yaml: no known task ({task!r})")
+    try:
+        return tasks.pipeline_class(task).model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(f"{run_dir}/config.yaml: {_first_error(exc, PipelineBase, '', {})}"
+                        ) from None
+
+
+def _check_language_models(config: PipelineBase, file: str, lines: dict[tuple, int]) -> None:
+    """Each ``model.pretrained_lm`` entry must be a finished word-level language model run on
+    documents whose direction, tokenization, vocabulary size and sizes fit the model."""
+    from nlp_rnn.errors import UserError
+
+    settings = getattr(getattr(config, "model", None), "pretrained_lm", None)
+    if settings is None:
+        return
+    fit = config.language_model_fit()
+    for role in ("forward", "backward"):
+        path = getattr(settings, role)
+        if path is None:
+            continue
+        key = f"model.pretrained_lm.{role}"
+        line = (lines.get(("model", "pretrained_lm", role))
+                or lines.get(("model", "pretrained_lm")))
+        try:
+            run_dir = language_model_run(path)
+            lm = read_run_config(run_dir)
+        except UserError as exc:
+            raise ConfigError(str(exc), file, key, line) from None
+        if not hasattr(lm, "transfer_spec"):
+            raise ConfigError(f"{run_dir} is a {lm.task} run, not a language model", file,
+                              key, line)
+        spec = lm.transfer_spec()
+        if spec["direction"] != role:
+            raise ConfigError(f"{run_dir} reads {spec['direction']}; the {role} language model "
+                              f"must read {role} (vectorize.direction)", file, key, line)
+        for name, (needed, setting) in fit.items():
+            if spec[name] == needed:
+                continue
+            if setting is None:
+                what = {"level": "a character-level model: fine-tuning needs a word-level one",
+                        "streamed": "trained on text read whole, with its own normalisation: "
+                                    "fine-tuning needs one trained on documents (CSV/TSV/JSON "
+                                    "Lines or data.format)"}.get(name, f"{name} {spec[name]}")
+                raise ConfigError(f"{run_dir} is {what}", file, key, line)
+            raise ConfigError(f"{setting} is {needed!r}, but the language model {run_dir} has "
+                              f"{spec[name]!r}; set {setting}: {spec[name]}", file, key, line)
 
 
 def read_yaml(path: str) -> tuple[Any, str]:

@@ -218,6 +218,7 @@ class _Run:
     data: Any = None
     vectorizers: Any = None
     pretrained: dict = field(default_factory=dict)
+    pretrained_lm: Any = None  # transfer.LanguageModelStart, when the task starts from one
     train_ds: Any = None
     dev_ds: Any = None
     dropped: int = 0
@@ -267,6 +268,9 @@ def _read_data(run: _Run) -> None:
     run.pretrained = getattr(run.vectorizers, "pretrained", None) or {}
     for embedding in run.pretrained.values():
         run.say(f"pretrained {embedding.describe()}")
+    run.pretrained_lm = getattr(run.vectorizers, "pretrained_lm", None)
+    for line in run.pretrained_lm.describe() if run.pretrained_lm else ():
+        run.say(line)
     if run.pretrained and run.distribution.is_chief:
         embeddings.write_summary(run.run_dir / "logs", run.pretrained)
     run.say("tokenizing and caching the training data ...")
@@ -296,6 +300,10 @@ def _build(run: _Run) -> None:
     with run.distribution.scope():
         run.model = run.task.build_model(run.config, run.vectorizers)
         embeddings.load_into(run.model, run.pretrained)
+        if run.pretrained_lm is not None:
+            for note in run.pretrained_lm.load_into(run.model):
+                run.notes.append(note)
+                run.say(note)
         run.compile_args = run.task.compile_args(run.config)
     run.params = run.model.count_params()
     run.say(f"model {run.model.name}: {run.params:,} parameters")
@@ -384,6 +392,7 @@ def _record(run: _Run, metrics: dict, export_path: Path | None, resumed: bool) -
                "dropped_empty_train_examples": run.dropped, "train_tokens": run.train_tokens,
                "params": run.params, "history": run.history,
                "pretrained": {name: e.report() for name, e in run.pretrained.items()},
+               "pretrained_lm": run.pretrained_lm.report() if run.pretrained_lm else None,
                "export_path": str(export_path) if export_path else None, "notes": run.notes,
                "distribute": run.distribution.record()}
     atomic.write_text(run.run_dir / "metrics.json", json.dumps(summary, indent=2))

@@ -83,6 +83,27 @@ def rnn_parameters(rnn: Any, input_dim: int) -> tuple[int, int]:
         input_dim = rnn.units * (2 if concat else 1)
     return total, input_dim
 
+class PretrainedLmConfig(Section):
+    """Start a task's embedding and recurrent stack from word-level language models trained
+    by nlp-rnn on documents (transfer.py), and take their vocabulary.
+
+    Each is a language model's run folder (``runs/<name>/<timestamp>``), its pipeline's folder
+    (``runs/<name>``: the newest completed run in it) or its export (``saved_models/<name>``).
+    A bidirectional encoder takes its forward half from ``forward`` and its backward half from
+    ``backward`` (a model trained with ``vectorize.direction: backward``), ELMo-style; with no
+    ``backward`` its backward half starts from scratch. ``pretrained_lm: PATH`` is short for
+    ``pretrained_lm: {forward: PATH}``.
+    """
+
+    forward: str = Field(min_length=1)
+    backward: Optional[str] = Field(None, min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path_shorthand(cls, value):
+        return {"forward": value} if isinstance(value, str) else value
+
+
 class TrainConfig(Section):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)
@@ -98,10 +119,33 @@ class TrainConfig(Section):
     # this project's AVX512-BF16 CPU it trained the spa_eng model only ~10% faster)
     mixed_precision: Union[bool, Literal["float16", "bfloat16"]] = False
     shuffle_buffer: int = Field(20000, ge=1)
+    # Fine-tuning (Howard & Ruder 2018, ULMFiT): the model's layer groups, from the top, are
+    # the head (every layer below neither an embedding nor a recurrent layer), each recurrent
+    # layer, the embeddings. layer_lr_decay: the group k steps below the head trains at
+    # learning_rate / layer_lr_decay**k (discriminative learning rates; ULMFiT: 2.6).
+    layer_lr_decay: float = Field(1.0, ge=1.0)
+    # slanted_triangular: the rate rises linearly from learning_rate / 32 for the first
+    # warmup_fraction of the steps, then falls linearly back (over train.epochs epochs)
+    schedule: Literal["constant", "slanted_triangular"] = "constant"
+    warmup_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    # gradual: the first epoch trains the head only, each next epoch also the next group down
+    unfreeze: Literal["all", "gradual"] = "all"
+    # batches per epoch, the training data repeating as needed (null: one pass over it). An
+    # epoch is what checkpoints, the resume backup, dev scores and the time limit count in, so
+    # a long pass over a streamed corpus is better cut into shorter epochs.
+    steps_per_epoch: Optional[int] = Field(None, ge=1)
     steps_per_execution: int = Field(1, ge=1)
     # tf.distribute (distribute.py): none | mirrored (this machine's GPUs) | multi_worker (the
     # cluster in TF_CONFIG). batch_size is then the global batch, split over the replicas.
     distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+
+    @model_validator(mode="after")
+    def _one_schedule(self):
+        if self.schedule != "constant" and self.lr_decay != 1.0:
+            raise ValueError("lr_decay (per epoch) and schedule: slanted_triangular both set "
+                             "the learning rate; keep one")
+        return self
+
 
 class ExportConfig(Section):
     enabled: bool = True

@@ -37,10 +37,121 @@ def set_precision(mixed: bool | str) -> None:
     keras.mixed_precision.set_global_policy(policy)
 
 
-def make_optimizer(train: TrainConfig) -> keras.optimizers.Optimizer:
-    cls = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-           "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}[train.optimizer]
-    return cls(learning_rate=train.learning_rate, clipnorm=train.clipnorm)
+OPTIMIZERS = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
+              "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
+
+
+def make_optimizer(train: TrainConfig, model: keras.Model | None = None,
+                   steps_per_epoch: int | None = None) -> keras.optimizers.Optimizer:
+    """The configured optimizer; with ``train.layer_lr_decay`` > 1 each of ``model``'s layer
+    groups gets its own rate, and ``schedule: slanted_triangular`` (which needs
+    ``steps_per_epoch``) makes the rate a function of the step."""
+    rate = train.learning_rate
+    if train.schedule == "slanted_triangular":
+        rate = SlantedTriangular(train.learning_rate, train.epochs * (steps_per_epoch or 1),
+                                 train.warmup_fraction)
+    if train.layer_lr_decay == 1.0 or model is None:
+        return OPTIMIZERS[train.optimizer](learning_rate=rate, clipnorm=train.clipnorm)
+    factors = {variable.path: train.layer_lr_decay ** -depth
+               for depth, group in enumerate(layer_groups(model))
+               for layer in group for variable in layer.weights}
+    return discriminative(OPTIMIZERS[train.optimizer])(
+        factors, learning_rate=rate, clipnorm=train.clipnorm)
+
+
+# ---- fine-tuning (ULMFiT): layer groups, discriminative rates, schedule, unfreezing -----------
+
+
+def layer_groups(model: keras.Model) -> list[list[keras.layers.Layer]]:
+    """The model's top-level layers with weights in fine-tuning groups, from the top: the head
+    (every layer that is neither an embedding nor recurrent), each recurrent layer (an RNN or a
+    Bidirectional wrapper) from the last to the first, then the embeddings."""
+    head, recurrent, embeddings = [], [], []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        if isinstance(layer, keras.layers.Embedding):
+            embeddings.append(layer)
+        elif isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional)):
+            recurrent.append(layer)
+        else:
+            head.append(layer)
+    return [group for group in [head, *([r] for r in reversed(recurrent)), embeddings] if group]
+
+
+def discriminative(base: type) -> type:
+    """``base`` (a Keras optimizer class) whose update of each variable uses the learning rate
+    times that variable's factor (by variable path; 1 for any other variable)."""
+
+    class Discriminative(base):
+        def __init__(self, factors: dict[str, float], **kwargs):
+            super().__init__(**kwargs)
+            self.factors = factors
+
+        def build(self, variables):
+            super().build(variables)
+            # update_step gets the backend variable: its index finds the Keras one's factor
+            self._factor_of_index = [self.factors.get(v.path, 1.0) for v in variables]
+
+        def update_step(self, gradient, variable, learning_rate):
+            factor = self._factor_of_index[self._get_variable_index(variable)]
+            return super().update_step(gradient, variable, learning_rate * factor)
+
+    Discriminative.__name__ = f"Discriminative{base.__name__}"
+    return Discriminative
+
+
+class SlantedTriangular(keras.optimizers.schedules.LearningRateSchedule):
+    """Howard & Ruder 2018, eq. 3: from ``peak / ratio`` up to ``peak`` linearly over the first
+    ``warmup_fraction`` of ``total_steps``, then linearly back down to ``peak / ratio``."""
+
+    def __init__(self, peak: float, total_steps: int, warmup_fraction: float = 0.1,
+                 ratio: float = 32.0):
+        self.peak, self.total_steps = float(peak), max(int(total_steps), 1)
+        self.warmup_fraction, self.ratio = float(warmup_fraction), float(ratio)
+
+    def __call__(self, step):
+        step = keras.ops.cast(step, "float32")
+        cut = max(self.total_steps * self.warmup_fraction, 1.0)
+        rising = step / cut
+        falling = 1.0 - (step - cut) / max(self.total_steps - cut, 1.0)
+        p = keras.ops.clip(keras.ops.where(step < cut, rising, falling), 0.0, 1.0)
+        return self.peak * (1.0 + p * (self.ratio - 1.0)) / self.ratio
+
+    def get_config(self):
+        return {"peak": self.peak, "total_steps": self.total_steps,
+                "warmup_fraction": self.warmup_fraction, "ratio": self.ratio}
+
+
+class GradualUnfreezing(keras.callbacks.Callback):
+    """Epoch e (from 0) trains the top e + 1 layer groups (``layer_groups``); the rest are
+    frozen. The optimizer is built for every variable before the first freeze, so a group
+    that thaws later has its slots; the train step is retraced whenever the set changes."""
+
+    def __init__(self, model: keras.Model, log=print):
+        super().__init__()
+        self.groups, self.log, self.thawed = layer_groups(model), log, None
+        # a layer the config froze (pretrained vectors with trainable: false) stays frozen
+        self.trainable = {id(layer): layer.trainable for group in self.groups for layer in group}
+
+    def on_epoch_begin(self, epoch, logs=None):
+        thawed = min(epoch + 1, len(self.groups))
+        if thawed == self.thawed:
+            return
+        if not self.model.optimizer.built:
+            self.model.optimizer.build(self.model.trainable_variables)
+        for depth, group in enumerate(self.groups):
+            for layer in group:
+                layer.trainable = self.trainable[id(layer)] and depth < thawed
+        self.thawed = thawed
+        self.model.make_train_function(force=True)
+        names = ", ".join(layer.name for group in self.groups[:thawed] for layer in group)
+        self.log(f"gradual unfreezing: epoch {epoch + 1} trains {names}")
+
+    def on_train_end(self, logs=None):
+        for group in self.groups:
+            for layer in group:
+                layer.trainable = self.trainable[id(layer)]
 
 
 class EpochLogger(keras.callbacks.Callback):
@@ -171,11 +282,17 @@ def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
     backup_dir = backup_dir or run_dir / "backup"
     check_resume_files(run_dir, backup_dir, log)
     scope = distribution.scope() if distribution is not None else contextlib.nullcontext()
+    steps = train.steps_per_epoch
+    if train.schedule == "slanted_triangular" and not steps:
+        log("counting the training batches for the learning-rate schedule ...")
+        steps = int(train_ds.reduce(0, lambda n, _: n + 1))
     with scope:
-        model.compile(optimizer=make_optimizer(train),
+        model.compile(optimizer=make_optimizer(train, model, steps),
                       steps_per_execution=train.steps_per_execution, **compile_args)
     # Task callbacks first: those that add to the epoch logs must run before TensorBoard/CSV.
     callbacks = [RaisePendingSignal(), *extra_callbacks]
+    if train.unfreeze == "gradual":
+        callbacks.append(GradualUnfreezing(model, log))
     if distribution is not None and distribution.multi_worker:
         callbacks.append(AgreeOnMonitor(distribution, name))
     callbacks += standard_callbacks(run_dir, train, name, mode, log_dir, backup_dir=backup_dir)
@@ -191,7 +308,10 @@ def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
         warnings.filterwarnings("ignore", message=".*ran out of data.*")
         warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
         try:
+            if train.steps_per_epoch:
+                train_ds = train_ds.repeat()
             model.fit(train_ds, validation_data=dev_ds, epochs=train.epochs,
+                      steps_per_epoch=train.steps_per_epoch,
                       callbacks=callbacks, verbose=1 if sys.stdout.isatty() else 2)
         except Exception as exc:
             # TensorBoard's event writer reports a full disk as a ResourceExhaustedError with

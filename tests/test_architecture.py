@@ -20,7 +20,7 @@ LAYERS = [
      "nlp_rnn.embeddings", "nlp_rnn.distribute", "nlp_rnn.sections"],
     ["nlp_rnn.tasks", "nlp_rnn.tasks.base", "nlp_rnn.tasks.*.config"],
     ["nlp_rnn.config"],
-    ["nlp_rnn.resume", "nlp_rnn.training", "nlp_rnn.inference", "nlp_rnn.export",
+    ["nlp_rnn.resume", "nlp_rnn.training", "nlp_rnn.inference", "nlp_rnn.export", "nlp_rnn.transfer",
      "nlp_rnn.tasks.*"],
     ["nlp_rnn.pipeline", "nlp_rnn.compare", "nlp_rnn.experiments", "nlp_rnn.experiments.*",
      "nlp_rnn.serve", "nlp_rnn.serve.*", "nlp_rnn.tune", "nlp_rnn.tune.*"],

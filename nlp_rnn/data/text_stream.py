@@ -17,6 +17,7 @@ frequency (padding, OOV and the separator first), which is what the log-uniform 
 from __future__ import annotations
 
 import collections
+import itertools
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -49,6 +50,16 @@ class TextSource:
     text_column: str = "text"
 
 
+@dataclass(frozen=True)
+class Corpus:
+    """Documents ``skip`` to ``skip + take`` (None: to the end) of ``sources`` read in order:
+    e.g. the last tenth of a collection held out from training."""
+
+    sources: tuple[TextSource, ...]
+    skip: int = 0
+    take: int | None = None
+
+
 def as_sources(sources: Iterable[str | TextSource] | str | TextSource) -> list[TextSource]:
     """Paths (read with the defaults) or ``TextSource``s, as a list of ``TextSource``."""
     if isinstance(sources, (str, TextSource)):
@@ -57,11 +68,16 @@ def as_sources(sources: Iterable[str | TextSource] | str | TextSource) -> list[T
 
 
 def documents(sources) -> Iterator[str]:
-    """Every non-blank document of ``sources`` in order, one at a time.
+    """Every non-blank document of ``sources`` (paths, ``TextSource``s or a ``Corpus``) in
+    order, one at a time.
 
     Raises:
         DataError: naming the file and line of a malformed record (when reached).
     """
+    if isinstance(sources, Corpus):
+        stop = None if sources.take is None else sources.skip + sources.take
+        yield from itertools.islice(documents(sources.sources), sources.skip, stop)
+        return
     for source in as_sources(sources):
         for text, _ in readers.read_examples(source.path, source.format, source.text_column,
                                              label_column=None):
@@ -71,7 +87,7 @@ def documents(sources) -> Iterator[str]:
 
 def document_dataset(sources, chunk: int = 256) -> tf.data.Dataset:
     """Scalar string documents of ``sources`` (read ``chunk`` at a time in Python)."""
-    sources = as_sources(sources)
+    sources = sources if isinstance(sources, Corpus) else as_sources(sources)
     return stream_pairs(lambda: ((text, "") for text in documents(sources)),
                         chunk).map(lambda text, _: text)
 

@@ -37,6 +37,24 @@ def lower_split_punct(text: tf.Tensor) -> tf.Tensor:
     return tf.strings.strip(tf.strings.regex_replace(text, r"\s+", " "))
 
 
+# Keras's TextVectorization "lower_and_strip_punctuation" strips these (string.punctuation)
+_KERAS_PUNCTUATION = r'[!"#$%&()\*\+,-\./:;<=>?@\[\\\]^_`{|}~\']'
+
+
+def standardize_function(name: str):
+    """string tensor -> string tensor of the same shape: a ``standardize`` setting as a
+    function (TextVectorization does the same given the name), for pipelines that split the
+    words themselves (a streamed language-model corpus)."""
+    if name == "lower_split_punct":
+        return lower_split_punct
+    if name == "lower":
+        return tf.strings.lower
+    if name == "lower_and_strip_punctuation":
+        return lambda text: tf.strings.regex_replace(tf.strings.lower(text), _KERAS_PUNCTUATION,
+                                                     "")
+    return lambda text: text
+
+
 def _standardizer(name: str):
     if name == "lower_split_punct":
         return lower_split_punct

@@ -9,8 +9,8 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
-from nlp_rnn.sections import (PipelineBase, PretrainedConfig, RnnConfig, Section,
-                              rnn_parameters)
+from nlp_rnn.sections import (PipelineBase, PretrainedConfig, PretrainedLmConfig, RnnConfig,
+                              Section, rnn_parameters)
 
 class ClassificationData(Section):
     """Where the labelled text comes from: a path, ``tfds:NAME[:SPLIT]`` or ``builtin:NAME[:SPLIT]``."""
@@ -49,6 +49,8 @@ class ClassificationModel(Section):
     token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="word dropout rate (training)")
     embedding_dim: int = Field(128, ge=1)
     pretrained: Optional[PretrainedConfig] = None
+    # the embedding, the RNN stack and the vocabulary start from language model(s)
+    pretrained_lm: Optional[PretrainedLmConfig] = None
     embedding_dropout: float = Field(0.0, ge=0.0, lt=1.0)
     conv: Optional[ConvConfig] = None
     rnn: RnnConfig = RnnConfig()
@@ -63,6 +65,36 @@ class ClassificationPipeline(PipelineBase):
     data: ClassificationData
     vectorize: VectorizeConfig = VectorizeConfig()
     model: ClassificationModel = ClassificationModel()
+
+    def pretrained_problem(self) -> tuple[str, str] | None:
+        m = self.model
+        if m.pretrained_lm is None:
+            return None
+        if m.pretrained is not None:
+            return ("model.pretrained", "the embedding starts from the language model "
+                    "(model.pretrained_lm); remove one of the two")
+        if m.conv is not None:
+            return ("model.conv", "the language model's RNN reads the embeddings directly; a "
+                    "Conv1D front in between leaves it nothing it was trained on (conv: null)")
+        if m.rnn.bidirectional and m.rnn.layers > 1:
+            return ("model.rnn.layers", "a bidirectional stack's upper layers read both "
+                    "directions at once, unlike a language model's; with pretrained_lm use "
+                    "layers: 1, or bidirectional: false")
+        if m.pretrained_lm.backward and not m.rnn.bidirectional:
+            return ("model.pretrained_lm.backward", "a backward language model starts the "
+                    "backward half of a bidirectional stack (model.rnn.bidirectional: true)")
+        return None
+
+    def language_model_fit(self) -> dict[str, tuple]:
+        """{``transfer_spec`` key of a language model: (the value this model needs, the key
+        that sets it)} for ``model.pretrained_lm`` (config.py checks them)."""
+        m, v = self.model, self.vectorize
+        return {"level": ("word", None), "streamed": (True, None),
+                "standardize": (v.standardize, "vectorize.standardize"),
+                "max_tokens": (v.max_tokens, "vectorize.max_tokens"),
+                "embedding_dim": (m.embedding_dim, "model.embedding_dim"),
+                "cell": (m.rnn.cell, "model.rnn.cell"), "units": (m.rnn.units, "model.rnn.units"),
+                "layers": (m.rnn.layers, "model.rnn.layers")}
 
     def parameter_counts(self) -> dict[str, int]:
         m = self.model

@@ -23,6 +23,7 @@ from nlp_rnn.tasks.classification.model import build_model as build_model
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import LabelledSource, labelled_source
 from nlp_rnn.errors import DataError
+from nlp_rnn.transfer import LanguageModelStart
 from nlp_rnn.tasks.base import MainMetric, per_class_table, token_sequence_probe
 
 METRIC = MainMetric(name="accuracy", direction="max", monitor="val_accuracy",
@@ -50,6 +51,9 @@ class Vectorizers:
     # layer name -> pretrained starting point (model.pretrained), loaded into the model by
     # the pipeline after build_model
     pretrained: dict[str, embeddings.PretrainedEmbedding] = field(default_factory=dict)
+    # language models the embedding and RNN stack start from (model.pretrained_lm), loaded by
+    # the pipeline after build_model; their vocabulary is this model's
+    pretrained_lm: LanguageModelStart | None = None
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -77,7 +81,14 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
     vec = config.vectorize
     vocab_file, labels_file = vocab_dir / "vocab.txt", vocab_dir / "labels.txt"
     resumed = vocab_file.exists() and labels_file.exists()
-    if resumed:
+    start = None
+    if config.model.pretrained_lm is not None:
+        start = LanguageModelStart.load(config.model.pretrained_lm)
+        text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens,
+                                               start.tokens[2:])
+        labels = (vectorize.load_vocabulary(labels_file) if resumed
+                  else list(data.train.labels))
+    elif resumed:
         text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens,
                                                vectorize.load_vocabulary(vocab_file))
         labels = vectorize.load_vocabulary(labels_file)
@@ -99,7 +110,8 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
         vocab_dir.mkdir(parents=True, exist_ok=True)
         vectorize.save_vocabulary([str(t) for t in vectorize.text_vocabulary(text)], vocab_file)
         vectorize.save_vocabulary(labels, labels_file)
-    vectorizers = Vectorizers(text, labels, vectorize.build_label_lookup(labels), pretrained)
+    vectorizers = Vectorizers(text, labels, vectorize.build_label_lookup(labels), pretrained,
+                              start)
     tokenize = _tokenizer(config, vectorizers)
     for embedding in pretrained.values():
         for split, source in (("train", data.train), ("dev", data.dev)):

@@ -1,8 +1,11 @@
 """Language model (1->N): embedding -> unidirectional RNN stack -> next-token softmax.
 
-Character- or word-level. Training reads fixed-length windows of one long token stream;
-the exported SavedModel generates a continuation of a raw prompt (sampling with temperature
-and top-k, or greedy at temperature 0) inside the graph.
+Character- or word-level. Training reads fixed-length windows of one long token stream:
+a text read whole, or documents streamed from CSV/TSV/JSON Lines files (and text files, a
+document a line) that are never held in memory, for pretraining a model that other tasks are
+then fine-tuned from (``pretrained_lm``; transfer.py). The exported SavedModel generates a
+continuation of a raw prompt (sampling with temperature and top-k, or greedy at temperature 0)
+inside the graph, and scores text, always with the full softmax.
 """
 
 from __future__ import annotations
@@ -19,11 +22,13 @@ import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
 from nlp_rnn.tasks.language_model.config import LanguageModelPipeline
-from nlp_rnn.tasks.language_model.model import Stepper
+from nlp_rnn.tasks.language_model.model import Stepper, language_model, uses_output_layer
 # the Task protocol's build_model: the model itself is model.py's
 from nlp_rnn.tasks.language_model.model import build_model as build_model
 from nlp_rnn.data import batching, vectorize
+from nlp_rnn.data import text_stream
 from nlp_rnn.data.sources import plain_text, plain_texts
+from nlp_rnn.layers.sampled_softmax import training_features
 from nlp_rnn.errors import DataError, UserError
 from nlp_rnn.tasks.base import MainMetric, token_sequence_probe
 
@@ -45,6 +50,23 @@ class Data:
         return f"train {len(self.train):,} characters; held-out {len(self.dev):,} characters"
 
 
+@dataclass(frozen=True)
+class Documents:
+    """Streamed documents (``data.streamed``): training and held-out corpora, read on demand."""
+
+    train: text_stream.Corpus
+    dev: text_stream.Corpus
+    specs: str
+
+    def describe(self) -> str:
+        held_out = (f"the last {self.dev.take:,} training documents" if not self.dev.sources
+                    or self.dev.sources == self.train.sources else "dev documents")
+        return f"documents streamed from {self.specs}; held out: {held_out}"
+
+    def dev_texts(self) -> list[str]:
+        return list(text_stream.documents(self.dev))
+
+
 @dataclass
 class Vectorizers:
     tokens: list[str]  # the vocabulary, RESERVED first
@@ -62,9 +84,28 @@ class Vectorizers:
 # ---- data --------------------------------------------------------------------------------
 
 
-def load_data(config: LanguageModelPipeline) -> Data:
+def load_data(config: LanguageModelPipeline) -> Data | Documents:
     d = config.data
-    return Data(*plain_texts(d.train, d.dev, d.holdout_fraction))
+    if not d.streamed:
+        return Data(*plain_texts(d.train, d.dev, d.holdout_fraction))
+    as_list = lambda spec: spec if isinstance(spec, list) else [spec]  # noqa: E731
+    source = lambda path: text_stream.TextSource(  # noqa: E731
+        path, "auto" if d.format == "auto" else d.format, d.text_column)
+    train = tuple(source(path) for path in as_list(d.train))
+    specs = ", ".join(as_list(d.train))
+    if d.dev:
+        dev = text_stream.Corpus(tuple(source(path) for path in as_list(d.dev)),
+                                 take=d.max_dev_documents)
+        return Documents(text_stream.Corpus(train), dev, specs)
+    count = sum(1 for _ in text_stream.documents(train))  # also validates every record
+    held_out = max(1, int(count * d.holdout_fraction))
+    if count - held_out < 1:
+        raise DataError(f"{count} document(s): too few to hold {d.holdout_fraction:g} of them "
+                        "out; give data.dev", specs)
+    return Documents(text_stream.Corpus(train, take=count - held_out),
+                     text_stream.Corpus(train, skip=count - held_out,
+                                        take=min(held_out, d.max_dev_documents or held_out)),
+                     specs)
 
 
 def normalize(text: tf.Tensor, lowercase: bool, letters_only: bool) -> tf.Tensor:
@@ -84,16 +125,32 @@ def split_tokens(text: tf.Tensor, level: str) -> tf.RaggedTensor | tf.Tensor:
 
 
 def _tokenize(config: LanguageModelPipeline, text):
+    """Tokens of string(s), in the order the model reads them (reversed: a backward model)."""
     v = config.vectorize
-    return split_tokens(normalize(text, v.lowercase, v.letters_only), v.level)
+    if not config.data.streamed:
+        return split_tokens(normalize(text, v.lowercase, v.letters_only), v.level)
+    words = text_stream.split_words(tf.reshape(text, [-1]),
+                                    vectorize.standardize_function(v.standardize))
+    if v.direction == "backward":
+        words = text_stream.reverse_rows(words)
+    return words if text.shape.rank == 1 else words.flat_values
 
 
-def build_vectorizers(config: LanguageModelPipeline, data: Data, vocab_dir: Path) -> Vectorizers:
-    """Most frequent training tokens (ids 0/1 reserved), or the saved vocabulary on resume."""
+def build_vectorizers(config: LanguageModelPipeline, data: Data | Documents,
+                      vocab_dir: Path) -> Vectorizers:
+    """Most frequent training tokens (ids 0/1 reserved; documents: then the end-of-document
+    token), or the saved vocabulary on resume."""
     vocab_file = vocab_dir / "vocab.txt"
     resumed = vocab_file.exists()
     if resumed:
         tokens = vectorize.load_vocabulary(vocab_file)
+    elif isinstance(data, Documents):  # one streaming pass; also validates every record
+        counts = text_stream.count_tokens(
+            data.train, vectorize.standardize_function(config.vectorize.standardize))
+        if not counts:
+            raise DataError("no words in the training documents once standardized",
+                            data.specs)
+        tokens = text_stream.build_vocabulary(counts, config.vectorize.max_tokens)
     else:
         counts = collections.Counter(
             t.decode("utf-8") for t in _tokenize(config, tf.constant(data.train)).numpy())
@@ -114,10 +171,27 @@ def build_vectorizers(config: LanguageModelPipeline, data: Data, vocab_dir: Path
         vectorize.save_vocabulary(tokens, vocab_file)
     lookup = keras.layers.StringLookup(vocabulary=tokens[2:], mask_token="", num_oov_indices=1)
     vectorizers = Vectorizers(tokens, lookup, config.vectorize.level, pretrained)
-    for embedding in pretrained.values():
+    for embedding in pretrained.values():  # text read whole (config validation)
         for split, text in (("train", data.train), ("dev", data.dev)):
             embedding.count_tokens(split, [token_ids(config, vectorizers, text).numpy()])
     return vectorizers
+
+
+def _document_batches(config: LanguageModelPipeline, vectorizers: Vectorizers,
+                      corpus: text_stream.Corpus, training: bool):
+    """(windows, next-token windows) batches streamed from documents, as the model reads
+    them (a dict with the targets for a model with a sampled softmax)."""
+    v = config.vectorize
+    batches = text_stream.lm_batches(
+        corpus, vectorizers.lookup, v.sequence_length, config.train.batch_size,
+        standardize=vectorize.standardize_function(v.standardize),
+        backward=v.direction == "backward",
+        shuffle_buffer=config.train.shuffle_buffer if training else None, seed=config.seed,
+        drop_remainder=training)
+    if uses_output_layer(config):
+        batches = batches.map(lambda inputs, targets: (training_features(inputs, targets),
+                                                       targets))
+    return batches
 
 
 def token_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: str) -> tf.Tensor:
@@ -146,9 +220,17 @@ def _window_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: s
     return ids
 
 
-def make_datasets(config: LanguageModelPipeline, data: Data, vectorizers: Vectorizers):
-    """Shuffled training windows and in-order held-out windows; nothing is ever dropped."""
+def make_datasets(config: LanguageModelPipeline, data: Data | Documents,
+                  vectorizers: Vectorizers):
+    """Shuffled training windows and in-order held-out windows; nothing is ever dropped (text
+    read whole). Streamed documents: the training tokens of an epoch are those its batches
+    hold when ``train.steps_per_epoch`` sets it, else unknown until a pass ends (0)."""
     length = config.vectorize.sequence_length
+    if isinstance(data, Documents):
+        steps = config.train.steps_per_epoch or 0
+        return (_document_batches(config, vectorizers, data.train, training=True),
+                dev_batches(config, data, vectorizers),
+                (0, steps * config.train.batch_size * length))
     train_ids = _window_ids(config, vectorizers, data.train, "train")
     train = batching.token_windows(train_ids, length)
     return (batching.window_batches(train, config.train.batch_size, config.train.shuffle_buffer,
@@ -157,8 +239,11 @@ def make_datasets(config: LanguageModelPipeline, data: Data, vectorizers: Vector
             (0, int(train_ids.shape[0]) // (length + 1) * length))
 
 
-def dev_batches(config: LanguageModelPipeline, data: Data, vectorizers: Vectorizers):
+def dev_batches(config: LanguageModelPipeline, data: Data | Documents,
+                vectorizers: Vectorizers):
     """Held-out (window, next-token window) batches in text order."""
+    if isinstance(data, Documents):
+        return _document_batches(config, vectorizers, data.dev, training=False)
     dev = batching.token_windows(_window_ids(config, vectorizers, data.dev, "dev"),
                                  config.vectorize.sequence_length)
     return batching.window_batches(dev, config.train.batch_size)
@@ -168,15 +253,22 @@ def dev_batches(config: LanguageModelPipeline, data: Data, vectorizers: Vectoriz
 
 
 def compile_args(config: LanguageModelPipeline) -> dict:
+    if uses_output_layer(config):  # the output layer adds each batch's loss itself
+        return {}
     return {"loss": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             "metrics": [keras.metrics.SparseCategoricalAccuracy(name="accuracy")]}
 
 
 class PerplexityLogger(keras.callbacks.Callback):
-    """Adds ``perplexity`` and ``val_perplexity`` (exp of the mean token cross-entropy)."""
+    """Adds ``perplexity`` and ``val_perplexity`` (exp of the mean token cross-entropy); only
+    ``val_perplexity`` when the training loss is a sampled softmax's estimate."""
+
+    def __init__(self, keys: tuple[str, ...] = ("loss", "val_loss")):
+        super().__init__()
+        self.keys = keys
 
     def on_epoch_end(self, epoch, logs=None):
-        for key in ("loss", "val_loss"):
+        for key in self.keys:
             if logs is not None and key in logs:
                 logs[key.replace("loss", "perplexity")] = math.exp(min(logs[key], 50.0))
 
@@ -199,7 +291,8 @@ class SampleWriter(keras.callbacks.Callback):
 def callbacks(model, vectorizers, config: LanguageModelPipeline, log_dir: Path,
               dev_batches) -> list:
     generate = serving_endpoints(model, vectorizers, config)["serving_default"]
-    return [PerplexityLogger(), SampleWriter(generate, config.generation, log_dir)]
+    keys = ("val_loss",) if config.model.softmax.type == "sampled" else ("loss", "val_loss")
+    return [PerplexityLogger(keys), SampleWriter(generate, config.generation, log_dir)]
 
 
 # ---- serving -----------------------------------------------------------------------------
@@ -234,10 +327,12 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
     ones, a remainder shorter than a window dropped), the summed negative log-likelihood of
     its predicted tokens and how many there are; exp(sum nll / sum tokens) is the perplexity
     a run reports on the same text."""
+    model = language_model(model)
     vocab = tf.constant(vectorizers.tokens)
     separator = vectorizers.separator
     lookup = vectorizers.lookup
     stepper = Stepper(model)
+    backward = config.vectorize.direction == "backward"
 
     @tf.function(input_signature=[
         tf.TensorSpec([None], tf.string, name="prompt"),
@@ -273,11 +368,14 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
             [tf.constant(0), states, logits, tf.TensorArray(tf.int64, size=steps)])
         chosen = tf.cond(steps > 0, lambda: tf.transpose(generated.stack()),  # [batch, steps]
                          lambda: tf.zeros([batch, 0], tf.int64))  # stack() needs an element
+        if backward:  # generated right to left: the words before the prompt, nearest first
+            chosen = tf.reverse(chosen, axis=[1])
         continuation = tf.strings.reduce_join(tf.gather(vocab, chosen), axis=1,
                                               separator=separator)
         joiner = "" if separator == "" else " "
+        parts = [continuation, prompt] if backward else [prompt, continuation]
         return {"continuation": continuation,
-                "text": tf.strings.join([prompt, continuation], separator=joiner)}
+                "text": tf.strings.join(parts, separator=joiner)}
 
     window, chunk = config.vectorize.sequence_length, config.train.batch_size
 
@@ -344,7 +442,8 @@ def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_bat
                  config: LanguageModelPipeline) -> dict:
     """Held-out perplexity of the best epoch through the exported ``score`` function (the
     windows ``dev_batches`` holds), plus sample generations."""
-    return {**perplexity(endpoints["score"], [data.dev]),
+    texts = data.dev_texts() if isinstance(data, Documents) else [data.dev]
+    return {**perplexity(endpoints["score"], texts),
             "samples": samples_markdown(endpoints["serving_default"], config.generation)}
 
 
@@ -369,7 +468,8 @@ def trackables(vectorizers: Vectorizers) -> list:
 
 def export_metadata(config: LanguageModelPipeline, vectorizers: Vectorizers) -> dict:
     g = config.generation
-    return {"level": vectorizers.level, "max_length": g.max_length,
+    return {"level": vectorizers.level, "direction": config.vectorize.direction,
+            "streamed": config.data.streamed, "max_length": g.max_length,
             "temperature": g.temperature, "top_k": g.top_k}
 
 
@@ -395,13 +495,22 @@ def format_predictions(texts: list[str], outputs: dict, metadata: dict) -> list[
 def evaluate_export(signature, metadata: dict, data: str, data_format: str,
                     text_column: str | None, label_column: str | None) -> dict:
     """Perplexity on plain text (a file, or ``builtin:NAME[:SPLIT]``), read and windowed as a
-    run reads its held-out text, so the same text gives the run's dev perplexity."""
+    run reads its held-out text, so the same text gives the run's dev perplexity; a model
+    trained on documents reads documents (CSV/TSV/JSON Lines, or text a document a line),
+    each scored on its own."""
+    if label_column is not None:
+        raise UserError("--label-column: a language model reads text, which has no labels")
+    if metadata.get("streamed"):
+        texts = list(text_stream.documents([text_stream.TextSource(
+            data, "auto" if data_format in ("auto", "text") else data_format,
+            text_column or "text")]))
+        return perplexity(signature("score"), texts)
     if data_format != "auto":
         raise UserError(f"--format {data_format}: a language model reads plain text "
                         "(leave --format at auto)")
-    if text_column is not None or label_column is not None:
-        raise UserError("--text-column/--label-column: a language model reads plain text, "
-                        "which has no columns")
+    if text_column is not None:
+        raise UserError("--text-column: a language model trained on plain text reads plain "
+                        "text, which has no columns")
     return perplexity(signature("score"), [plain_text(data)])
 
 
@@ -415,5 +524,8 @@ def format_metrics(metrics: dict) -> str:
 def gradient_probe(model: keras.Model, config: LanguageModelPipeline):
     """The first recurrent layer over the window; the loss of the window's last next-token
     prediction (every window is full, so no padding)."""
+    if uses_output_layer(config):
+        raise UserError("diagnose gradients measures a full-softmax language model; this one "
+                        "trains a sampled softmax (model.softmax)")
     return token_sequence_probe(model, keras.losses.SparseCategoricalCrossentropy(
         from_logits=True))
