@@ -33,8 +33,8 @@ def _nlp_rnn_side(pair) -> tuple[list, Callable, tuple]:
     import tensorflow as tf
 
     from nlp_rnn.data import batching, vectorize
-    from nlp_rnn.tasks import classification as task
-    from nlp_rnn.training import BEST_WEIGHTS
+    from nlp_rnn.tasks.classification import task as task
+    from nlp_rnn.resume import BEST_WEIGHTS
 
     config, run_dir = pair.nlp.config, pair.nlp.result.run_dir
     data = task.load_data(config)

@@ -30,7 +30,7 @@ def run(config, vocab_dir: Path, reps: int, model_batches: int,
     import tensorflow as tf
 
     from nlp_rnn import training
-    from nlp_rnn.tasks import classification as task
+    from nlp_rnn.tasks.classification import task as task
 
     started = time.perf_counter()
     training.set_seed(config.seed)

@@ -36,7 +36,7 @@ def child_main(argv: Sequence[str] | None = None) -> None:
     from benchmarks.training import PIPELINE
     from nlp_rnn.config import load_pipeline
     from nlp_rnn.pipeline import run_pipeline
-    from nlp_rnn.tasks import classification  # noqa: F401
+    from nlp_rnn.tasks.classification import task as classification  # noqa: F401
 
     baseline = memory_kib("VmRSS")
     config = load_pipeline(str(PIPELINE), [

@@ -9,7 +9,7 @@ import tensorflow as tf
 from nlp_rnn import export, inference
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import vectorize
-from nlp_rnn.tasks import classification
+from nlp_rnn.tasks.classification import task as classification
 
 TEXTS = ["the movie was not bad", "", "   ", "terrible !", "😀 日本語 שלום", "word " * 500]
 

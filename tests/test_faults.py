@@ -2,7 +2,7 @@
 command again. Each test asserts the exit status, the one `error:` line (no traceback), what is
 left on disk, and that the re-run finishes and exports a model that predicts.
 
-The faults: SIGKILL inside a checkpoint write (NLP_RNN_TEST_PAUSE, training.py) and during an
+The faults: SIGKILL inside a checkpoint write (NLP_RNN_TEST_PAUSE, resume.py) and during an
 export, hand-torn checkpoints and history rows, a full disk (a small tmpfs; skipped where
 mounting is not permitted) during training and during export, SIGTERM, two runs of one config
 at once, data changed between attempts, bad data, an unwritable export folder.
@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from nlp_rnn import inference, run_folder, training
+from nlp_rnn import inference, resume
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data.builtin import sentiment_examples
 
@@ -121,7 +121,7 @@ def epochs_done(runs: Path) -> int:
     folders = run_dirs(runs)
     if not folders or not (folders[0] / "history.csv").exists():
         return 0
-    return len(training.read_history(folders[0] / "history.csv"))
+    return len(resume.read_history(folders[0] / "history.csv"))
 
 
 def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
@@ -191,16 +191,16 @@ def test_sigkill_inside_checkpoint_write_then_torn_files_are_set_aside_and_run_r
     (run_dir,) = run_dirs(tmp_path / "runs")
     backup = run_dir / "backup" / "latest.weights.h5"
     (torn_tmp,) = temporaries(run_dir / "backup")  # the write that was cut short ...
-    assert training.unreadable_weights(backup) is None  # ... never touched the last backup
+    assert resume.unreadable_weights(backup) is None  # ... never touched the last backup
     import h5py
 
     with h5py.File(backup, "r") as f:
-        assert f.attrs[training.EPOCH_ATTR] == 1
+        assert f.attrs[resume.EPOCH_ATTR] == 1
     assert history_epochs(run_dir) == [0]
     assert status(run_dir)["status"] == "running" and status(run_dir)["phase"] == "training"
 
     # what an older nlp-rnn (Keras writing in place) left after such a kill: a torn file
-    best = run_dir / training.BEST_WEIGHTS
+    best = run_dir / resume.BEST_WEIGHTS
     best.write_bytes(best.read_bytes()[: best.stat().st_size // 2])
     with (run_dir / "history.csv").open("a") as f:
         f.write("1,0.5")  # a row cut short by a kill inside CSVLogger's append
@@ -215,7 +215,7 @@ def test_sigkill_inside_checkpoint_write_then_torn_files_are_set_aside_and_run_r
     assert epochs[0] == f"Epoch 2/{EPOCHS}", epochs  # the good backup of epoch 1 was used
     assert history_epochs(run_dir) == list(range(EPOCHS))
     assert len(list((run_dir / "checkpoints").glob("best.weights.h5.corrupt-*"))) == 1
-    assert training.unreadable_weights(best) is None
+    assert resume.unreadable_weights(best) is None
     assert temporaries(run_dir) == []
     assert status(run_dir)["status"] == "completed"
     predicts(tmp_path / "saved_models" / "sentiment" / "1")
@@ -228,7 +228,7 @@ def test_torn_backup_is_set_aside_and_training_starts_over(tmp_path):
     (backup_dir / "latest.weights.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 100)
     (backup_dir / "training_metadata.json").write_text('{"epoch": 4, "ba')
     said = []
-    training.check_resume_files(run_dir, backup_dir, said.append)
+    resume.check_resume_files(run_dir, backup_dir, said.append)
     assert not (backup_dir / "latest.weights.h5").exists()  # so the resume starts at epoch 1
     assert len(list(run_dir.glob("latest.weights.h5.corrupt-*"))) == 1  # kept, not deleted
     assert any("latest.weights.h5 is unreadable" in line for line in said), said
@@ -290,8 +290,8 @@ def test_full_disk_during_training_fails_with_one_line_then_resumes(tmp_path):
         assert "No space left on device" in error and str(run_dir) in error, error
         assert status(run_dir)["status"] == "failed"
         assert temporaries(run_dir) == []
-        for weights in [run_dir / training.BEST_WEIGHTS, run_dir / "backup/latest.weights.h5"]:
-            assert not weights.exists() or training.unreadable_weights(weights) is None
+        for weights in [run_dir / resume.BEST_WEIGHTS, run_dir / "backup/latest.weights.h5"]:
+            assert not weights.exists() or resume.unreadable_weights(weights) is None
 
         filler.unlink()
         rerun = run(command(tmp_path, runs=runs))
@@ -327,16 +327,16 @@ def test_two_runs_of_one_config_started_together_get_their_own_folders(tmp_path)
 def test_live_run_folder_is_never_resumed(tmp_path):
     """A folder whose lock is held belongs to a live run: another run starts its own."""
     config = load_pipeline("sentiment", output_dir=str(tmp_path / "runs"))
-    first, resumed, lock, _ = run_folder.prepare_run_dir(config, print)
+    first, resumed, lock, _ = resume.prepare_run_dir(config, print)
     assert not resumed
     said = []
-    second, resumed, second_lock, _ = run_folder.prepare_run_dir(config, said.append)
+    second, resumed, second_lock, _ = resume.prepare_run_dir(config, said.append)
     assert second != first and not resumed
     assert said == [f"[sentiment] {first} belongs to a live run (pid ?); "
                     "starting a new run folder"]
     second_lock.release()
     lock.release()  # both "died": the newest unfinished folder is resumed
-    again, resumed, again_lock, _ = run_folder.prepare_run_dir(config, print)
+    again, resumed, again_lock, _ = resume.prepare_run_dir(config, print)
     assert (again, resumed) == (second, True)
     again_lock.release()
 
@@ -392,5 +392,5 @@ def test_history_with_a_torn_row_and_a_second_header_reads(tmp_path):
     history = tmp_path / "history.csv"
     history.write_text("epoch,loss,val_accuracy\n0,0.7,0.5\nepoch,loss,val_accuracy\n"
                        "1,0.6,0.75\n2,0.5")
-    assert [row["epoch"] for row in training.read_history(history)] == [0, 1]
-    assert training.best_so_far(history, "val_accuracy", "max") == 0.75
+    assert [row["epoch"] for row in resume.read_history(history)] == [0, 1]
+    assert resume.best_so_far(history, "val_accuracy", "max") == 0.75

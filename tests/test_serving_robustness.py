@@ -23,7 +23,7 @@ from nlp_rnn import export, inference
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import vectorize
 from nlp_rnn.pipeline import run_pipeline
-from nlp_rnn.tasks import classification
+from nlp_rnn.tasks.classification import task as classification
 
 ODD = [
     "",

@@ -25,7 +25,7 @@ from nlp_rnn.cli import main
 from nlp_rnn.config import BUILTIN_PIPELINES, builtin_pipeline_text, load_pipeline
 from nlp_rnn.inference import read_metadata, resolve_model_dir
 from nlp_rnn.pipeline import run_pipeline
-from nlp_rnn.tasks import TASKS
+from nlp_rnn.tasks import TASKS, pipeline_class
 from nlp_rnn.tasks.base import MainMetric, Task
 
 # conftest's session fixtures that already train and export a task's built-in pipeline for
@@ -41,10 +41,10 @@ TEXTS = ["the movie was not bad at all", "Peter Blackburn flew to Brussels", ""]
 
 
 def builtin_pipeline_of(task_name: str) -> str:
-    for name in BUILTIN_PIPELINES:
-        if yaml.safe_load(builtin_pipeline_text(name))["task"] == task_name:
-            return name
-    raise AssertionError(f"task {task_name} has no built-in pipeline")
+    name = pipeline_class(task_name).BUILTIN_PIPELINE
+    assert name in BUILTIN_PIPELINES, f"task {task_name} has no built-in pipeline"
+    assert yaml.safe_load(builtin_pipeline_text(name))["task"] == task_name
+    return name
 
 
 @pytest.fixture(scope="module", params=sorted(TASKS))
@@ -79,6 +79,14 @@ def test_module_satisfies_the_task_protocol(exported):
     assert isinstance(task, Task)
     assert isinstance(task.METRIC, MainMetric) and task.METRIC.direction in ("max", "min")
     assert task.PREDICT_SIGNATURE and set(task.PREDICT_OPTIONS) <= set(OPTION_VALUES)
+
+
+def test_parameter_counts_are_a_lower_bound_of_the_built_model(exported):
+    """The memory check before TensorFlow loads (config.py) trusts the config's own count of
+    the model's weights: it must never overstate what ``build_model`` makes."""
+    config, result = exported[1], exported[2]
+    counted = sum(config.parameter_counts().values())
+    assert 0 < counted <= result.params
 
 
 def test_export_exists_with_metadata(exported, export_dir):
