@@ -217,10 +217,9 @@ def compare_command(pipeline, vary, overrides, seed, output_dir, export):
 @click.option("--seed", type=SEED, default=None, help="Pipeline seed (every trial's).")
 @click.option("--output-dir", default="tunes", show_default=True,
               help="Where the study folder is created.")
-@click.option("--worker-index", type=click.IntRange(0), default=None, hidden=True)
 @user_errors
 def tune_command(pipeline, space, trials, timeout, storage, study, workers, pruner, sampler,
-                 startup_trials, overrides, seed, output_dir, worker_index):
+                 startup_trials, overrides, seed, output_dir):
     """Search PIPELINE's hyperparameters over SPACE with Optuna (TPE + pruning).
 
     \b
@@ -232,17 +231,26 @@ def tune_command(pipeline, space, trials, timeout, storage, study, workers, prun
     trials.md / trials.csv, PNG plots and runs/trial-NNNN/ (one run folder per trial, with
     HParams for TensorBoard). Re-running the same command continues the study.
     """
-    from nlp_rnn.tune import plan_tune, run_tune, run_worker
+    from nlp_rnn.tune import plan_tune, run_tune
 
     plan = plan_tune(pipeline, space, trials, timeout, storage, study, workers, pruner,
                      sampler, startup_trials, list(overrides), seed, output_dir)
-    if worker_index is not None:  # one of `--workers K`'s processes: trials only
-        quiet_tensorflow()
-        run_worker(plan, log=click.echo, index=worker_index)
-        return
     if workers == 1:  # trials in this process (with K workers, only they load TensorFlow)
         quiet_tensorflow()
     run_tune(plan, log=click.echo)
+
+
+@main.command("tune-worker", hidden=True)
+@click.argument("plan_file")
+@click.option("--index", type=click.IntRange(0), required=True)
+@user_errors
+def tune_worker_command(plan_file, index):
+    """One of `tune --workers K`'s processes: trials of the plan its parent wrote."""
+    from nlp_rnn.tune import read_worker_plan, run_worker
+
+    plan = read_worker_plan(plan_file)
+    quiet_tensorflow()
+    run_worker(plan, log=click.echo, index=index)
 
 
 @main.group()

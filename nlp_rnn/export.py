@@ -14,11 +14,12 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from nlp_rnn import atomic
+from nlp_rnn import atomic, liveness
 from nlp_rnn.errors import ExportError
 from nlp_rnn.inference import METADATA_FILE, load_saved_model, versions
 
 TMP_EXPORT = ".tmp-export-"
+WRITER_FILE = ".writer.json"  # the writing process's liveness token, inside TMP_EXPORT folders
 
 
 def export_saved_model(model, endpoints: dict, trackables: list, export_root: str,
@@ -41,9 +42,11 @@ def export_saved_model(model, endpoints: dict, trackables: list, export_root: st
     model_root = Path(export_root) / name
     model_root.mkdir(parents=True, exist_ok=True)
     remove_stale_exports(model_root, log)
-    # the pid in the name tells a later export whether the writer is still alive
+    # the writer's token inside (the pid in the name until it is written) tells a later
+    # export whether this one is still alive
     tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_EXPORT}{os.getpid()}-", dir=model_root))
     try:
+        atomic.write_text(tmp / WRITER_FILE, json.dumps(liveness.current_token()))
         archive = keras.export.ExportArchive()
         archive.track(model)
         for item in trackables:
@@ -58,6 +61,7 @@ def export_saved_model(model, endpoints: dict, trackables: list, export_root: st
         metadata = {**metadata, "example_inputs": _as_json(sample_inputs)}
         atomic.write_text(tmp / METADATA_FILE, json.dumps(metadata, indent=2))
         atomic.make_private_dir_public(tmp)  # mkdtemp's 0700 would lock out a TF Serving user
+        (tmp / WRITER_FILE).unlink()  # not part of the version; the pid in the name remains
         while True:  # another export may take a version number between our look and rename
             target = model_root / str((versions(model_root) or [0])[-1] + 1)
             try:
@@ -76,24 +80,33 @@ def export_saved_model(model, endpoints: dict, trackables: list, export_root: st
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _pid_alive(pid: int) -> bool:
+def _writer_gone(folder: Path) -> bool:
+    """Whether the process that made a ``.tmp-export-<pid>-*`` folder has ended.
+
+    Told by the writer's token inside (``liveness.token_gone``: a reused pid does not keep the
+    folder alive). Without one (the writer's first and last moments, or an older nlp-rnn's
+    folder) the pid in the name must belong to a process that was alive when the folder last
+    changed; a name without a pid (older still) is stale.
+    """
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return liveness.token_gone(json.loads((folder / WRITER_FILE).read_text()))
+    except (OSError, ValueError):
+        pass
+    pid = folder.name[len(TMP_EXPORT):].partition("-")[0]
+    if not pid.isdigit():
+        return True
+    try:
+        changed = folder.stat().st_mtime
+    except OSError:  # removed meanwhile
         return False
-    except PermissionError:
-        return True  # someone else's live process
-    return True
+    return liveness.pid_gone(int(pid), active_at=changed)
 
 
 def remove_stale_exports(model_root: Path, log=print) -> None:
-    """Delete ``.tmp-export-<pid>-*`` folders whose writer is dead (killed mid-export).
-
-    A live writer's folder is kept; one named by an older nlp-rnn (no pid) is stale.
-    """
+    """Delete ``.tmp-export-*`` folders whose writer is dead (killed mid-export); a live
+    writer's folder is kept."""
     for item in model_root.glob(f"{TMP_EXPORT}*"):
-        pid = item.name[len(TMP_EXPORT):].partition("-")[0]
-        if item.is_dir() and not (pid.isdigit() and _pid_alive(int(pid))):
+        if item.is_dir() and _writer_gone(item):
             shutil.rmtree(item, ignore_errors=True)
             log(f"removed {item}, an export a killed process left unfinished")
 

@@ -21,7 +21,8 @@ from click.testing import CliRunner
 
 from nlp_rnn.cli import main
 from nlp_rnn.errors import ConfigError, UserError
-from nlp_rnn.tune import Dimension, parse_dimension, plan_tune
+from nlp_rnn.tune import Dimension, plan_tune
+from nlp_rnn.tune.space import parse_dimension
 from conftest import cli_in_fresh_interpreter
 
 # A model that trains in seconds; early stopping off, so "epochs run" means what the tuner did.
@@ -117,7 +118,7 @@ def test_space_errors_name_file_line_and_key(space_file, text, line, message):
 
 
 def test_a_plain_value_is_fixed_for_every_trial_and_set_overrides_it(space_file):
-    from nlp_rnn.tune import trial_config
+    from nlp_rnn.tune.plan import trial_config
 
     fixed = plan_tune("sentiment", space_file(SPACE + "train.epochs: 3\n"))
     assert fixed.space.keys == ["model.rnn.units", "train.learning_rate"]
@@ -174,7 +175,7 @@ def test_same_command_same_study_folder(space_file):
 
 
 def test_shipped_sst2_space_holds_the_shipped_pipeline(monkeypatch):
-    from nlp_rnn.tune import baseline_params
+    from nlp_rnn.tune.plan import baseline_params
 
     root = Path(__file__).resolve().parents[1]
     monkeypatch.chdir(root)
@@ -196,16 +197,37 @@ def test_dimension_membership_and_probes():
     assert cell.contains("lstm") and not cell.contains(True)  # True == 1, but not a choice
 
 
-def test_a_dead_trial_process_is_recognised_on_this_machine_only():
-    from nlp_rnn.tune import process_gone, process_token
+def test_the_plan_a_worker_reads_is_the_plan_its_parent_checked(space_file, tmp_path):
+    from nlp_rnn.tune.plan import read_plan, write_plan
 
-    token = process_token()
-    assert not process_gone(token)
-    ended = subprocess.Popen([sys.executable, "-c", "pass"])
-    ended.wait()
-    assert process_gone({**token, "pid": ended.pid})
-    assert process_gone({**token, "started": "1"})  # the pid now belongs to another process
-    assert not process_gone({**token, "host": "elsewhere"})  # there the heartbeat decides
+    path = space_file(SPACE + "train.epochs: 3\n")
+    plan = plan_tune("sentiment", path, trials=7, timeout_minutes=1.5, workers=2,
+                     pruner="hyperband", sampler="random", startup_trials=2,
+                     overrides=["model.rnn.bidirectional=false"], seed=5,
+                     storage="sqlite:///x.db", output_dir=str(tmp_path / "tunes"))
+    write_plan(plan, tmp_path / "plan.json")
+    Path(path).write_text("model.rnn.cell: [gru]\n")  # edited meanwhile: the worker keeps
+    assert read_plan(tmp_path / "plan.json", plan.storage) == plan  # the parent's plan
+    secret = plan_tune("sentiment", space_file(SPACE),
+                       storage="postgresql://me:hunter2@db.example/tune")
+    write_plan(secret, tmp_path / "secret.json")
+    assert "hunter2" not in (tmp_path / "secret.json").read_text()  # the URL: by environment
+
+
+def test_the_worker_command_is_hidden_and_needs_its_parents_plan(space_file, tmp_path,
+                                                                  monkeypatch):
+    from nlp_rnn.tune.plan import write_plan
+    from nlp_rnn.tune.run import STORAGE_ENV
+
+    assert "tune-worker" not in CliRunner().invoke(main, ["--help"]).output
+    write_plan(plan_tune("sentiment", space_file(SPACE)), tmp_path / "plan.json")
+    monkeypatch.delenv(STORAGE_ENV, raising=False)
+    alone = CliRunner().invoke(main, ["tune-worker", str(tmp_path / "plan.json"), "--index", "0"])
+    assert alone.exit_code == 2 and f"{STORAGE_ENV} is not set" in alone.output
+    monkeypatch.setenv(STORAGE_ENV, "sqlite:///x.db")
+    (tmp_path / "torn.json").write_text('{"format": 1, "sou')
+    torn = CliRunner().invoke(main, ["tune-worker", str(tmp_path / "torn.json"), "--index", "0"])
+    assert torn.exit_code == 2 and "not a tune plan" in torn.output
 
 
 # ---- pruning ---------------------------------------------------------------------------------
@@ -229,6 +251,7 @@ def test_pruner_stops_a_clearly_worse_trial_after_one_epoch(tmp_path, space_file
     assert bad.state.name == "PRUNED", (good.intermediate_values, bad.intermediate_values)
     assert epochs_in(bad.user_attrs["run_dir"]) == [0]  # one epoch of two
     assert bad.user_attrs["epochs"] == 1 and bad.user_attrs["max_epochs"] == 2
+    assert f"[tune] pruned trial {bad.number} after epoch 1: val_accuracy" in result.output
     # the pruned trial's run folder is complete: metrics and HParams for TensorBoard
     assert json.loads((Path(bad.user_attrs["run_dir"]) / "run.json").read_text())[
         "status"] == "completed"
@@ -241,6 +264,7 @@ def test_pruner_stops_a_clearly_worse_trial_after_one_epoch(tmp_path, space_file
 # ---- kill -9, then the same command -----------------------------------------------------------
 
 
+@pytest.mark.acceptance  # a real `nlp-rnn tune` process, killed
 def test_sigkill_mid_trial_then_same_command_completes_the_study(tmp_path, space_file):
     space = Path(space_file(SPACE))
     out = tmp_path / "tunes"
@@ -302,6 +326,7 @@ def assert_each_trial_ran_once(trials, target: int, epochs: int) -> None:
     assert len(pids) == 2, pids  # both workers took trials
 
 
+@pytest.mark.acceptance  # two worker processes
 def test_two_workers_share_one_sqlite_study(two_worker_study):
     folder, trials = two_worker_study
     assert len(trials) == 3  # the local workers start exactly --trials trials
@@ -309,6 +334,7 @@ def test_two_workers_share_one_sqlite_study(two_worker_study):
     assert trials[0].user_attrs.get("baseline")  # trial 0: the pipeline's own values
     assert trials[0].params["train.learning_rate"] == 0.005
     assert len(list((folder / "workers").glob("worker-*.log"))) == 2
+    assert not list((folder / "workers").glob("plan-*.json"))  # the workers' plan: cleaned up
     with (folder / "trials.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["trial"]) for r in rows] == [0, 1, 2]
@@ -320,6 +346,7 @@ def test_two_workers_share_one_sqlite_study(two_worker_study):
     assert "| trial | state | dev accuracy |" in (folder / "trials.md").read_text()
 
 
+@pytest.mark.acceptance  # the two-worker study's best.yaml
 def test_best_yaml_runs_as_a_pipeline(two_worker_study, tmp_path, monkeypatch):
     import yaml
 
@@ -380,6 +407,7 @@ def postgres_url():
         shutil.rmtree(data, ignore_errors=True)
 
 
+@pytest.mark.acceptance  # a PostgreSQL server and two `nlp-rnn tune` processes
 def test_two_machines_share_a_postgresql_study(tmp_path, space_file, postgres_url):
     """Two `nlp-rnn tune` commands as on two machines: one server, each its own folder."""
     space = Path(space_file(SPACE))
