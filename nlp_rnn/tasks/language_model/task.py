@@ -63,8 +63,14 @@ class Documents:
                     or self.dev.sources == self.train.sources else "dev documents")
         return f"documents streamed from {self.specs}; held out: {held_out}"
 
-    def dev_texts(self) -> list[str]:
-        return list(text_stream.documents(self.dev))
+    def dev_text(self) -> str:
+        """The held-out documents as one text, a document a line (how ``score`` reads a
+        streamed model's text: each line a document, followed by the end-of-document token)."""
+        return join_documents(text_stream.documents(self.dev))
+
+
+def join_documents(documents) -> str:
+    return "\n".join(" ".join(document.split()) for document in documents)
 
 
 @dataclass
@@ -134,6 +140,19 @@ def _tokenize(config: LanguageModelPipeline, text):
     if v.direction == "backward":
         words = text_stream.reverse_rows(words)
     return words if text.shape.rank == 1 else words.flat_values
+
+
+def _document_tokens(config: LanguageModelPipeline, text: tf.Tensor) -> tf.Tensor:
+    """string [] -> tokens string [N] of a text read as documents, a non-blank line each, in
+    the order the model reads them, each document followed by the end-of-document token: the
+    tokens the training stream holds for the same documents (text_stream.token_stream)."""
+    if not config.data.streamed:
+        return _tokenize(config, text)
+    lines = tf.strings.split(text, "\n")
+    lines = tf.boolean_mask(lines, tf.strings.length(tf.strings.strip(lines)) > 0)
+    words = _tokenize(config, lines)
+    ends = tf.fill([tf.shape(lines)[0], 1], text_stream.SEPARATOR)
+    return tf.concat([words, ends], axis=1).flat_values
 
 
 def build_vectorizers(config: LanguageModelPipeline, data: Data | Documents,
@@ -322,7 +341,8 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
     """``serving_default``: prompt string [None], max_length int32 [], temperature float32 [],
     top_k int32 [] -> continuation string [None] (and text = prompt + continuation).
 
-    ``score``: text string [None] -> nll float64 [None], tokens int32 [None]: each text cut
+    ``score``: text string [None] -> nll float64 [None], tokens int32 [None] (a model trained
+    on streamed documents reads each line of a text as a document): each text cut
     into the training windows (non-overlapping, ``sequence_length`` tokens predicting the next
     ones, a remainder shorter than a window dropped), the summed negative log-likelihood of
     its predicted tokens and how many there are; exp(sum nll / sum tokens) is the perplexity
@@ -380,7 +400,7 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
     window, chunk = config.vectorize.sequence_length, config.train.batch_size
 
     def score_one(text):
-        ids = tf.cast(lookup(_tokenize(config, text)), tf.int64)  # [N]
+        ids = tf.cast(lookup(_document_tokens(config, text)), tf.int64)  # [N]
         n_windows = tf.shape(ids)[0] // (window + 1)
         windows = tf.reshape(ids[:n_windows * (window + 1)], [n_windows, window + 1])
 
@@ -442,7 +462,7 @@ def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_bat
                  config: LanguageModelPipeline) -> dict:
     """Held-out perplexity of the best epoch through the exported ``score`` function (the
     windows ``dev_batches`` holds), plus sample generations."""
-    texts = data.dev_texts() if isinstance(data, Documents) else [data.dev]
+    texts = [data.dev_text() if isinstance(data, Documents) else data.dev]
     return {**perplexity(endpoints["score"], texts),
             "samples": samples_markdown(endpoints["serving_default"], config.generation)}
 
@@ -497,14 +517,14 @@ def evaluate_export(signature, metadata: dict, data: str, data_format: str,
     """Perplexity on plain text (a file, or ``builtin:NAME[:SPLIT]``), read and windowed as a
     run reads its held-out text, so the same text gives the run's dev perplexity; a model
     trained on documents reads documents (CSV/TSV/JSON Lines, or text a document a line),
-    each scored on its own."""
+    joined as its training stream joins them."""
     if label_column is not None:
         raise UserError("--label-column: a language model reads text, which has no labels")
     if metadata.get("streamed"):
-        texts = list(text_stream.documents([text_stream.TextSource(
+        text = join_documents(text_stream.documents([text_stream.TextSource(
             data, "auto" if data_format in ("auto", "text") else data_format,
             text_column or "text")]))
-        return perplexity(signature("score"), texts)
+        return perplexity(signature("score"), [text])
     if data_format != "auto":
         raise UserError(f"--format {data_format}: a language model reads plain text "
                         "(leave --format at auto)")
