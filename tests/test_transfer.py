@@ -62,10 +62,9 @@ def test_the_fine_tuned_model_starts_with_the_language_models_weights(polarity):
                               bidirectional.forward_layer.get_weights()[0])
 
 
-def test_with_few_labels_fine_tuning_beats_training_from_scratch(polarity):
-    """Dev adjectives never occur in the 32 labelled sentences: from scratch the classifier
-    cannot know them (chance); the language model knows each adjective's polarity from what
-    follows it in the unlabelled reviews, and the fine-tuned classifier inherits that."""
+@pytest.fixture(scope="module")
+def few_labels(polarity):
+    """(scratch, fine-tuned) RunResults of a classifier on the 32 labelled sentences."""
     folder, corpus, lm = polarity
     scratch = run_pipeline(load_pipeline(str(classifier_pipeline(folder, corpus, "scratch"))),
                            log=quiet)
@@ -73,12 +72,37 @@ def test_with_few_labels_fine_tuning_beats_training_from_scratch(polarity):
         folder, corpus, "tuned", model={"pretrained_lm": str(lm.run_dir)},
         train={"schedule": "slanted_triangular", "layer_lr_decay": 2.6,
                "unfreeze": "gradual"}))), log=quiet)
+    return scratch, tuned
+
+
+def test_with_few_labels_fine_tuning_beats_training_from_scratch(polarity, few_labels):
+    """Dev adjectives never occur in the 32 labelled sentences: from scratch the classifier
+    cannot know them (chance); the language model knows each adjective's polarity from what
+    follows it in the unlabelled reviews, and the fine-tuned classifier inherits that."""
+    lm = polarity[2]
+    scratch, tuned = few_labels
     assert scratch.metrics["accuracy"] < 0.7
     assert tuned.metrics["accuracy"] >= 0.9
     assert tuned.metrics["accuracy"] - scratch.metrics["accuracy"] >= 0.25
     assert any("start from pretrained language models" in note for note in tuned.notes)
     recorded = (tuned.run_dir / "config.yaml").read_text()
     assert str(lm.run_dir) in recorded  # the run records which language model it started from
+
+
+def test_the_fine_tuned_export_serves_raw_strings(few_labels):
+    """An ordinary SavedModel: TF Serving's REST API through `nlp-rnn serve` answers raw
+    sentences with the labels the export itself gives."""
+    from serve_helpers import direct_call, running_server
+
+    tuned = few_labels[1]
+    model_dir = tuned.export_path.parent
+    texts = ["the plot was stellar .", "the cast was dismal ."]
+    with running_server([model_dir]) as server:
+        status, body, _ = server.predict("tuned", {"instances": texts})
+    assert status == 200, body
+    labels = [row["label"] for row in body["predictions"]]
+    assert labels == list(direct_call(model_dir, "serving_default", {"text": texts})["label"])
+    assert labels == ["pos", "neg"]
 
 
 def test_the_newest_finished_run_and_the_export_name_the_same_language_model(polarity):
