@@ -169,3 +169,24 @@ def pad_chars(chars: tf.RaggedTensor) -> tf.Tensor:
     shape = tf.shape(dense)
     return tf.pad(dense, [[0, 0], [0, tf.maximum(1 - shape[1], 0)],
                           [0, tf.maximum(1 - shape[2], 0)]], constant_values=PAD_ID)
+
+
+def flat(x):
+    """The values of one unbatched example, which may come out of ``unbatch`` as a
+    rank-0-ragged tensor."""
+    return x.flat_values if isinstance(x, tf.RaggedTensor) else x
+
+
+def encoded_examples(dataset: tf.data.Dataset, encode, finish, batch_size: int = 512,
+                     ragged: bool = False) -> tf.data.Dataset:
+    """Examples encoded a batch at a time (one call of the tokenizing ops per batch, not per
+    example), then unbatched, each ``finish``-ed, and cached.
+
+    Args:
+        ragged: batch with ``ragged_batch`` (the examples' shapes differ, e.g. token lists).
+    """
+    batched = dataset.ragged_batch(batch_size) if ragged else dataset.batch(batch_size)
+    return (batched.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+            .unbatch()
+            .map(finish, num_parallel_calls=tf.data.AUTOTUNE)
+            .cache())

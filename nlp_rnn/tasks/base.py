@@ -193,6 +193,13 @@ def column_number(value: str | None, default: int, option: str) -> int:
                         f"{value!r}") from None
 
 
+def text_rows(texts: list[str], input_key: str, outputs: dict, output_key: str) -> list[dict]:
+    """``format_predictions`` of a task whose export answers one string per input:
+    [{input_key: text, output_key: the decoded output}] per text."""
+    return [{input_key: text, output_key: value.decode("utf-8")}
+            for text, value in zip(texts, outputs[output_key])]
+
+
 def per_class_table(title: str, width: int, report: dict) -> list[str]:
     """Lines of a precision/recall/F1/support table from an sklearn/seqeval report
     ({name: {"precision", "recall", "f1-score", "support"}}), names padded to ``width``."""

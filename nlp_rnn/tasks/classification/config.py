@@ -9,8 +9,15 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
-from nlp_rnn.sections import (PipelineBase, PretrainedConfig, PretrainedLmConfig, RnnConfig,
-                              Section, rnn_parameters)
+from nlp_rnn.sections import (
+    PipelineBase,
+    PretrainedConfig,
+    PretrainedLmConfig,
+    RnnConfig,
+    Section,
+    rnn_parameters,
+)
+
 
 class ClassificationData(Section):
     """Where the labelled text comes from: a path, ``tfds:NAME[:SPLIT]`` or ``builtin:NAME[:SPLIT]``."""
@@ -59,6 +66,9 @@ class ClassificationModel(Section):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 class ClassificationPipeline(PipelineBase):
+    """A text classifier (N->1): labelled text in, one label per text out (sentiment,
+    topics). The export takes raw strings and answers label, label_id and probabilities."""
+
     BUILTIN_PIPELINE: ClassVar[str] = "sentiment"
 
     task: Literal["classification"]

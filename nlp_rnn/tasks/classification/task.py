@@ -17,14 +17,15 @@ import numpy as np
 import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
-from nlp_rnn.tasks.classification.config import ClassificationPipeline
-# the Task protocol's build_model: the model itself is model.py's
-from nlp_rnn.tasks.classification.model import build_model as build_model
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import LabelledSource, labelled_source
 from nlp_rnn.errors import DataError
-from nlp_rnn.transfer import LanguageModelStart
 from nlp_rnn.tasks.base import MainMetric, per_class_table, token_sequence_probe
+from nlp_rnn.tasks.classification.config import ClassificationPipeline
+
+# the Task protocol's build_model: the model itself is model.py's
+from nlp_rnn.tasks.classification.model import build_model as build_model
+from nlp_rnn.transfer import LanguageModelStart
 
 METRIC = MainMetric(name="accuracy", direction="max", monitor="val_accuracy",
                     shown=("macro_f1",))

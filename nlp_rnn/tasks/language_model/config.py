@@ -9,8 +9,7 @@ from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 
-from nlp_rnn.sections import (PipelineBase, PretrainedConfig, RnnConfig, Section,
-                              rnn_parameters)
+from nlp_rnn.sections import PipelineBase, PretrainedConfig, RnnConfig, Section, rnn_parameters
 
 DOCUMENT_FORMATS = ("csv", "tsv", "jsonl")
 DOCUMENT_SUFFIXES = tuple(f".{f}{gz}" for f in DOCUMENT_FORMATS for gz in ("", ".gz"))
@@ -95,13 +94,20 @@ class GenerationConfig(Section):
     top_k: int = Field(0, ge=0, description="sample among the k most likely; 0 = all")
 
 class LanguageModelPipeline(PipelineBase):
+    """A language model (1->N): text in, next-token probabilities out, character or word
+    level. The export generates a continuation of a raw prompt and scores text
+    (perplexity); a word-level model trained on documents is also the starting point other
+    tasks are fine-tuned from (their ``model.pretrained_lm``)."""
+
     BUILTIN_PIPELINE: ClassVar[str] = "lm"
 
     task: Literal["language_model"]
     data: TextData
     vectorize: TextVectorizeConfig = TextVectorizeConfig()
     model: LanguageModelModel = LanguageModelModel()
-    generation: GenerationConfig = GenerationConfig()
+    # the export's default generation settings; the prompts are also sampled into
+    # TensorBoard after every epoch
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     def pretrained_problem(self) -> tuple[str, str] | None:
         if self.model.pretrained is not None and self.vectorize.level == "char":

@@ -21,16 +21,16 @@ import numpy as np
 import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
+from nlp_rnn.data import batching, text_stream, vectorize
+from nlp_rnn.data.sources import plain_text, plain_texts
+from nlp_rnn.errors import DataError, UserError
+from nlp_rnn.layers.sampled_softmax import training_features
+from nlp_rnn.tasks.base import MainMetric, text_rows, token_sequence_probe
 from nlp_rnn.tasks.language_model.config import LanguageModelPipeline
 from nlp_rnn.tasks.language_model.model import Stepper, language_model, uses_output_layer
+
 # the Task protocol's build_model: the model itself is model.py's
 from nlp_rnn.tasks.language_model.model import build_model as build_model
-from nlp_rnn.data import batching, vectorize
-from nlp_rnn.data import text_stream
-from nlp_rnn.data.sources import plain_text, plain_texts
-from nlp_rnn.layers.sampled_softmax import training_features
-from nlp_rnn.errors import DataError, UserError
-from nlp_rnn.tasks.base import MainMetric, token_sequence_probe
 
 # Perplexity is exp(val_loss): checkpoints follow val_loss, which Keras logs itself, and
 # PerplexityLogger adds val_perplexity (the same order of epochs) for curves and tuners.
@@ -508,8 +508,7 @@ def prediction_inputs(texts: list[str], metadata: dict, options: dict) -> dict:
 
 def format_predictions(texts: list[str], outputs: dict, metadata: dict) -> list[dict]:
     """{"prompt", "continuation"} per prompt."""
-    return [{"prompt": p, "continuation": c.decode("utf-8")}
-            for p, c in zip(texts, outputs["continuation"])]
+    return text_rows(texts, "prompt", outputs, "continuation")
 
 
 def evaluate_export(signature, metadata: dict, data: str, data_format: str,

@@ -9,8 +9,8 @@ from typing import ClassVar, Literal, Optional, Sequence
 
 from pydantic import Field
 
-from nlp_rnn.sections import (PipelineBase, PretrainedConfig, RnnConfig, Section,
-                              rnn_parameters)
+from nlp_rnn.sections import PipelineBase, PretrainedConfig, RnnConfig, Section, rnn_parameters
+
 
 class TaggingData(Section):
     """Token-tagged sentences: CoNLL column files, JSONL {"tokens", "tags"}, ``tfds:conll2003``
@@ -61,6 +61,9 @@ class TaggingModel(Section):
     output: Literal["crf", "softmax"] = "crf"
 
 class TaggingPipeline(PipelineBase):
+    """A sequence tagger (N->N), e.g. named entities: one tag per token. The export takes
+    raw sentences (or pre-split tokens) and answers tokens and IOB2 tags."""
+
     BUILTIN_PIPELINE: ClassVar[str] = "ner"
 
     task: Literal["tagging"]

@@ -22,14 +22,15 @@ import numpy as np
 import tensorflow as tf
 
 from nlp_rnn import embeddings
-from nlp_rnn.tasks.tagging.config import TaggingPipeline
-from nlp_rnn.tasks.tagging.model import CASINGS, decode
-# the Task protocol's build_model: the model itself is model.py's
-from nlp_rnn.tasks.tagging.model import build_model as build_model
 from nlp_rnn.data import batching, tagging, vectorize
 from nlp_rnn.data.sources import TaggedSource, tagged_source
 from nlp_rnn.errors import DataError
 from nlp_rnn.tasks.base import MainMetric, column_number, per_class_table, token_sequence_probe
+from nlp_rnn.tasks.tagging.config import TaggingPipeline
+from nlp_rnn.tasks.tagging.model import CASINGS, decode
+
+# the Task protocol's build_model: the model itself is model.py's
+from nlp_rnn.tasks.tagging.model import build_model as build_model
 
 # val_f1 comes from the EntityF1 callback, which runs before checkpointing and early stopping
 METRIC = MainMetric(name="f1", direction="max", monitor="val_f1", shown=("precision", "recall"))
@@ -197,19 +198,12 @@ def _examples(config: TaggingPipeline, vectorizers: Vectorizers,
             lambda t: tf.cast(vectorizers.tag_lookup(t), tf.int64), tags[:, :max_length])
         return features, ids
 
-    def flat(x):  # an unbatched ragged row may come out as a rank-0-ragged tensor
-        return x.flat_values if isinstance(x, tf.RaggedTensor) else x
-
     def dense(features, ids):
+        flat = batching.flat
         return ({"words": flat(features["words"]), "casing": flat(features["casing"]),
                  "chars": features["chars"].to_tensor()}, flat(ids))
 
-    return (source.dataset()
-            .ragged_batch(256)
-            .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-            .unbatch()
-            .map(dense, num_parallel_calls=tf.data.AUTOTUNE)
-            .cache())
+    return batching.encoded_examples(source.dataset(), encode, dense, 256, ragged=True)
 
 
 def make_datasets(config: TaggingPipeline, data: Data, vectorizers: Vectorizers):
@@ -431,10 +425,13 @@ def write_summaries(metrics: dict, run_dir: Path, log_dir: Path) -> None:
 
 
 def export_inputs(vectorizers: Vectorizers, config: TaggingPipeline) -> dict:
+    """A sentence with entities, and an empty one (the export must answer it too)."""
     return {"text": tf.constant(["Peter Blackburn flew to Brussels", ""])}
 
 
 def trackables(vectorizers: Vectorizers) -> list:
+    """The word and character lookup tables: the export's endpoints turn raw tokens into ids
+    with them, so they are saved with it."""
     return [vectorizers.word_lookup, vectorizers.char_lookup]
 
 

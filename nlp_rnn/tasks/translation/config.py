@@ -9,8 +9,8 @@ from typing import ClassVar, Literal, Optional, Sequence, Union
 
 from pydantic import Field
 
-from nlp_rnn.sections import (PipelineBase, PretrainedConfig, RnnConfig, Section,
-                              rnn_parameters)
+from nlp_rnn.sections import PipelineBase, PretrainedConfig, RnnConfig, Section, rnn_parameters
+
 
 class ParallelData(Section):
     """Sentence pairs: a tab-separated file (columns chosen below, extra columns ignored), two
@@ -71,6 +71,10 @@ class DecodingConfig(Section):
     dev_sample: int = Field(1000, ge=0, description="dev pairs scored (greedy BLEU) each epoch")
 
 class TranslationPipeline(PipelineBase):
+    """A translator (N->M): an RNN encoder, an attentional RNN decoder; greedy or beam
+    search. The export takes raw source sentences and answers translations (with attention
+    weights on request)."""
+
     BUILTIN_PIPELINE: ClassVar[str] = "translation"
 
     task: Literal["translation"]

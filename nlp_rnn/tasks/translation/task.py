@@ -26,17 +26,25 @@ import numpy as np
 import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
-from nlp_rnn.tasks.translation.config import TranslationPipeline
-from nlp_rnn.tasks.translation.model import END_ID, START_ID, MaskedAccuracy, Seq2SeqModel
-# the Task protocol's build_model: the model itself is model.py's
-from nlp_rnn.tasks.translation.model import build_model as build_model
 from nlp_rnn.data import batching, vectorize
 from nlp_rnn.data.sources import ParallelSource, parallel_source
 from nlp_rnn.errors import DataError
-from nlp_rnn.sections import is_local_path
 from nlp_rnn.layers.beam_search import beam_search, greedy_decode
-from nlp_rnn.tasks.base import (GradientProbe, MainMetric, column_number, final_step_loss,
-                                recurrent_layer_of, token_lengths)
+from nlp_rnn.sections import is_local_path
+from nlp_rnn.tasks.base import (
+    GradientProbe,
+    MainMetric,
+    column_number,
+    final_step_loss,
+    recurrent_layer_of,
+    text_rows,
+    token_lengths,
+)
+from nlp_rnn.tasks.translation.config import TranslationPipeline
+from nlp_rnn.tasks.translation.model import END_ID, START_ID, MaskedAccuracy, Seq2SeqModel
+
+# the Task protocol's build_model: the model itself is model.py's
+from nlp_rnn.tasks.translation.model import build_model as build_model
 
 # val_bleu comes from the DevBleu callback (greedy decoding of a dev sample), which runs before
 # checkpointing and early stopping; the final metric is the beam's
@@ -239,19 +247,11 @@ def _examples(config: TranslationPipeline, vectorizers: Vectorizers,
     def encode(src, tgt):
         return source_ids(config, vectorizers, src), target_ids(config, vectorizers, tgt)
 
-    def flat(x):  # an unbatched ragged row may come out as a rank-0-ragged tensor
-        return x.flat_values if isinstance(x, tf.RaggedTensor) else x
-
     def shift(src, tgt):
-        src, tgt = batching.ensure_nonempty(flat(src)), flat(tgt)
+        src, tgt = batching.ensure_nonempty(batching.flat(src)), batching.flat(tgt)
         return {"source": src, "target_in": tgt[:-1]}, tgt[1:]
 
-    return (source.dataset()
-            .batch(512)
-            .map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-            .unbatch()
-            .map(shift, num_parallel_calls=tf.data.AUTOTUNE)
-            .cache())
+    return batching.encoded_examples(source.dataset(), encode, shift, 512)
 
 
 def _max_pair_length(config: TranslationPipeline) -> int:
@@ -590,8 +590,7 @@ def prediction_inputs(texts: list[str], metadata: dict, options: dict) -> dict:
 
 def format_predictions(texts: list[str], outputs: dict, metadata: dict) -> list[dict]:
     """{"text", "translation"} per text."""
-    return [{"text": text, "translation": t.decode("utf-8")}
-            for text, t in zip(texts, outputs["translation"])]
+    return text_rows(texts, "text", outputs, "translation")
 
 
 def evaluate_export(signature, metadata: dict, data: str, data_format: str,
