@@ -1,4 +1,4 @@
-"""Helpers shared by the data-reader test modules."""
+"""Helpers shared by the test modules that write data files."""
 
 import gzip
 from pathlib import Path
@@ -6,6 +6,9 @@ from pathlib import Path
 import pytest
 
 from nlp_rnn.errors import DataError
+
+# a tiny labelled CSV for data.train / data.dev (conftest's data_files writes it)
+CSV = "text,label\ngood movie,positive\nbad movie,negative\nnot bad at all,positive\n"
 
 
 def write(path: Path, content: str | bytes) -> str:

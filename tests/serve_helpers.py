@@ -1,9 +1,10 @@
-"""A real ``nlp-rnn serve`` (uvicorn on 127.0.0.1, a free port) in a thread, and an HTTP client,
-for the serve test files."""
+"""A real ``nlp-rnn serve`` (uvicorn on 127.0.0.1, a free port) in a thread, an HTTP client, and
+the served SavedModels' own answers, for the serve test files."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import socket
 import threading
@@ -12,11 +13,16 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
+import numpy as np
+import tensorflow as tf
 import uvicorn
 
 from nlp_rnn.serve.app import ServeApp
 from nlp_rnn.serve.metrics import sample_total
 from nlp_rnn.serve.registry import Registry, find_models
+
+# a sentence the demo page's tagger test types, and the API test sends
+NER_TEXT = "Peter Miller will fly to Paris to meet Anna Schmidt next week ."
 
 
 def _lower(headers) -> dict:
@@ -79,3 +85,17 @@ def running_server(model_dirs: list, poll_seconds: float = 0.5, **options):
         server.should_exit = True
         thread.join(timeout=30)
         registry.stop()
+
+
+@functools.lru_cache(maxsize=None)
+def _loaded(version_dir: str):
+    return tf.saved_model.load(version_dir)
+
+
+def direct_call(model_dir, signature: str, inputs: dict) -> dict:
+    """The SavedModel's own outputs (numpy; strings decoded) for columnar ``inputs``."""
+    fn = _loaded(str(model_dir / "1")).signatures[signature]
+    specs = fn.structured_input_signature[1]
+    out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
+    return {k: np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(v.numpy())
+            if v.dtype == tf.string else v.numpy() for k, v in out.items()}

@@ -102,8 +102,8 @@ def test_linearity_allows_a_fixed_cost():
     assert linearity([1000, 2000, 4000], [10.0, 20.0, 60.0]) == pytest.approx(2.0)
 
 
-def test_scaling_interleaves_rounds_and_reports_medians(tiny_data: DataFiles, tmp_path: Path,
-                                                        monkeypatch):
+def test_scaling_interleaves_rounds_and_reports_medians(tiny_review_files: DataFiles,
+                                                        tmp_path: Path, monkeypatch):
     from benchmarks import scaling
 
     calls = []
@@ -119,7 +119,7 @@ def test_scaling_interleaves_rounds_and_reports_medians(tiny_data: DataFiles, tm
                 "peak_kib": 2000 + 100 * rep}
 
     monkeypatch.setattr(scaling, "_run_child", fake_child)
-    result = scaling.run(tiny_data.train, tiny_data.dev, base=20, dev_rows=4,
+    result = scaling.run(tiny_review_files.train, tiny_review_files.dev, base=20, dev_rows=4,
                          workdir=tmp_path / "scaling", log=lambda line: None,
                          multipliers=(1, 2), repeats=3)
     assert calls == [(20, 0), (40, 0), (20, 1), (40, 1), (20, 2), (40, 2)]  # interleaved
@@ -200,28 +200,31 @@ TINY_ROWS = [("a wonderful , moving film", "1"), ("dull and far too long", "0"),
 
 
 @pytest.fixture
-def tiny_data(tmp_path: Path) -> DataFiles:
+def tiny_review_files(tmp_path: Path) -> DataFiles:
+    """40 labelled reviews to train on and 8 of them as dev, as the benchmark's CSV files."""
     texts, labels = zip(*TINY_ROWS)
     train = write_pairs(tmp_path / "train.csv", texts, labels)
     dev = write_pairs(tmp_path / "dev.csv", texts[:8], labels[:8])
     return DataFiles(train, dev, len(texts), 8, True)
 
 
-def test_reference_stops_extra_epochs_after_the_threshold(tiny_data: DataFiles):
+def test_reference_stops_extra_epochs_after_the_threshold(tiny_review_files: DataFiles):
     from benchmarks import reference
 
     run = reference.train(reference.ReferenceConfig(maxlen=8, units=4, embedding_dim=4),
-                          read_pairs(tiny_data.train), read_pairs(tiny_data.dev), epochs=5,
+                          read_pairs(tiny_review_files.train),
+                          read_pairs(tiny_review_files.dev), epochs=5,
                           threshold=0.0, extra_epochs=1, log=lambda line: None)
     assert [r["epoch"] for r in run.history] == [1, 2]  # reached at 1, one more, stop
     assert run.history[1]["elapsed"] > run.history[0]["elapsed"] > run.setup_seconds
     assert run.train_positions == 40 * 8 and 0 < run.train_tokens <= run.train_positions
 
 
-def test_input_pipeline_section_on_a_tiny_csv(tiny_data: DataFiles, tmp_path: Path):
+@pytest.mark.acceptance  # a benchmark section end to end
+def test_input_pipeline_section_on_a_tiny_csv(tiny_review_files: DataFiles, tmp_path: Path):
     from benchmarks import input_pipeline, training
 
-    config = training.nlp_rnn_config(tiny_data, tmp_path / "work", 1, [
+    config = training.nlp_rnn_config(tiny_review_files, tmp_path / "work", 1, [
         "model.embedding_dim=8", "model.rnn.units=8", "train.batch_size=8",
         "vectorize.max_length=16"])
     section = input_pipeline.run(config, tmp_path / "vocab", reps=1, model_batches=2,
@@ -233,6 +236,7 @@ def test_input_pipeline_section_on_a_tiny_csv(tiny_data: DataFiles, tmp_path: Pa
     assert (tmp_path / "vocab" / "vocab.txt").exists()
 
 
+@pytest.mark.acceptance  # a benchmark section end to end
 def test_decoding_section_on_the_sessions_translator(trained_translation):
     from benchmarks import decoding
 
@@ -277,6 +281,7 @@ def test_serving_load_generator_matches_the_servers_own_counts(model_server):
     assert unknown["requests"] == 4 and unknown["errors"] == 4  # 404s on kept connections
 
 
+@pytest.mark.acceptance  # a benchmark section end to end
 def test_serving_section_end_to_end_on_the_sessions_classifier(trained_sentiment):
     """The whole serving section, briefly: four real server processes, every table row and
     check, the bare rows at the batch sizes the servers formed."""

@@ -17,8 +17,8 @@ import pytest
 import yaml
 from click.testing import Result
 
-from cli_helpers import describe, invoke
-from conftest import CSV, cli_in_fresh_interpreter
+from cli_helpers import cli_in_fresh_interpreter, describe, invoke
+from file_helpers import CSV
 
 
 def assert_user_error(result: Result, *expected: str) -> str:
@@ -290,12 +290,13 @@ LABELS = {"negative", "positive"}
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """Train the built-in sentiment pipeline (small, 2 epochs) once in a fresh folder."""
+    """Train the built-in sentiment pipeline (small: 2 epochs on the corpus' test split) once in
+    a fresh folder."""
     root = tmp_path_factory.mktemp("e2e")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         result = invoke("run", "pipeline", "sentiment", "--set", "train.epochs=2",
-                        "--set", "data.train=builtin:sentiment:train", "--output-dir", "runs",
+                        "--set", "data.train=builtin:sentiment:test", "--output-dir", "runs",
                         "--set", "model.rnn.units=8", "--set", "model.embedding_dim=8")
     return root, result
 

@@ -22,7 +22,7 @@ from nlp_rnn.tasks.classification.config import ClassificationPipeline, ConvConf
 from nlp_rnn.sections import RnnConfig
 from nlp_rnn.errors import ConfigError, UserError
 
-from conftest import CSV
+from file_helpers import CSV
 
 def config_error(source, overrides=(), **kwargs) -> ConfigError:
     with pytest.raises(ConfigError) as info:

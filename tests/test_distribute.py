@@ -99,6 +99,7 @@ def run_workers(commands: list[list[str]], envs: list[dict], timeout: float) -> 
 # ---- mirrored ----------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance  # training in fresh interpreters
 def test_mirrored_over_two_logical_cpus_trains_and_exports(tmp_path):
     command = cli(str(write_sentiment_pipeline(tmp_path)), "--set", "train.distribute=mirrored",
                   *outputs(tmp_path))
@@ -151,6 +152,7 @@ def write_ner_pipeline(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.acceptance  # training in fresh interpreters
 def test_multi_worker_two_local_workers_train_in_step_and_only_the_chief_exports(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
@@ -234,6 +236,7 @@ print("RESULT", json.dumps(out))
 """
 
 
+@pytest.mark.acceptance  # training in fresh interpreters
 def test_tagger_loss_under_mirrored_gives_the_single_device_update(tmp_path):
     proc = subprocess.run([sys.executable, "-c", ONE_STEP], capture_output=True, text=True,
                           timeout=TIMEOUT, env=environment(NLP_RNN_LOGICAL_CPUS="2"),

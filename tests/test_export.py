@@ -11,6 +11,8 @@ from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import vectorize
 from nlp_rnn.tasks.classification import task as classification
 
+from export_checks import ODD, check_classifier_output, classify
+
 TEXTS = ["the movie was not bad", "", "   ", "terrible !", "😀 日本語 שלום", "word " * 500]
 
 
@@ -66,3 +68,19 @@ def test_failed_check_leaves_no_version_and_no_temp(classifier, tmp_path, monkey
     with pytest.raises(RuntimeError):
         do_export(classifier, tmp_path)
     assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == ["1"]
+
+
+def test_classifier_with_a_conv_front_accepts_an_empty_batch(tmp_path):
+    """TF's CPU convolution returns its input unchanged on a batch of 0; serving must not care."""
+    config = load_pipeline("sentiment", ["vectorize.max_length=12", "model.rnn.units=4",
+                                         "model.conv={filters: 4, kernel_size: 3, pool_size: 2}"])
+    text = vectorize.build_text_vectorizer("lower_split_punct", 50, ["movie", "bad", "not"])
+    labels = ["negative", "positive"]
+    vecs = classification.Vectorizers(text, labels, vectorize.build_label_lookup(labels))
+    model = classification.build_model(config, vecs)
+    path = export.export_saved_model(
+        model, classification.serving_endpoints(model, vecs, config), [vecs.text],
+        str(tmp_path), "conv", {"text": tf.constant(["x"])}, {"task": "classification"})
+    loaded = tf.saved_model.load(str(path))
+    for texts in ([], ["not bad"], ODD):
+        check_classifier_output(classify(loaded, texts), len(texts), labels)

@@ -8,7 +8,8 @@ mounting is not permitted) during training and during export, SIGTERM, two runs 
 at once, data changed between attempts, bad data, an unwritable export folder.
 
 Runs use the built-in sentiment corpus (a few hundred examples written to JSONL, so the data
-can also be changed) and a tiny model.
+can also be changed) and a tiny model. The tests that run `nlp-rnn` as a real process are in
+the acceptance tier (`pytest -m acceptance`); the readers of what a fault leaves, the fast tier.
 """
 
 import contextlib
@@ -180,6 +181,7 @@ def fill(folder: Path) -> Path:
 # ---- kills ------------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance  # a real `nlp-rnn run` process
 def test_sigkill_inside_checkpoint_write_then_torn_files_are_set_aside_and_run_resumes(
         tmp_path):
     # write 3 is epoch 2's backup: epoch 1's backup and best checkpoint are already on disk
@@ -235,6 +237,7 @@ def test_torn_backup_is_set_aside_and_training_starts_over(tmp_path):
     assert any("training starts over from epoch 1" in line for line in said), said
 
 
+@pytest.mark.acceptance  # a real `nlp-rnn run` process
 def test_export_interrupted_by_full_disk_and_by_sigkill_resumes_at_export(tmp_path):
     exports = tmp_path / "saved_models"
     model_root = exports / "sentiment"
@@ -275,6 +278,7 @@ def test_export_interrupted_by_full_disk_and_by_sigkill_resumes_at_export(tmp_pa
 # ---- full disk during training -----------------------------------------------------------
 
 
+@pytest.mark.acceptance  # a real `nlp-rnn run` process
 def test_full_disk_during_training_fails_with_one_line_then_resumes(tmp_path):
     runs = tmp_path / "runs"
     with tmpfs(runs, "4m"):
@@ -341,6 +345,7 @@ def test_live_run_folder_is_never_resumed(tmp_path):
     again_lock.release()
 
 
+@pytest.mark.acceptance  # a real `nlp-rnn run` process
 def test_sigterm_marks_run_interrupted_and_changed_data_starts_a_new_folder(tmp_path):
     data = tmp_path / "data"
     train, _ = write_data(data)
@@ -368,6 +373,7 @@ def test_sigterm_marks_run_interrupted_and_changed_data_starts_a_new_folder(tmp_
 # ---- failures at the start leave nothing ------------------------------------------------
 
 
+@pytest.mark.acceptance  # a real `nlp-rnn run` process
 def test_bad_data_leaves_no_run_folder(tmp_path):
     write_data(tmp_path / "data")
     with (tmp_path / "data" / "train.jsonl").open("a") as f:
@@ -377,6 +383,7 @@ def test_bad_data_leaves_no_run_folder(tmp_path):
     assert run_dirs(tmp_path / "runs") == []  # so a second attempt does not add a second
 
 
+@pytest.mark.acceptance  # a real `nlp-rnn run` process
 def test_unwritable_export_dir_fails_before_training(tmp_path):
     blocker = tmp_path / "a_file"
     blocker.write_text("")

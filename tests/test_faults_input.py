@@ -28,7 +28,7 @@ from click.testing import Result
 from nlp_rnn.config import MAX_YAML_NODES, load_pipeline
 
 from cli_helpers import describe, invoke
-from conftest import CSV
+from file_helpers import CSV
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -459,6 +459,7 @@ def test_a_signal_during_training_is_raised_at_the_next_batch_boundary(default_s
 
 # This test once failed in CI: SIGINT raised KeyboardInterrupt wherever it landed, and the run
 # trained on; interrupts.py now raises it at a batch boundary.
+@pytest.mark.acceptance  # a real SIGINT to a training process
 def test_sigint_to_a_training_run_exits_130_and_marks_the_run(tmp_path):
     """Ctrl-C in a real `run pipeline` subprocess, once its model is built and training:
     exit 130 (not click's "Aborted!" and 1), one line, and run.json is not left `running`."""

@@ -1,10 +1,11 @@
-"""The test harness itself: conftest's check that no process outlives its test."""
+"""The test harness itself: conftest's check that no process outlives its test
+(process_helpers.marked_processes)."""
 
 import subprocess
 import sys
 import time
 
-from conftest import _marked_processes
+from process_helpers import marked_processes
 
 
 def test_a_process_started_by_a_test_is_found_until_it_is_gone():
@@ -17,11 +18,11 @@ def test_a_process_started_by_a_test_is_found_until_it_is_gone():
     grandchild = int(child.stdout.readline())
     child.wait(timeout=30)
     try:
-        assert grandchild in [p.pid for p in _marked_processes(start)]
-        assert grandchild not in [p.pid for p in _marked_processes(time.time() + 5)]  # too new
+        assert grandchild in [p.pid for p in marked_processes(start)]
+        assert grandchild not in [p.pid for p in marked_processes(time.time() + 5)]  # too new
     finally:
         subprocess.run(["kill", "-9", str(grandchild)], check=True)
     deadline = time.monotonic() + 10
-    while grandchild in [p.pid for p in _marked_processes(start)]:
+    while grandchild in [p.pid for p in marked_processes(start)]:
         assert time.monotonic() < deadline, "a killed process is still reported"
         time.sleep(0.1)

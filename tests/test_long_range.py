@@ -139,6 +139,7 @@ def test_lstm_learns_the_short_adding_problem():
     assert run["loss"] < 0.1 * run["chance_loss"]
 
 
+@pytest.mark.acceptance  # the whole quick experiment: nine trainings
 def test_quick_run_writes_tables_figures_and_tensorboard(tmp_path):
     lines = []
     result = lr.run_long_range(tmp_path / "out", quick=True, log=lines.append)

@@ -8,20 +8,17 @@ A real uvicorn server on 127.0.0.1 serves the tiny built-in models of the sessio
 from __future__ import annotations
 
 import asyncio
-import functools
 import shutil
 import threading
 import time
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from conftest import cli_in_fresh_interpreter
+from cli_helpers import cli_in_fresh_interpreter
 from nlp_rnn.serve.batcher import Batcher
-from serve_helpers import running_server
+from serve_helpers import NER_TEXT, direct_call, running_server
 
-NER_TEXT = "Peter Miller will fly to Paris to meet Anna Schmidt next week ."
 LM_OPTIONS = {"max_length": 12, "temperature": 0.0, "top_k": 0}  # greedy: deterministic
 # model -> (signature, columnar inputs of two rows)
 REQUESTS = {
@@ -39,20 +36,6 @@ REQUESTS = {
 @pytest.fixture
 def server(model_server):
     return model_server
-
-
-@functools.lru_cache(maxsize=None)
-def _loaded(version_dir: str):
-    return tf.saved_model.load(version_dir)
-
-
-def direct_call(model_dir, signature: str, inputs: dict) -> dict:
-    """The SavedModel's own outputs (numpy; strings decoded) for columnar ``inputs``."""
-    fn = _loaded(str(model_dir / "1")).signatures[signature]
-    specs = fn.structured_input_signature[1]
-    out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
-    return {k: np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(v.numpy())
-            if v.dtype == tf.string else v.numpy() for k, v in out.items()}
 
 
 def assert_same(served, expected, name):

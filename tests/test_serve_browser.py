@@ -11,11 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from test_serve import NER_TEXT, direct_call
+from serve_helpers import NER_TEXT, direct_call
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="no /usr/bin/chromium (apt-get install chromium)")
+pytestmark = [pytest.mark.acceptance,  # a real browser
+              pytest.mark.skipif(not CHROMIUM.exists(),
+                                 reason="no /usr/bin/chromium (apt-get install chromium)")]
 SCREENSHOTS = os.environ.get("NLP_RNN_SCREENSHOTS")
 
 

@@ -2,8 +2,10 @@
 model: a tiny train of its built-in pipeline through ``run_pipeline``, the export and its
 metadata, the ``Task`` protocol, predict through Python and through the CLI (the same JSON),
 evaluate from the export (the run's dev main metric again), predict through the HTTP server
-(`nlp-rnn serve`, TF Serving's REST API: the SavedModel's own outputs), and the main-metric
-declaration against the run's history.
+(`nlp-rnn serve`, TF Serving's REST API: the SavedModel's own outputs), the main-metric
+declaration against the run's history, and the export's signatures on odd text, 10,000-token
+inputs, batches of 0, 1 and 1,000 and concurrent callers (each task's checks in
+tests/export_checks.py).
 
 The per-task ``exported`` fixture trains once per task and is shared by that task's checks (and
 with the serve tests, through conftest's session fixtures).
@@ -27,6 +29,8 @@ from nlp_rnn.inference import read_metadata, resolve_model_dir
 from nlp_rnn.pipeline import run_pipeline
 from nlp_rnn.tasks import TASKS, pipeline_class
 from nlp_rnn.tasks.base import MainMetric, Task
+
+from export_checks import CHECKS, THREADS, assert_same, run_concurrently
 
 # conftest's session fixtures that already train and export a task's built-in pipeline for
 # other tests: (config, RunResult, ...)
@@ -170,3 +174,40 @@ def test_predict_through_http_gives_the_saved_models_own_outputs(exported, expor
         else:  # JSON carries float32 values exactly
             np.testing.assert_array_equal(np.array(outputs[key], dtype=expected.dtype),
                                           expected, key)
+
+
+# ---- the export's signatures on odd input, any batch size and concurrent callers -------------
+
+
+@pytest.fixture(scope="module")
+def serving(exported, export_dir):
+    """The task's ``export_checks.ServingChecks`` on its loaded export."""
+    name, config, result = exported
+    assert name in CHECKS, f"{name} has no serving checks: add them to tests/export_checks.py"
+    version = resolve_model_dir(export_dir)
+    return CHECKS[name](tf.saved_model.load(str(version)), config, read_metadata(version),
+                        result.run_dir)
+
+
+def test_export_accepts_odd_text(serving):
+    """Empty, whitespace-only, emoji, CJK, RTL, zero-width and broken-looking text."""
+    serving.odd_text()
+
+
+def test_export_cuts_a_10000_token_input_as_configured(serving):
+    serving.long_input()
+
+
+@pytest.mark.parametrize("size", [0, 1, 1000])
+def test_export_takes_batches_of_any_size(serving, size):
+    serving.batch_of(size)
+
+
+def test_export_answers_concurrent_calls_as_sequential_ones(exported, serving):
+    """8 threads x 500 calls on one loaded SavedModel give the same answers as sequential calls."""
+    calls = serving.concurrent_calls()
+    sequential = [call() for call in calls]
+    results, seconds = run_concurrently(lambda call: call(), calls)
+    print(f"\n{exported[0]}: {len(results)} calls on {THREADS} threads in {seconds:.1f} s")
+    for k, out in results:
+        assert_same(out, sequential[k])
