@@ -21,7 +21,8 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 
-SECTIONS = ("training", "glove", "pipeline", "inference", "decoding", "scaling", "serving")
+SECTIONS = ("training", "glove", "pipeline", "inference", "decoding", "scaling", "serving",
+            "lm_pretraining")
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # every run's markdown and raw JSON (git-ignored)
 
@@ -119,7 +120,8 @@ def _log(started: float):
 def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
     """Run the selected sections; return the report dict (see report.render_markdown)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from benchmarks import decoding, inference, input_pipeline, scaling, serving, training
+    from benchmarks import (decoding, inference, input_pipeline, lm_pretraining, scaling,
+                            serving, training)
     from benchmarks.common import Check, SectionResult, machine_info, prepare_data, read_pairs
     from benchmarks.report import section_markdown
 
@@ -223,6 +225,13 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
         section("decoding", "Decoding", measure_decoding)
         section("scaling", "Scaling", measure_scaling)
         section("serving", "Serving", measure_serving)
+
+        def measure_lm_pretraining():
+            return lm_pretraining.run([args.data_dir / "train.csv.gz",
+                                       args.data_dir / "unsup.csv.gz"],
+                                      workdir / "lm_pretraining", log, quick=plan.quick)
+
+        section("lm_pretraining", "Language-model pretraining", measure_lm_pretraining)
     finally:
         if args.keep_workdir:
             log(f"kept {workdir}")
