@@ -364,8 +364,7 @@ def serve_command(model_dirs, host, port, max_batch_size, batch_timeout_ms, batc
 @user_errors
 def list_command(folder):
     """List the built-in pipelines and the pipeline files in ./pipelines."""
-    from nlp_rnn.config import (BUILTIN_PIPELINES, builtin_pipeline_text, load_yaml_text,
-                                read_yaml, shipped_pipelines)
+    from nlp_rnn.config import BUILTIN_PIPELINES, builtin_pipeline_text, load_yaml_text, read_yaml, shipped_pipelines
     from nlp_rnn.errors import ConfigError
 
     require_paths({"--dir": folder})
@@ -463,10 +462,11 @@ def evaluate_command(model_dir, data, data_format, text_column, label_column, as
     """
     from nlp_rnn.data.readers import check_input_path
     from nlp_rnn.inference import evaluate
+    from nlp_rnn.sections import is_local_path
 
     require_paths({"MODEL_DIR": model_dir, "--data": data})
     check_model_dir(model_dir)
-    if not data.startswith(("tfds:", "builtin:")):  # before the model loads: no FIFO, no device
+    if is_local_path(data):  # before the model loads: no FIFO, no device
         check_input_path(data, allow_folder=True)
     quiet_tensorflow()
 
