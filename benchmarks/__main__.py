@@ -22,7 +22,9 @@ from datetime import datetime
 from pathlib import Path
 
 SECTIONS = ("training", "glove", "pipeline", "inference", "decoding", "scaling", "serving",
-            "lm_pretraining")
+            "lm_pretraining", "label_efficiency")
+# hours of IMDB training: run only when named (--only label_efficiency)
+ON_REQUEST = ("label_efficiency",)
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"  # every run's markdown and raw JSON (git-ignored)
 
@@ -67,8 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="subsample, few repetitions (< 10 min)")
-    p.add_argument("--only", default=",".join(SECTIONS),
-                   help=f"comma-separated sections to run (default: all of {','.join(SECTIONS)})")
+    p.add_argument("--only", default=",".join(s for s in SECTIONS if s not in ON_REQUEST),
+                   help=f"comma-separated sections to run, - or _ alike (default: all of "
+                        f"{','.join(SECTIONS)} but {','.join(ON_REQUEST)})")
+    p.add_argument("--lm-run", type=Path, default=ROOT / "runs" / "imdb_lm",
+                   help="label_efficiency: the pretrained IMDB language model (a run folder or "
+                        "runs/imdb_lm: its newest finished run; pipelines/imdb_lm.yaml)")
     p.add_argument("--output", type=Path,
                    help="also write the markdown here (e.g. BENCHMARKS.md); every run is "
                         "saved as benchmarks/results/<time>.md and .json anyway")
@@ -120,12 +126,12 @@ def _log(started: float):
 def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
     """Run the selected sections; return the report dict (see report.render_markdown)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from benchmarks import (decoding, inference, input_pipeline, lm_pretraining, scaling,
-                            serving, training)
+    from benchmarks import (decoding, inference, input_pipeline, label_efficiency,
+                            lm_pretraining, scaling, serving, training)
     from benchmarks.common import Check, SectionResult, machine_info, prepare_data, read_pairs
     from benchmarks.report import section_markdown
 
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    only = [s.strip().replace("-", "_") for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(SECTIONS)
     if unknown:
         raise SystemExit(f"error: unknown section(s) {', '.join(sorted(unknown))}; "
@@ -232,6 +238,12 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
                                       workdir / "lm_pretraining", log, quick=plan.quick)
 
         section("lm_pretraining", "Language-model pretraining", measure_lm_pretraining)
+
+        def measure_label_efficiency():
+            return label_efficiency.run(args.data_dir, args.lm_run,
+                                        workdir / "label_efficiency", log)
+
+        section("label_efficiency", "Label efficiency", measure_label_efficiency)
     finally:
         if args.keep_workdir:
             log(f"kept {workdir}")
