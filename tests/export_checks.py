@@ -16,7 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf

@@ -87,7 +87,7 @@ def running_server(model_dirs: list, poll_seconds: float = 0.5, **options):
         registry.stop()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _loaded(version_dir: str):
     return tf.saved_model.load(version_dir)
 
