@@ -187,8 +187,12 @@ def _first_error(exc: ValidationError, cls: type[BaseModel], file: str,
         message = err["msg"]
         if "input" in err and not isinstance(err["input"], (dict, list)):
             message += f" (got {err['input']!r})"
-    if len(errors) > 1:
-        message += f" (+{len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    # a required key missing beside an unknown one is most likely that key misspelt: one problem
+    others = [e for e in errors if e is not err and not (
+        err["type"] == "extra_forbidden" and e["type"] == "missing"
+        and tuple(e["loc"])[:-1] == loc[:-1])]
+    if others:
+        message += f" (+{len(others)} more problem{'s' if len(others) > 1 else ''})"
     return ConfigError(message, file=file, key=key, line=line)
 
 
@@ -318,7 +322,8 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
         raise ConfigError("a pipeline must be a YAML mapping (key: value lines)", file)
     task = raw.get("task")
     if not isinstance(task, str) or task not in tasks.REGISTRY:
-        raise ConfigError(f"task must be one of {', '.join(tasks.REGISTRY)} (got {task!r})",
+        raise ConfigError(f"task must be one of {', '.join(sorted(tasks.REGISTRY))} (got "
+                          f"{task!r})",
                           file, "task", lines.get(("task",)))
     cls = tasks.pipeline_class(task)
     raw = copy.deepcopy(raw)  # env expansion must not touch the caller's mapping

@@ -10,7 +10,6 @@ from pathlib import Path
 import psutil
 import pytest
 
-from cli_helpers import cli_in_fresh_interpreter  # noqa: F401 (test_tune.py imports it here)
 from file_helpers import CSV
 from process_helpers import marked_processes
 

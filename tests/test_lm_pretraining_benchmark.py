@@ -3,6 +3,8 @@ with tiny models (no timing is asserted)."""
 
 from __future__ import annotations
 
+import pytest
+
 import csv
 import sys
 from pathlib import Path
@@ -28,6 +30,7 @@ def test_flops_per_token_count_the_lstm_and_the_output_layers_real_work():
         sizes, sampled=True) > 8  # the full softmax is ~90% of the reference's work
 
 
+@pytest.mark.acceptance  # a benchmark section end to end (two child processes)
 def test_section_runs_end_to_end_on_a_tiny_corpus(tmp_path):
     rng = np.random.default_rng(0)
     words = "the a film plot actor good bad scene end story music long".split()

@@ -23,7 +23,7 @@ from nlp_rnn.cli import main
 from nlp_rnn.errors import ConfigError, UserError
 from nlp_rnn.tune import Dimension, plan_tune
 from nlp_rnn.tune.space import parse_dimension
-from conftest import cli_in_fresh_interpreter
+from cli_helpers import cli_in_fresh_interpreter
 
 # A model that trains in seconds; early stopping off, so "epochs run" means what the tuner did.
 TINY = ["train.batch_size=128", "model.embedding_dim=8", "model.rnn.bidirectional=false",
