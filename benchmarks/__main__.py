@@ -21,8 +21,17 @@ from dataclasses import dataclass, fields, replace
 from datetime import datetime
 from pathlib import Path
 
-SECTIONS = ("training", "glove", "pipeline", "inference", "decoding", "scaling", "serving",
-            "lm_pretraining", "label_efficiency")
+SECTIONS = (
+    "training",
+    "glove",
+    "pipeline",
+    "inference",
+    "decoding",
+    "scaling",
+    "serving",
+    "lm_pretraining",
+    "label_efficiency",
+)
 # hours of IMDB training: run only when named (--only label_efficiency)
 ON_REQUEST = ("label_efficiency",)
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,95 +62,199 @@ class Plan:
     budget_seconds: float
 
 
-FULL = Plan(quick=False, train_limit=None, dev_limit=None, epochs=4, threshold=0.85,
-            extra_epochs=1, pipeline_reps=5, model_batches=20, single_reps=300, batch_reps=30,
-            batch_size=64, scaling_base=5000, scaling_dev=500, scaling_reps=3,
-            serve_seconds=20, serve_memory_requests=100_000, serve_rounds=5,
-            budget_seconds=3600)
-QUICK = Plan(quick=True, train_limit=2000, dev_limit=1000, epochs=2, threshold=0.85,
-             extra_epochs=1, pipeline_reps=3, model_batches=8, single_reps=50, batch_reps=5,
-             batch_size=64, scaling_base=500, scaling_dev=200, scaling_reps=1,
-             serve_seconds=5, serve_memory_requests=5_000, serve_rounds=2,
-             budget_seconds=600)
+FULL = Plan(
+    quick=False,
+    train_limit=None,
+    dev_limit=None,
+    epochs=4,
+    threshold=0.85,
+    extra_epochs=1,
+    pipeline_reps=5,
+    model_batches=20,
+    single_reps=300,
+    batch_reps=30,
+    batch_size=64,
+    scaling_base=5000,
+    scaling_dev=500,
+    scaling_reps=3,
+    serve_seconds=20,
+    serve_memory_requests=100_000,
+    serve_rounds=5,
+    budget_seconds=3600,
+)
+QUICK = Plan(
+    quick=True,
+    train_limit=2000,
+    dev_limit=1000,
+    epochs=2,
+    threshold=0.85,
+    extra_epochs=1,
+    pipeline_reps=3,
+    model_batches=8,
+    single_reps=50,
+    batch_reps=5,
+    batch_size=64,
+    scaling_base=500,
+    scaling_dev=200,
+    scaling_reps=1,
+    serve_seconds=5,
+    serve_memory_requests=5_000,
+    serve_rounds=2,
+    budget_seconds=600,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--quick", action="store_true", help="subsample, few repetitions (< 10 min)")
-    p.add_argument("--only", default=",".join(s for s in SECTIONS if s not in ON_REQUEST),
-                   help=f"comma-separated sections to run, - or _ alike (default: all of "
-                        f"{','.join(SECTIONS)} but {','.join(ON_REQUEST)})")
-    p.add_argument("--lm-run", type=Path, default=ROOT / "runs" / "imdb_lm",
-                   help="label_efficiency: the pretrained IMDB language model (a run folder or "
-                        "runs/imdb_lm: its newest finished run; pipelines/imdb_lm.yaml)")
-    p.add_argument("--output", type=Path,
-                   help="also write the markdown here (e.g. BENCHMARKS.md); every run is "
-                        "saved as benchmarks/results/<time>.md and .json anyway")
-    p.add_argument("--data-dir", type=Path,
-                   default=Path(os.environ.get("NLP_RNN_DATA", ROOT.parent / "shared" / "data"))
-                   / "imdb", help="folder holding train.csv.gz and dev.csv.gz")
-    p.add_argument("--translator", type=Path,
-                   default=ROOT / "saved_models" / "spa_eng",
-                   help="decoding section: an exported translator (default: saved_models/spa_eng "
-                        "when it exists, else the built-in dates translator is trained first)")
-    p.add_argument("--translation-data", default=str(
-        Path(os.environ.get("NLP_RNN_DATA", ROOT.parent / "shared" / "data")) / "spa-eng"
-        / "dev.txt"), help="decoding section: tab-separated pairs whose sources are decoded "
-                           "(with the built-in translator: its own dev split)")
-    p.add_argument("--serve-model", type=Path, default=ROOT / "saved_models" / "imdb",
-                   help="serving section: the IMDB model folder to serve (default: "
-                        "saved_models/imdb; else the training section's export)")
-    p.add_argument("--reference-padding", choices=("pre", "post"), default="pre",
-                   help="reference input: pad_sequences' default 'pre' (keep the last tokens, "
-                        "pad left; the recipe's) or 'post' (TextVectorization's own)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                   help="override for every nlp-rnn run (as `nlp-rnn run pipeline --set`)")
-    p.add_argument("--keep-workdir", action="store_true",
-                   help="keep the temporary folder (runs, SavedModels, data subsets)")
-    p.add_argument("--render", type=Path, metavar="RUN.json",
-                   help="only re-render a saved run's markdown (to --output, else stdout)")
+    p.add_argument(
+        "--only",
+        default=",".join(s for s in SECTIONS if s not in ON_REQUEST),
+        help=f"comma-separated sections to run, - or _ alike (default: all of "
+        f"{','.join(SECTIONS)} but {','.join(ON_REQUEST)})",
+    )
+    p.add_argument(
+        "--lm-run",
+        type=Path,
+        default=ROOT / "runs" / "imdb_lm",
+        help="label_efficiency: the pretrained IMDB language model (a run folder or "
+        "runs/imdb_lm: its newest finished run; pipelines/imdb_lm.yaml)",
+    )
+    p.add_argument(
+        "--output",
+        type=Path,
+        help="also write the markdown here (e.g. BENCHMARKS.md); every run is "
+        "saved as benchmarks/results/<time>.md and .json anyway",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("NLP_RNN_DATA", ROOT.parent / "shared" / "data")) / "imdb",
+        help="folder holding train.csv.gz and dev.csv.gz",
+    )
+    p.add_argument(
+        "--translator",
+        type=Path,
+        default=ROOT / "saved_models" / "spa_eng",
+        help="decoding section: an exported translator (default: saved_models/spa_eng "
+        "when it exists, else the built-in dates translator is trained first)",
+    )
+    p.add_argument(
+        "--translation-data",
+        default=str(
+            Path(os.environ.get("NLP_RNN_DATA", ROOT.parent / "shared" / "data"))
+            / "spa-eng"
+            / "dev.txt"
+        ),
+        help="decoding section: tab-separated pairs whose sources are decoded "
+        "(with the built-in translator: its own dev split)",
+    )
+    p.add_argument(
+        "--serve-model",
+        type=Path,
+        default=ROOT / "saved_models" / "imdb",
+        help="serving section: the IMDB model folder to serve (default: "
+        "saved_models/imdb; else the training section's export)",
+    )
+    p.add_argument(
+        "--reference-padding",
+        choices=("pre", "post"),
+        default="pre",
+        help="reference input: pad_sequences' default 'pre' (keep the last tokens, "
+        "pad left; the recipe's) or 'post' (TextVectorization's own)",
+    )
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override for every nlp-rnn run (as `nlp-rnn run pipeline --set`)",
+    )
+    p.add_argument(
+        "--keep-workdir",
+        action="store_true",
+        help="keep the temporary folder (runs, SavedModels, data subsets)",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="RUN.json",
+        help="only re-render a saved run's markdown (to --output, else stdout)",
+    )
     for f in fields(Plan):
         if f.name not in ("quick", "budget_seconds"):
-            p.add_argument("--" + f.name.replace("_", "-"), dest=f.name, default=None,
-                           type=float if f.name == "threshold" else int,
-                           help=f"(full {getattr(FULL, f.name)}, quick {getattr(QUICK, f.name)})")
+            p.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                default=None,
+                type=float if f.name == "threshold" else int,
+                help=f"(full {getattr(FULL, f.name)}, quick {getattr(QUICK, f.name)})",
+            )
     return p
 
 
 def make_plan(args: argparse.Namespace) -> Plan:
     base = QUICK if args.quick else FULL
-    return replace(base, **{f.name: getattr(args, f.name) for f in fields(Plan)
-                            if getattr(args, f.name, None) is not None and f.name != "quick"})
+    return replace(
+        base,
+        **{
+            f.name: getattr(args, f.name)
+            for f in fields(Plan)
+            if getattr(args, f.name, None) is not None and f.name != "quick"
+        },
+    )
 
 
 def _log(started: float):
     def log(message: str) -> None:
         elapsed = time.perf_counter() - started
-        print(f"[{int(elapsed // 60):02d}:{elapsed % 60:04.1f}] {message}", file=sys.stderr,
-              flush=True)
+        print(
+            f"[{int(elapsed // 60):02d}:{elapsed % 60:04.1f}] {message}",
+            file=sys.stderr,
+            flush=True,
+        )
+
     return log
 
 
 def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
     """Run the selected sections; return the report dict (see report.render_markdown)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from benchmarks import (decoding, inference, input_pipeline, label_efficiency,
-                            lm_pretraining, scaling, serving, training)
+    from benchmarks import (
+        decoding,
+        inference,
+        input_pipeline,
+        label_efficiency,
+        lm_pretraining,
+        scaling,
+        serving,
+        training,
+    )
     from benchmarks.common import Check, SectionResult, machine_info, prepare_data, read_pairs
     from benchmarks.report import section_markdown
 
     only = [s.strip().replace("-", "_") for s in args.only.split(",") if s.strip()]
     unknown = set(only) - set(SECTIONS)
     if unknown:
-        raise SystemExit(f"error: unknown section(s) {', '.join(sorted(unknown))}; "
-                         f"known: {', '.join(SECTIONS)}")
+        raise SystemExit(
+            f"error: unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}"
+        )
     started = time.perf_counter()
     log = _log(started)
-    report = {"command": "python -m benchmarks " + shlex.join(argv), "mode":
-              "quick" if plan.quick else "full", "plan": plan.__dict__,
-              "started": datetime.now().isoformat(timespec="seconds"),
-              "budget_seconds": plan.budget_seconds, "machine": machine_info(), "sections": []}
+    report = {
+        "command": "python -m benchmarks " + shlex.join(argv),
+        "mode": "quick" if plan.quick else "full",
+        "plan": plan.__dict__,
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "budget_seconds": plan.budget_seconds,
+        "machine": machine_info(),
+        "sections": [],
+    }
     workdir = Path(tempfile.mkdtemp(prefix="nlp-rnn-bench-"))
     log(f"working in {workdir}")
     try:
@@ -159,27 +272,57 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
                 result = measure()
             except Exception as exc:  # noqa: BLE001 - one broken section must not lose the rest
                 log(f"[{key}] FAILED:\n{traceback.format_exc()}")
-                result = SectionResult(key, title, "The section failed.", checks=[Check(
-                    f"{key} section ran", f"{type(exc).__name__}: {exc}"[:300], "no error",
-                    False)], seconds=time.perf_counter() - section_started)
+                result = SectionResult(
+                    key,
+                    title,
+                    "The section failed.",
+                    checks=[
+                        Check(
+                            f"{key} section ran",
+                            f"{type(exc).__name__}: {exc}"[:300],
+                            "no error",
+                            False,
+                        )
+                    ],
+                    seconds=time.perf_counter() - section_started,
+                )
             report["sections"].append(result)
             print("\n" + section_markdown(result) + "\n", flush=True)
 
         def measure_training():
             result, state["pair"] = training.run(
-                data, workdir / "training", plan.epochs, plan.threshold, plan.extra_epochs,
-                args.reference_padding, log, overrides)
+                data,
+                workdir / "training",
+                plan.epochs,
+                plan.threshold,
+                plan.extra_epochs,
+                args.reference_padding,
+                log,
+                overrides,
+            )
             return result
 
         def measure_glove():
             if state["pair"] is None:  # the rows it is compared with
                 state["pair"] = training.train_both(
-                    data, workdir / "training", plan.epochs, plan.threshold, plan.extra_epochs,
-                    args.reference_padding, log, overrides)
+                    data,
+                    workdir / "training",
+                    plan.epochs,
+                    plan.threshold,
+                    plan.extra_epochs,
+                    args.reference_padding,
+                    log,
+                    overrides,
+                )
             # its own time limit bounds it; the quick plan keeps the quick plan's epochs
-            return training.run_glove(data, workdir / "glove",
-                                      plan.epochs if plan.quick else 2 * plan.epochs,
-                                      state["pair"], log, overrides)
+            return training.run_glove(
+                data,
+                workdir / "glove",
+                plan.epochs if plan.quick else 2 * plan.epochs,
+                state["pair"],
+                log,
+                overrides,
+            )
 
         def measure_pipeline():
             config = training.nlp_rnn_config(data, workdir / "pipeline", plan.epochs, overrides)
@@ -192,11 +335,24 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
                 log("[inference] training both sides for 1 epoch on 1,000 reviews first")
                 small = prepare_data(args.data_dir, workdir / "inference_data", 1000, 500)
                 state["pair"] = training.train_both(
-                    small, workdir / "inference", 1, plan.threshold, plan.extra_epochs,
-                    args.reference_padding, log, overrides)
+                    small,
+                    workdir / "inference",
+                    1,
+                    plan.threshold,
+                    plan.extra_epochs,
+                    args.reference_padding,
+                    log,
+                    overrides,
+                )
             needed = max(plan.single_reps, plan.batch_size * plan.batch_reps)
-            return inference.run(state["pair"], read_pairs(data.dev, needed)[0],
-                                 plan.single_reps, plan.batch_reps, plan.batch_size, log)
+            return inference.run(
+                state["pair"],
+                read_pairs(data.dev, needed)[0],
+                plan.single_reps,
+                plan.batch_reps,
+                plan.batch_size,
+                log,
+            )
 
         def measure_decoding():
             export, data_spec, trained = args.translator, args.translation_data, False
@@ -205,24 +361,48 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
                 data_spec, trained = None, True
             needed = max(plan.single_reps, plan.batch_size * plan.batch_reps)
             sources, name = decoding.dev_sources(export, data_spec, needed)
-            return decoding.run(export, sources, name, plan.single_reps, plan.batch_reps,
-                                plan.batch_size, log, trained_here=trained)
+            return decoding.run(
+                export,
+                sources,
+                name,
+                plan.single_reps,
+                plan.batch_reps,
+                plan.batch_size,
+                log,
+                trained_here=trained,
+            )
 
         def measure_scaling():
-            return scaling.run(data.train, data.dev, plan.scaling_base, plan.scaling_dev,
-                               workdir / "scaling", log, overrides=overrides,
-                               repeats=plan.scaling_reps)
+            return scaling.run(
+                data.train,
+                data.dev,
+                plan.scaling_base,
+                plan.scaling_dev,
+                workdir / "scaling",
+                log,
+                overrides=overrides,
+                repeats=plan.scaling_reps,
+            )
 
         def measure_serving():
             model = args.serve_model
             if not model.exists():
                 if state["pair"] is None:
-                    raise RuntimeError(f"no IMDB export at {model}: run `nlp-rnn run pipeline "
-                                       "pipelines/imdb.yaml` first, or pass --serve-model")
+                    raise RuntimeError(
+                        f"no IMDB export at {model}: run `nlp-rnn run pipeline "
+                        "pipelines/imdb.yaml` first, or pass --serve-model"
+                    )
                 model = state["pair"].nlp.result.export_path.parent
             texts = read_pairs(data.dev, 2000)[0]
-            return serving.run(model, texts, plan.serve_seconds, plan.serve_memory_requests,
-                               plan.batch_reps, log, rounds=plan.serve_rounds)
+            return serving.run(
+                model,
+                texts,
+                plan.serve_seconds,
+                plan.serve_memory_requests,
+                plan.batch_reps,
+                log,
+                rounds=plan.serve_rounds,
+            )
 
         section("training", "Training", measure_training)
         section("glove", "Pretrained GloVe vectors", measure_glove)
@@ -233,15 +413,19 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
         section("serving", "Serving", measure_serving)
 
         def measure_lm_pretraining():
-            return lm_pretraining.run([args.data_dir / "train.csv.gz",
-                                       args.data_dir / "unsup.csv.gz"],
-                                      workdir / "lm_pretraining", log, quick=plan.quick)
+            return lm_pretraining.run(
+                [args.data_dir / "train.csv.gz", args.data_dir / "unsup.csv.gz"],
+                workdir / "lm_pretraining",
+                log,
+                quick=plan.quick,
+            )
 
         section("lm_pretraining", "Language-model pretraining", measure_lm_pretraining)
 
         def measure_label_efficiency():
-            return label_efficiency.run(args.data_dir, args.lm_run,
-                                        workdir / "label_efficiency", log)
+            return label_efficiency.run(
+                args.data_dir, args.lm_run, workdir / "label_efficiency", log
+            )
 
         section("label_efficiency", "Label efficiency", measure_label_efficiency)
     finally:
@@ -268,8 +452,9 @@ def main(argv: list[str] | None = None) -> int:
             print(text)
         return 0
     report = run(make_plan(args), args, argv)
-    saved = RESULTS / (datetime.now().strftime("%Y%m%d-%H%M%S")
-                       + ("-quick" if args.quick else "") + ".md")
+    saved = RESULTS / (
+        datetime.now().strftime("%Y%m%d-%H%M%S") + ("-quick" if args.quick else "") + ".md"
+    )
     saved.parent.mkdir(parents=True, exist_ok=True)
     text = render_markdown(report)
     saved.write_text(text)
@@ -278,12 +463,21 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         args.output.write_text(text)
         written.insert(0, args.output)
-    checks = [{"criterion": c.name, "measured": c.measured, "target": c.target,
-               "result": "–" if c.passed is None else ("pass" if c.passed else "FAIL")}
-              for s in report["sections"] for c in s.checks]
+    checks = [
+        {
+            "criterion": c.name,
+            "measured": c.measured,
+            "target": c.target,
+            "result": "–" if c.passed is None else ("pass" if c.passed else "FAIL"),
+        }
+        for s in report["sections"]
+        for c in s.checks
+    ]
     print(markdown_table(checks))
-    print(f"\nwall time {report['wall_seconds'] / 60:.1f} min; wrote "
-          + ", ".join(str(path) for path in written))
+    print(
+        f"\nwall time {report['wall_seconds'] / 60:.1f} min; wrote "
+        + ", ".join(str(path) for path in written)
+    )
     return 0
 
 

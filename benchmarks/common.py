@@ -13,9 +13,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 csv.field_size_limit(2**31 - 1)  # a long review is one field
 
@@ -44,8 +44,13 @@ def percentile(values: Iterable[float], q: float) -> float:
 
 def ratio(numerator: float | None, denominator: float | None) -> float:
     """numerator / denominator, NaN when either is missing, NaN or the denominator is 0."""
-    if numerator is None or denominator is None or denominator == 0 or \
-            math.isnan(numerator) or math.isnan(denominator):
+    if (
+        numerator is None
+        or denominator is None
+        or denominator == 0
+        or math.isnan(numerator)
+        or math.isnan(denominator)
+    ):
         return math.nan
     return numerator / denominator
 
@@ -62,8 +67,12 @@ def time_to_threshold(curve: Sequence[tuple[float, float]], threshold: float) ->
     return None
 
 
-def alternate(calls: dict[str, Callable[[], object]], reps: int, warmup: int = 1,
-              clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
+def alternate(
+    calls: dict[str, Callable[[], object]],
+    reps: int,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, list[float]]:
     """Time each call ``reps`` times, interleaved (A, B, C, then B, C, A, ...), after ``warmup``
     untimed rounds; the order rotates so no side always runs first.
 
@@ -105,18 +114,36 @@ def markdown_table(rows: Sequence[dict], columns: Sequence[str] | None = None) -
     if not rows:
         return "_(no rows)_"
     columns = list(columns or rows[0])
-    cells = [[fmt(row.get(c, "")) if not isinstance(row.get(c, ""), str) else row.get(c, "")
-              for c in columns] for row in rows]
-    numeric = [all(_looks_numeric(r[i]) for r in cells if r[i] not in ("", "–"))
-               and any(r[i] not in ("", "–") for r in cells) for i in range(len(columns))]
+    cells = [
+        [
+            fmt(row.get(c, "")) if not isinstance(row.get(c, ""), str) else row.get(c, "")
+            for c in columns
+        ]
+        for row in rows
+    ]
+    numeric = [
+        all(_looks_numeric(r[i]) for r in cells if r[i] not in ("", "–"))
+        and any(r[i] not in ("", "–") for r in cells)
+        for i in range(len(columns))
+    ]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
 
     def line(values):
-        return "| " + " | ".join(v.rjust(w) if num else v.ljust(w)
-                                 for v, w, num in zip(values, widths, numeric)) + " |"
+        return (
+            "| "
+            + " | ".join(
+                v.rjust(w) if num else v.ljust(w) for v, w, num in zip(values, widths, numeric)
+            )
+            + " |"
+        )
 
-    rule = "|" + "|".join(("-" * (w + 1) + ":") if num else ("-" * (w + 2))
-                          for w, num in zip(widths, numeric)) + "|"
+    rule = (
+        "|"
+        + "|".join(
+            ("-" * (w + 1) + ":") if num else ("-" * (w + 2)) for w, num in zip(widths, numeric)
+        )
+        + "|"
+    )
     return "\n".join([line(columns), rule] + [line(r) for r in cells])
 
 
@@ -193,13 +220,19 @@ def machine_info() -> dict:
         usable = os.cpu_count()
     return {
         "cpu": _proc_field("/proc/cpuinfo", "model name") or platform.processor() or "unknown",
-        "logical_cpus": os.cpu_count(), "usable_cpus": usable,
+        "logical_cpus": os.cpu_count(),
+        "usable_cpus": usable,
         "memory_gib": round(int(mem.split()[0]) / 2**20, 1) if mem else None,
         "load_average": [round(x, 2) for x in os.getloadavg()],
-        "os": platform.platform(), "python": sys.version.split()[0],
-        "tensorflow": tf.__version__, "keras": keras.__version__, "numpy": numpy.__version__,
-        "tf_threads": {"intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
-                       "inter_op": tf.config.threading.get_inter_op_parallelism_threads()},
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": numpy.__version__,
+        "tf_threads": {
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+            "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        },
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
     }
 
@@ -220,8 +253,13 @@ def read_pairs(path: str | Path, limit: int | None = None) -> tuple[list[str], l
     return texts, labels
 
 
-def write_pairs(path: Path, texts: Sequence[str], labels: Sequence[str], copies: int = 1,
-                count: int | None = None) -> Path:
+def write_pairs(
+    path: Path,
+    texts: Sequence[str],
+    labels: Sequence[str],
+    copies: int = 1,
+    count: int | None = None,
+) -> Path:
     """Write a text,label CSV: the rows repeated cyclically up to ``count`` rows (default: all,
     ``copies`` times)."""
     n = count if count is not None else len(texts) * copies
@@ -244,8 +282,9 @@ class DataFiles:
     subsampled: bool
 
 
-def prepare_data(data_dir: Path, workdir: Path, train_limit: int | None,
-                 dev_limit: int | None) -> DataFiles:
+def prepare_data(
+    data_dir: Path, workdir: Path, train_limit: int | None, dev_limit: int | None
+) -> DataFiles:
     """The IMDB files themselves, or their first rows written to ``workdir`` when limited."""
     train, dev = data_dir / "train.csv.gz", data_dir / "dev.csv.gz"
     for path in (train, dev):
@@ -256,9 +295,13 @@ def prepare_data(data_dir: Path, workdir: Path, train_limit: int | None,
     workdir.mkdir(parents=True, exist_ok=True)
     t_texts, t_labels = read_pairs(train, train_limit)
     d_texts, d_labels = read_pairs(dev, dev_limit)
-    return DataFiles(write_pairs(workdir / "train.csv", t_texts, t_labels),
-                     write_pairs(workdir / "dev.csv", d_texts, d_labels),
-                     len(t_texts), len(d_texts), True)
+    return DataFiles(
+        write_pairs(workdir / "train.csv", t_texts, t_labels),
+        write_pairs(workdir / "dev.csv", d_texts, d_labels),
+        len(t_texts),
+        len(d_texts),
+        True,
+    )
 
 
 # ---- run_pipeline's stages -------------------------------------------------------------------
@@ -271,11 +314,18 @@ class StageClock:
     It keys on run_pipeline's log lines; a stage whose line is missing is reported as NaN.
     """
 
-    STAGES = {"vocabulary": "building the vocabulary", "tokenize": "tokenizing and caching",
-              "model": " parameters", "trained": "] trained "}
+    STAGES = {
+        "vocabulary": "building the vocabulary",
+        "tokenize": "tokenizing and caching",
+        "model": " parameters",
+        "trained": "] trained ",
+    }
 
-    def __init__(self, echo: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.perf_counter):
+    def __init__(
+        self,
+        echo: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
         self.clock, self.echo = clock, echo
         self.start = clock()
         self.lines: list[tuple[float, str]] = []
@@ -294,13 +344,19 @@ class StageClock:
         """Set-up stage durations and the fit's start, in seconds since the clock's start."""
         vocab, tokenize, model = (self.time_of(s) for s in ("vocabulary", "tokenize", "model"))
         fit_start = self.time_of("trained") - train_seconds
-        return {"read_and_scan": vocab, "vocabulary": tokenize - vocab,
-                "tokenize_and_cache": model - tokenize, "model_build": fit_start - model,
-                "setup": fit_start, "fit": train_seconds}
+        return {
+            "read_and_scan": vocab,
+            "vocabulary": tokenize - vocab,
+            "tokenize_and_cache": model - tokenize,
+            "model_build": fit_start - model,
+            "setup": fit_start,
+            "fit": train_seconds,
+        }
 
 
-def epoch_curve(history: Sequence[dict], setup_seconds: float, train_seconds: float,
-                key: str = "val_accuracy") -> list[dict]:
+def epoch_curve(
+    history: Sequence[dict], setup_seconds: float, train_seconds: float, key: str = "val_accuracy"
+) -> list[dict]:
     """Per-epoch rows with the wall clock since the run started, from a RunResult history.
 
     ``epoch_seconds`` (EpochLogger: epoch begin to end, dev evaluation included) leaves out the
@@ -312,6 +368,12 @@ def epoch_curve(history: Sequence[dict], setup_seconds: float, train_seconds: fl
     elapsed, out = setup_seconds, []
     for r in rows:
         elapsed += r["epoch_seconds"] + max(spread, 0.0)
-        out.append({"epoch": int(r["epoch"]) + 1, "dev_accuracy": r.get(key, math.nan),
-                    "epoch_seconds": r["epoch_seconds"], "elapsed": elapsed})
+        out.append(
+            {
+                "epoch": int(r["epoch"]) + 1,
+                "dev_accuracy": r.get(key, math.nan),
+                "epoch_seconds": r["epoch_seconds"],
+                "elapsed": elapsed,
+            }
+        )
     return out

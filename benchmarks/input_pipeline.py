@@ -13,14 +13,15 @@ Three timings, interleaved (order rotating each repetition), medians reported:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from benchmarks.common import Check, SectionResult, alternate, fmt, median, ratio, times_str
 
 
-def run(config, vocab_dir: Path, reps: int, model_batches: int,
-        log: Callable[[str], None]) -> SectionResult:
+def run(
+    config, vocab_dir: Path, reps: int, model_batches: int, log: Callable[[str], None]
+) -> SectionResult:
     """Measure nlp-rnn's classification input pipeline for ``config`` (a ClassificationPipeline).
 
     Args:
@@ -73,14 +74,27 @@ def run(config, vocab_dir: Path, reps: int, model_batches: int,
         "warm": "tf.data, every epoch: cache → shuffle → bucket → pad → prefetch",
         "model": f"model consumption: `train_on_batch` on {len(batches)} in-memory batches",
     }
-    rows = [{"stage": labels[k], "median s": fmt(med[k], 2), "reviews/s": rates[k][0],
-             "tokens/s": rates[k][1],
-             "× model rate (tokens)": times_str(ratio(rates[k][1], rates["model"][1]))
-             if k != "model" else "1.00×"}
-            for k in ("cold", "warm", "model")]
+    rows = [
+        {
+            "stage": labels[k],
+            "median s": fmt(med[k], 2),
+            "reviews/s": rates[k][0],
+            "tokens/s": rates[k][1],
+            "× model rate (tokens)": times_str(ratio(rates[k][1], rates["model"][1]))
+            if k != "model"
+            else "1.00×",
+        }
+        for k in ("cold", "warm", "model")
+    ]
     headroom = ratio(rates["warm"][1], rates["model"][1])
-    checks = [Check("input pipeline sustains ≥ 10× the model's consumption (tokens/s, "
-                    "per-epoch path)", times_str(headroom), "≥ 10.00×", headroom >= 10.0)]
+    checks = [
+        Check(
+            "input pipeline sustains ≥ 10× the model's consumption (tokens/s, per-epoch path)",
+            times_str(headroom),
+            "≥ 10.00×",
+            headroom >= 10.0,
+        )
+    ]
     measures = (
         f"nlp-rnn's classification pipeline for the same config and data as the training "
         f"section ({state['examples']:,} reviews, {state['tokens']:,} tokens per epoch, batch "
@@ -88,11 +102,21 @@ def run(config, vocab_dir: Path, reps: int, model_batches: int,
         f"alone on an otherwise idle process, {reps} interleaved repetitions, medians. "
         "`cold` runs once per training run, before `fit`; `warm` is what each epoch pulls, so "
         "it is the rate the check compares with the model's. The model's rate is measured on "
-        "batches already in memory, so it holds no input cost.")
-    return SectionResult("input_pipeline", "Input pipeline vs model consumption", measures,
-                         tables=[("Throughput", rows)], checks=checks,
-                         seconds=time.perf_counter() - started,
-                         raw={"times": times, "examples": state["examples"],
-                              "tokens": state["tokens"], "model_batches": len(batches),
-                              "model_batch_examples": batch_examples,
-                              "model_batch_tokens": batch_tokens})
+        "batches already in memory, so it holds no input cost."
+    )
+    return SectionResult(
+        "input_pipeline",
+        "Input pipeline vs model consumption",
+        measures,
+        tables=[("Throughput", rows)],
+        checks=checks,
+        seconds=time.perf_counter() - started,
+        raw={
+            "times": times,
+            "examples": state["examples"],
+            "tokens": state["tokens"],
+            "model_batches": len(batches),
+            "model_batch_examples": batch_examples,
+            "model_batch_tokens": batch_tokens,
+        },
+    )

@@ -34,8 +34,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from benchmarks.common import (Check, SectionResult, alternate, fmt, markdown_table, median,
-                               memory_kib, ratio, times_str)
+from benchmarks.common import (
+    Check,
+    SectionResult,
+    alternate,
+    fmt,
+    markdown_table,
+    median,
+    memory_kib,
+    ratio,
+    times_str,
+)
 
 RESULT_PREFIX = "LM-STREAM-RESULT "
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,10 +78,12 @@ class LMPlan:
     memory_documents: int  # documents at 1x
 
 
-FULL = LMPlan(reps=3, sampled_steps=3, fit_steps=10, vocabulary_documents=5_000,
-              memory_documents=8_000)
-QUICK = LMPlan(reps=1, sampled_steps=3, fit_steps=5, vocabulary_documents=1_000,
-               memory_documents=3_000)  # 1x still fills the shuffle buffer, as 4x does
+FULL = LMPlan(
+    reps=3, sampled_steps=3, fit_steps=10, vocabulary_documents=5_000, memory_documents=8_000
+)
+QUICK = LMPlan(
+    reps=1, sampled_steps=3, fit_steps=5, vocabulary_documents=1_000, memory_documents=3_000
+)  # 1x still fills the shuffle buffer, as 4x does
 
 
 # ---- FLOPs -------------------------------------------------------------------------------
@@ -89,15 +100,15 @@ def training_flops(sizes: LMSizes, sampled: bool) -> int:
     if not sampled:
         forward += 2 * sizes.units * sizes.vocab
     elif sizes.tied:
-        forward += 2 * sizes.units * sizes.embedding + 2 * sizes.embedding * (
-            sizes.num_sampled + 1)
+        forward += 2 * sizes.units * sizes.embedding + 2 * sizes.embedding * (sizes.num_sampled + 1)
     else:
         forward += 2 * sizes.units * (sizes.num_sampled + 1)
     return 3 * forward
 
 
-def matmul_timer(n: int = MATMUL_SIZE, products: int = MATMUL_PRODUCTS
-                 ) -> tuple[Callable[[], None], list[float]]:
+def matmul_timer(
+    n: int = MATMUL_SIZE, products: int = MATMUL_PRODUCTS
+) -> tuple[Callable[[], None], list[float]]:
     """(a call timing ``products`` float32 [n, n] @ [n, n] products, the GFLOP/s list each call
     appends to)."""
     import tensorflow as tf
@@ -109,7 +120,7 @@ def matmul_timer(n: int = MATMUL_SIZE, products: int = MATMUL_PRODUCTS
         for _ in range(products):
             start = time.perf_counter()
             tf.matmul(a, b).numpy()
-            rates.append(2 * n ** 3 / (time.perf_counter() - start) / 1e9)
+            rates.append(2 * n**3 / (time.perf_counter() - start) / 1e9)
 
     return call, rates
 
@@ -125,8 +136,9 @@ def reference_lm(sizes: LMSizes):
     x = keras.layers.Embedding(sizes.vocab, sizes.embedding)(tokens)
     x = keras.layers.LSTM(sizes.units, return_sequences=True)(x)
     model = keras.Model(tokens, keras.layers.Dense(sizes.vocab)(x), name="reference_lm")
-    model.compile(optimizer="adam",
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -141,8 +153,9 @@ def sampled_lm(sizes: LMSizes):
     x = keras.layers.LSTM(sizes.units, return_sequences=True, name="lstm")(embedding(tokens))
     if sizes.tied:
         x = keras.layers.Dense(sizes.embedding, name="projection")(x)
-    logits = SampledSoftmax(sizes.vocab, sizes.num_sampled,
-                            tied_to=embedding if sizes.tied else None, name="logits")(x)
+    logits = SampledSoftmax(
+        sizes.vocab, sizes.num_sampled, tied_to=embedding if sizes.tied else None, name="logits"
+    )(x)
     lm = keras.Model(tokens, logits, name="sampled_lm")
     trainer = training_model(lm)
     trainer.compile(optimizer="adam")
@@ -181,26 +194,54 @@ def child_main(argv: Sequence[str] | None = None) -> None:
     from nlp_rnn.data import text_stream, vectorize
 
     lookup = text_stream.vocabulary_lookup(vectorize.load_vocabulary(Path(args.vocabulary)))
-    batches = text_stream.lm_batches([args.corpus], lookup, args.length, args.batch,
-                                     shuffle_buffer=SHUFFLE_WINDOWS)
+    batches = text_stream.lm_batches(
+        [args.corpus], lookup, args.length, args.batch, shuffle_buffer=SHUFFLE_WINDOWS
+    )
     baseline = memory_kib("VmRSS")
     start, tokens = time.perf_counter(), 0
     for inputs, _ in batches:
         tokens += int(inputs.shape[0]) * int(inputs.shape[1])
-    print(RESULT_PREFIX + json.dumps({
-        "tokens": tokens, "seconds": time.perf_counter() - start, "baseline_kib": baseline,
-        "peak_kib": memory_kib("VmHWM")}), flush=True)
+    print(
+        RESULT_PREFIX
+        + json.dumps(
+            {
+                "tokens": tokens,
+                "seconds": time.perf_counter() - start,
+                "baseline_kib": baseline,
+                "peak_kib": memory_kib("VmHWM"),
+            }
+        ),
+        flush=True,
+    )
 
 
 def _stream_child(corpus: Path, vocabulary: Path, sizes: LMSizes, timeout: float) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.lm_pretraining", "--stream-child",
-           "--corpus", str(corpus), "--vocabulary", str(vocabulary),
-           "--length", str(sizes.length), "--batch", str(sizes.pretraining_batch)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          check=False, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.lm_pretraining",
+        "--stream-child",
+        "--corpus",
+        str(corpus),
+        "--vocabulary",
+        str(vocabulary),
+        "--length",
+        str(sizes.length),
+        "--batch",
+        str(sizes.pretraining_batch),
+    ]
+    proc = subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        check=False,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"},
+    )
     for line in proc.stdout.splitlines():
         if line.startswith(RESULT_PREFIX):
-            return json.loads(line[len(RESULT_PREFIX):])
+            return json.loads(line[len(RESULT_PREFIX) :])
     raise RuntimeError(f"stream child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
 
 
@@ -214,15 +255,23 @@ def _fit_seconds(trainer, dataset, steps: int) -> float:
 
     marks: list[float] = []
     clock = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda batch, logs: marks.append(time.perf_counter()))
-    trainer.fit(dataset, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0,
-                callbacks=[clock])
+        on_train_batch_end=lambda batch, logs: marks.append(time.perf_counter())
+    )
+    trainer.fit(
+        dataset, steps_per_epoch=steps, epochs=1, shuffle=False, verbose=0, callbacks=[clock]
+    )
     return (marks[-1] - marks[0]) / (len(marks) - 1)
 
 
-def run(sources: Sequence[Path], workdir: Path, log: Callable[[str], None],
-        quick: bool = False, sizes: LMSizes = LMSizes(), plan: LMPlan | None = None,
-        timeout: float = 600) -> SectionResult:
+def run(
+    sources: Sequence[Path],
+    workdir: Path,
+    log: Callable[[str], None],
+    quick: bool = False,
+    sizes: LMSizes = LMSizes(),
+    plan: LMPlan | None = None,
+    timeout: float = 600,
+) -> SectionResult:
     """Measure the section on the corpus ``sources`` (CSV files with a ``text`` column)."""
     from nlp_rnn.data import text_stream, vectorize
     from nlp_rnn.layers.sampled_softmax import training_features
@@ -243,12 +292,15 @@ def run(sources: Sequence[Path], workdir: Path, log: Callable[[str], None],
     vectorize.save_vocabulary(tokens, vocabulary)
     lookup = text_stream.vocabulary_lookup(tokens)
 
-    stream = text_stream.lm_batches(sources, lookup, sizes.length, sizes.pretraining_batch,
-                                    shuffle_buffer=SHUFFLE_WINDOWS)
+    stream = text_stream.lm_batches(
+        sources, lookup, sizes.length, sizes.pretraining_batch, shuffle_buffer=SHUFFLE_WINDOWS
+    )
     inputs, targets = next(iter(stream))
-    batches = {"reference": (inputs[:sizes.batch], targets[:sizes.batch]),
-               "sampled": (inputs[:sizes.batch], targets[:sizes.batch]),
-               "pretraining": (inputs, targets)}
+    batches = {
+        "reference": (inputs[: sizes.batch], targets[: sizes.batch]),
+        "sampled": (inputs[: sizes.batch], targets[: sizes.batch]),
+        "pretraining": (inputs, targets),
+    }
     reference = reference_lm(sizes)
     trainers = {"sampled": sampled_lm(sizes)[1], "pretraining": sampled_lm(sizes)[1]}
     matmul, peak_rates = matmul_timer()
@@ -259,40 +311,61 @@ def run(sources: Sequence[Path], workdir: Path, log: Callable[[str], None],
         def call():
             for _ in range(plan.sampled_steps):
                 trainers[key].train_on_batch(features)
+
         return call
 
-    log(f"[lm_pretraining] {plan.reps} interleaved rounds: matmul, 1 reference step, "
-        f"{plan.sampled_steps} sampled steps at {sizes.batch} and {sizes.pretraining_batch} rows")
-    times = alternate({"matmul": matmul,
-                       "reference": lambda: reference.train_on_batch(*batches["reference"]),
-                       "sampled": steps("sampled"), "pretraining": steps("pretraining")},
-                      plan.reps)
-    step = {"reference": median(times["reference"]),
-            **{k: median(times[k]) / plan.sampled_steps for k in trainers}}
+    log(
+        f"[lm_pretraining] {plan.reps} interleaved rounds: matmul, 1 reference step, "
+        f"{plan.sampled_steps} sampled steps at {sizes.batch} and {sizes.pretraining_batch} rows"
+    )
+    times = alternate(
+        {
+            "matmul": matmul,
+            "reference": lambda: reference.train_on_batch(*batches["reference"]),
+            "sampled": steps("sampled"),
+            "pretraining": steps("pretraining"),
+        },
+        plan.reps,
+    )
+    step = {
+        "reference": median(times["reference"]),
+        **{k: median(times[k]) / plan.sampled_steps for k in trainers},
+    }
     log(f"[lm_pretraining] fit() from the stream for {plan.fit_steps} steps")
-    step["streamed"] = _fit_seconds(trainers["pretraining"], stream.map(training_features),
-                                    plan.fit_steps)
+    step["streamed"] = _fit_seconds(
+        trainers["pretraining"], stream.map(training_features), plan.fit_steps
+    )
     batches["streamed"] = batches["pretraining"]
     peak = max(peak_rates)
 
     flops = {k: training_flops(sizes, sampled=k != "reference") for k in step}
-    output = (f"sampled softmax, {sizes.num_sampled:,} shared samples"
-              + (", tied embedding" if sizes.tied else ""))
-    labels = {"reference": ("plain Keras LSTM LM (`train_on_batch`)",
-                            f"full softmax, {sizes.vocab:,} classes"),
-              "sampled": ("sampled-softmax LSTM LM, same batch (`train_on_batch`)", output),
-              "pretraining": ("sampled-softmax LSTM LM, pretraining batch (`train_on_batch`)",
-                              output),
-              "streamed": ("sampled-softmax LSTM LM, pretraining batch, `fit` on the stream",
-                           output)}
+    output = f"sampled softmax, {sizes.num_sampled:,} shared samples" + (
+        ", tied embedding" if sizes.tied else ""
+    )
+    labels = {
+        "reference": (
+            "plain Keras LSTM LM (`train_on_batch`)",
+            f"full softmax, {sizes.vocab:,} classes",
+        ),
+        "sampled": ("sampled-softmax LSTM LM, same batch (`train_on_batch`)", output),
+        "pretraining": ("sampled-softmax LSTM LM, pretraining batch (`train_on_batch`)", output),
+        "streamed": ("sampled-softmax LSTM LM, pretraining batch, `fit` on the stream", output),
+    }
     rate = {k: int(batches[k][0].shape[0]) * sizes.length / s for k, s in step.items()}
-    rows = [{"model": labels[k][0], "output layer": labels[k][1],
-             "batch": f"{int(batches[k][0].shape[0])} × {sizes.length}",
-             "s/step": fmt(step[k], 3), "tokens/s": rate[k],
-             "× reference": times_str(ratio(rate[k], rate["reference"])),
-             "MFLOP/token": flops[k] / 1e6, "GFLOP/s": rate[k] * flops[k] / 1e9,
-             "% of matmul peak": fmt(100 * rate[k] * flops[k] / 1e9 / peak)}
-            for k in ("reference", "sampled", "pretraining", "streamed")]
+    rows = [
+        {
+            "model": labels[k][0],
+            "output layer": labels[k][1],
+            "batch": f"{int(batches[k][0].shape[0])} × {sizes.length}",
+            "s/step": fmt(step[k], 3),
+            "tokens/s": rate[k],
+            "× reference": times_str(ratio(rate[k], rate["reference"])),
+            "MFLOP/token": flops[k] / 1e6,
+            "GFLOP/s": rate[k] * flops[k] / 1e9,
+            "% of matmul peak": fmt(100 * rate[k] * flops[k] / 1e9 / peak),
+        }
+        for k in ("reference", "sampled", "pretraining", "streamed")
+    ]
 
     log("[lm_pretraining] streaming memory, 1× and 4× the text, a process each")
     memory, raw_memory = [], []
@@ -302,33 +375,56 @@ def run(sources: Sequence[Path], workdir: Path, log: Callable[[str], None],
         out = _stream_child(corpus, vocabulary, sizes, timeout)
         corpus.unlink()
         raw_memory.append({"multiplier": k, "documents": documents, **out})
-        memory.append({"text": f"{k}×", "documents": documents, "tokens": out["tokens"],
-                       "stream s": out["seconds"], "tokens/s": out["tokens"] / out["seconds"],
-                       "peak RSS MiB": out["peak_kib"] / 1024,
-                       "above start-up MiB": (out["peak_kib"] - out["baseline_kib"]) / 1024})
-        log(f"[lm_pretraining] {k}×: {out['tokens']:,} tokens in {out['seconds']:.1f} s, "
-            f"peak {out['peak_kib'] / 1024:.0f} MiB")
+        memory.append(
+            {
+                "text": f"{k}×",
+                "documents": documents,
+                "tokens": out["tokens"],
+                "stream s": out["seconds"],
+                "tokens/s": out["tokens"] / out["seconds"],
+                "peak RSS MiB": out["peak_kib"] / 1024,
+                "above start-up MiB": (out["peak_kib"] - out["baseline_kib"]) / 1024,
+            }
+        )
+        log(
+            f"[lm_pretraining] {k}×: {out['tokens']:,} tokens in {out['seconds']:.1f} s, "
+            f"peak {out['peak_kib'] / 1024:.0f} MiB"
+        )
     memory_growth = ratio(memory[1]["peak RSS MiB"], memory[0]["peak RSS MiB"])
     above_growth = ratio(memory[1]["above start-up MiB"], memory[0]["above start-up MiB"])
-    memory.append({"text": "4× ÷ 1×", "tokens": times_str(ratio(memory[1]["tokens"],
-                                                                memory[0]["tokens"])),
-                   "peak RSS MiB": times_str(memory_growth),
-                   "above start-up MiB": times_str(above_growth)})
+    memory.append(
+        {
+            "text": "4× ÷ 1×",
+            "tokens": times_str(ratio(memory[1]["tokens"], memory[0]["tokens"])),
+            "peak RSS MiB": times_str(memory_growth),
+            "above start-up MiB": times_str(above_growth),
+        }
+    )
     counted.unlink()
 
     # the check reads the interleaved rounds; the later fit() row is not interleaved
     speedup = ratio(rate["pretraining"], rate["reference"])
     headroom = ratio(median(m["tokens/s"] for m in memory[:2]), rate["pretraining"])
     checks = [
-        Check("sampled-softmax LM pretraining ≥ 5× the plain LSTM LM's tokens/s (interleaved "
-              "rounds)", f"{times_str(speedup)} (at the reference's batch: "
-              f"{times_str(ratio(rate['sampled'], rate['reference']))})", "≥ 5.00×",
-              speedup >= 5.0),
-        Check("streaming memory flat (4× ÷ 1× the text, peak RSS)",
-              f"{times_str(memory_growth)} ({times_str(above_growth)} above start-up)",
-              "≤ 1.10×", memory_growth <= 1.10),
-        Check("the corpus stream outpaces the sampled LM's training (tokens/s)",
-              times_str(headroom), "≥ 5.00×", headroom >= 5.0),
+        Check(
+            "sampled-softmax LM pretraining ≥ 5× the plain LSTM LM's tokens/s (interleaved rounds)",
+            f"{times_str(speedup)} (at the reference's batch: "
+            f"{times_str(ratio(rate['sampled'], rate['reference']))})",
+            "≥ 5.00×",
+            speedup >= 5.0,
+        ),
+        Check(
+            "streaming memory flat (4× ÷ 1× the text, peak RSS)",
+            f"{times_str(memory_growth)} ({times_str(above_growth)} above start-up)",
+            "≤ 1.10×",
+            memory_growth <= 1.10,
+        ),
+        Check(
+            "the corpus stream outpaces the sampled LM's training (tokens/s)",
+            times_str(headroom),
+            "≥ 5.00×",
+            headroom >= 5.0,
+        ),
     ]
     measures = (
         f"Both LMs: vocabulary {sizes.vocab:,}, embedding {sizes.embedding}, one "
@@ -349,15 +445,27 @@ def run(sources: Sequence[Path], workdir: Path, log: Callable[[str], None],
         f"{plan.memory_documents:,} and {4 * plan.memory_documents:,} documents of the corpus, "
         f"every batch streamed (shuffle buffer {SHUFFLE_WINDOWS:,} windows) in a fresh "
         "process each; 'above start-up' subtracts "
-        "the RSS once TensorFlow and the pipeline are loaded. " + __doc__.split("\n\n")[-1]
-        .replace("\n", " ").strip())
+        "the RSS once TensorFlow and the pipeline are loaded. "
+        + __doc__.split("\n\n")[-1].replace("\n", " ").strip()
+    )
     return SectionResult(
-        "lm_pretraining", "Language-model pretraining", measures,
-        tables=[("Training throughput", rows), ("Streaming memory", memory)], checks=checks,
+        "lm_pretraining",
+        "Language-model pretraining",
+        measures,
+        tables=[("Training throughput", rows), ("Streaming memory", memory)],
+        checks=checks,
         seconds=time.perf_counter() - started,
-        raw={"sizes": asdict(sizes), "plan": asdict(plan), "matmul_gflops": peak_rates,
-             "times": times, "step_seconds": step, "tokens_per_second": rate,
-             "flops_per_token": flops, "memory": raw_memory})
+        raw={
+            "sizes": asdict(sizes),
+            "plan": asdict(plan),
+            "matmul_gflops": peak_rates,
+            "times": times,
+            "step_seconds": step,
+            "tokens_per_second": rate,
+            "flops_per_token": flops,
+            "memory": raw_memory,
+        },
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -368,8 +476,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = argparse.ArgumentParser(prog="python -m benchmarks.lm_pretraining")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--data-dir", type=Path, default=Path(os.environ.get(
-        "NLP_RNN_DATA", ROOT.parent / "shared" / "data")) / "imdb")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("NLP_RNN_DATA", ROOT.parent / "shared" / "data")) / "imdb",
+    )
     parser.add_argument("--num-sampled", type=int, default=LMSizes.num_sampled)
     parser.add_argument("--untied", action="store_true")
     parser.add_argument("--pretraining-batch", type=int, default=LMSizes.pretraining_batch)
@@ -379,15 +490,31 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from benchmarks.report import section_markdown
 
-    sizes = LMSizes(num_sampled=args.num_sampled, tied=not args.untied,
-                    pretraining_batch=args.pretraining_batch)
+    sizes = LMSizes(
+        num_sampled=args.num_sampled, tied=not args.untied, pretraining_batch=args.pretraining_batch
+    )
     with tempfile.TemporaryDirectory(prefix="nlp-rnn-lm-bench-") as workdir:
-        result = run([args.data_dir / "train.csv.gz", args.data_dir / "unsup.csv.gz"],
-                     Path(workdir), lambda m: print(m, file=sys.stderr, flush=True),
-                     quick=args.quick, sizes=sizes)
+        result = run(
+            [args.data_dir / "train.csv.gz", args.data_dir / "unsup.csv.gz"],
+            Path(workdir),
+            lambda m: print(m, file=sys.stderr, flush=True),
+            quick=args.quick,
+            sizes=sizes,
+        )
     print(section_markdown(result) + "\n")
-    print(markdown_table([{"criterion": c.name, "measured": c.measured, "target": c.target,
-                           "result": "pass" if c.passed else "FAIL"} for c in result.checks]))
+    print(
+        markdown_table(
+            [
+                {
+                    "criterion": c.name,
+                    "measured": c.measured,
+                    "target": c.target,
+                    "result": "pass" if c.passed else "FAIL",
+                }
+                for c in result.checks
+            ]
+        )
+    )
     return 0
 
 

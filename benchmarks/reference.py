@@ -20,9 +20,9 @@ default.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import keras
 import numpy as np
@@ -40,17 +40,20 @@ class ReferenceConfig:
     seed: int = 42
 
 
-def build_vectorizer(config: ReferenceConfig,
-                     texts: Sequence[str]) -> keras.layers.TextVectorization:
+def build_vectorizer(
+    config: ReferenceConfig, texts: Sequence[str]
+) -> keras.layers.TextVectorization:
     """A TextVectorization with the recipe's vocabulary size, adapted on ``texts``."""
-    layer = keras.layers.TextVectorization(max_tokens=config.max_features, output_mode="int",
-                                           ragged=True)
+    layer = keras.layers.TextVectorization(
+        max_tokens=config.max_features, output_mode="int", ragged=True
+    )
     layer.adapt(tf.data.Dataset.from_tensor_slices(list(texts)).batch(1024))
     return layer
 
 
-def vectorize(layer: keras.layers.TextVectorization, texts: tf.Tensor, maxlen: int,
-              padding: str = "pre") -> tf.Tensor:
+def vectorize(
+    layer: keras.layers.TextVectorization, texts: tf.Tensor, maxlen: int, padding: str = "pre"
+) -> tf.Tensor:
     """Token ids, every row exactly ``maxlen`` long, as ``pad_sequences`` makes them.
 
     Args:
@@ -83,14 +86,22 @@ def build_model(config: ReferenceConfig) -> keras.Model:
     return model
 
 
-def encode(layer: keras.layers.TextVectorization, texts: Sequence[str], config: ReferenceConfig,
-           batch_size: int = 1024) -> np.ndarray:
+def encode(
+    layer: keras.layers.TextVectorization,
+    texts: Sequence[str],
+    config: ReferenceConfig,
+    batch_size: int = 1024,
+) -> np.ndarray:
     """Vectorize a list of texts into the recipe's int32 [N, maxlen] array (in-graph, batched)."""
     fn = tf.function(lambda t: vectorize(layer, t, config.maxlen, config.padding))
-    parts = [fn(tf.constant(list(texts[i:i + batch_size])))
-             for i in range(0, len(texts), batch_size)]
-    return np.concatenate([p.numpy() for p in parts]) if parts else \
-        np.zeros((0, config.maxlen), np.int32)
+    parts = [
+        fn(tf.constant(list(texts[i : i + batch_size]))) for i in range(0, len(texts), batch_size)
+    ]
+    return (
+        np.concatenate([p.numpy() for p in parts])
+        if parts
+        else np.zeros((0, config.maxlen), np.int32)
+    )
 
 
 def binary_labels(labels: Sequence[str], positive: str) -> np.ndarray:
@@ -114,8 +125,9 @@ class ReferenceRun:
 class _EpochRecorder(keras.callbacks.Callback):
     """Records dev accuracy and wall clock per epoch; stops ``extra_epochs`` after the threshold."""
 
-    def __init__(self, start: float, threshold: float, extra_epochs: int,
-                 log: Callable[[str], None]):
+    def __init__(
+        self, start: float, threshold: float, extra_epochs: int, log: Callable[[str], None]
+    ):
         super().__init__()
         self.start, self.threshold, self.extra, self.log = start, threshold, extra_epochs, log
         self.rows: list[dict] = []
@@ -127,22 +139,34 @@ class _EpochRecorder(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         now = time.perf_counter()
         logs = logs or {}
-        row = {"epoch": epoch + 1, "dev_accuracy": float(logs.get("val_accuracy", np.nan)),
-               "train_accuracy": float(logs.get("accuracy", np.nan)),
-               "epoch_seconds": now - self.began, "elapsed": now - self.start}
+        row = {
+            "epoch": epoch + 1,
+            "dev_accuracy": float(logs.get("val_accuracy", np.nan)),
+            "train_accuracy": float(logs.get("accuracy", np.nan)),
+            "epoch_seconds": now - self.began,
+            "elapsed": now - self.start,
+        }
         self.rows.append(row)
-        self.log(f"[reference] epoch {row['epoch']}: dev accuracy {row['dev_accuracy']:.4f}, "
-                 f"{row['epoch_seconds']:.0f} s, {row['elapsed']:.0f} s since start")
+        self.log(
+            f"[reference] epoch {row['epoch']}: dev accuracy {row['dev_accuracy']:.4f}, "
+            f"{row['epoch_seconds']:.0f} s, {row['elapsed']:.0f} s since start"
+        )
         if self.reached is None and row["dev_accuracy"] >= self.threshold:
             self.reached = row["epoch"]
         if self.reached is not None and row["epoch"] - self.reached >= self.extra:
             self.model.stop_training = True
 
 
-def train(config: ReferenceConfig, train_pairs: tuple[list[str], list[str]],
-          dev_pairs: tuple[list[str], list[str]], epochs: int, threshold: float = 0.85,
-          extra_epochs: int = 1, log: Callable[[str], None] = print,
-          start: float | None = None) -> ReferenceRun:
+def train(
+    config: ReferenceConfig,
+    train_pairs: tuple[list[str], list[str]],
+    dev_pairs: tuple[list[str], list[str]],
+    epochs: int,
+    threshold: float = 0.85,
+    extra_epochs: int = 1,
+    log: Callable[[str], None] = print,
+    start: float | None = None,
+) -> ReferenceRun:
     """Adapt, encode, build and fit the recipe; stop ``extra_epochs`` after dev accuracy first
     reaches ``threshold``, or after ``epochs``.
 
@@ -162,30 +186,55 @@ def train(config: ReferenceConfig, train_pairs: tuple[list[str], list[str]],
     t2 = time.perf_counter()
     model = build_model(config)
     setup = time.perf_counter() - start
-    stages = {"read_and_scan": t0 - start, "vocabulary": t1 - t0, "tokenize_and_cache": t2 - t1,
-              "model_build": start + setup - t2, "setup": setup}
-    log(f"[reference] {len(texts)} train / {len(dev_pairs[0])} dev reviews, "
-        f"{model.count_params():,} parameters, set-up {setup:.1f} s")
+    stages = {
+        "read_and_scan": t0 - start,
+        "vocabulary": t1 - t0,
+        "tokenize_and_cache": t2 - t1,
+        "model_build": start + setup - t2,
+        "setup": setup,
+    }
+    log(
+        f"[reference] {len(texts)} train / {len(dev_pairs[0])} dev reviews, "
+        f"{model.count_params():,} parameters, set-up {setup:.1f} s"
+    )
     recorder = _EpochRecorder(start, threshold, extra_epochs, log)
     fit_start = time.perf_counter()
-    model.fit(x_train, y_train, batch_size=config.batch_size, epochs=epochs,
-              validation_data=(x_dev, y_dev), callbacks=[recorder], verbose=0)
+    model.fit(
+        x_train,
+        y_train,
+        batch_size=config.batch_size,
+        epochs=epochs,
+        validation_data=(x_dev, y_dev),
+        callbacks=[recorder],
+        verbose=0,
+    )
     fit_seconds = time.perf_counter() - fit_start
     stages["fit"] = fit_seconds
-    return ReferenceRun(config, model, vectorizer, positive, setup, stages, recorder.rows,
-                        fit_seconds, int(np.count_nonzero(x_train)), int(x_train.size))
+    return ReferenceRun(
+        config,
+        model,
+        vectorizer,
+        positive,
+        setup,
+        stages,
+        recorder.rows,
+        fit_seconds,
+        int(np.count_nonzero(x_train)),
+        int(x_train.size),
+    )
 
 
-def serving_function(model: keras.Model, vectorizer: keras.layers.TextVectorization,
-                     config: ReferenceConfig):
+def serving_function(
+    model: keras.Model, vectorizer: keras.layers.TextVectorization, config: ReferenceConfig
+):
     """``serving_default``: text string [None] -> probability float32 [None], label_id int32."""
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def classify(text):
-        probability = model(vectorize(vectorizer, text, config.maxlen, config.padding),
-                            training=False)[:, 0]
-        return {"probability": probability,
-                "label_id": tf.cast(probability >= 0.5, tf.int32)}
+        probability = model(
+            vectorize(vectorizer, text, config.maxlen, config.padding), training=False
+        )[:, 0]
+        return {"probability": probability, "label_id": tf.cast(probability >= 0.5, tf.int32)}
 
     return classify
 
@@ -195,7 +244,11 @@ def export(run: ReferenceRun, export_root: Path) -> Path:
     from nlp_rnn.export import export_saved_model
 
     return export_saved_model(
-        run.model, {"serving_default": serving_function(run.model, run.vectorizer, run.config)},
-        [run.vectorizer], str(export_root), "keras_io_reference",
+        run.model,
+        {"serving_default": serving_function(run.model, run.vectorizer, run.config)},
+        [run.vectorizer],
+        str(export_root),
+        "keras_io_reference",
         {"text": tf.constant(["a sample input", "another one"])},
-        {"task": "reference", "name": "keras_io_bilstm", "positive_label": run.positive})
+        {"task": "reference", "name": "keras_io_bilstm", "positive_label": run.positive},
+    )

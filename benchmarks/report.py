@@ -19,14 +19,19 @@ def to_dict(section: SectionResult) -> dict:
 
 
 def from_dict(data: dict) -> SectionResult:
-    fields = {**data, "checks": [Check(**c) for c in data.get("checks", [])],
-              "tables": [tuple(t) for t in data.get("tables", [])]}
+    fields = {
+        **data,
+        "checks": [Check(**c) for c in data.get("checks", [])],
+        "tables": [tuple(t) for t in data.get("tables", [])],
+    }
     return SectionResult(**fields)
 
 
 def save_json(report: dict, path: Path) -> None:
-    data = {**report, "sections": [to_dict(s) if isinstance(s, SectionResult) else s
-                                   for s in report["sections"]]}
+    data = {
+        **report,
+        "sections": [to_dict(s) if isinstance(s, SectionResult) else s for s in report["sections"]],
+    }
     path.write_text(json.dumps(data, indent=1, default=str))
 
 
@@ -42,16 +47,24 @@ def _verdict(passed: bool | None) -> str:
 
 def machine_table(machine: dict, load_end: list | None = None) -> str:
     rows = [
-        ("CPU", f"{machine.get('cpu')} ({machine.get('logical_cpus')} logical CPUs, "
-                f"{machine.get('usable_cpus')} usable by the process)"),
+        (
+            "CPU",
+            f"{machine.get('cpu')} ({machine.get('logical_cpus')} logical CPUs, "
+            f"{machine.get('usable_cpus')} usable by the process)",
+        ),
         ("memory", f"{machine.get('memory_gib')} GiB"),
         ("GPU", ", ".join(machine.get("gpus") or []) or "none (CPU only)"),
-        ("load average (1/5/15 min)", f"{_joined(machine.get('load_average'))} at the start"
-         + (f", {_joined(load_end)} at the end" if load_end else "")),
+        (
+            "load average (1/5/15 min)",
+            f"{_joined(machine.get('load_average'))} at the start"
+            + (f", {_joined(load_end)} at the end" if load_end else ""),
+        ),
         ("OS", machine.get("os")),
-        ("Python / TensorFlow / Keras / NumPy",
-         f"{machine.get('python')} / {machine.get('tensorflow')} / {machine.get('keras')} / "
-         f"{machine.get('numpy')}"),
+        (
+            "Python / TensorFlow / Keras / NumPy",
+            f"{machine.get('python')} / {machine.get('tensorflow')} / {machine.get('keras')} / "
+            f"{machine.get('numpy')}",
+        ),
         ("TF threads (0 = all cores)", str(machine.get("tf_threads"))),
     ]
     return markdown_table([{"what": k, "value": str(v)} for k, v in rows])
@@ -69,27 +82,54 @@ def render_markdown(report: dict) -> str:
     wall = report.get("wall_seconds", math.nan)
     lines = ["# Benchmarks", ""]
     if mode == "quick":
-        lines += ["> **Quick run** (`--quick`): a subsample and few repetitions, to check that "
-                  "the benchmark runs; its figures are indicative only.", ""]
+        lines += [
+            "> **Quick run** (`--quick`): a subsample and few repetitions, to check that "
+            "the benchmark runs; its figures are indicative only.",
+            "",
+        ]
     lines += [
         "nlp-rnn against a reference implementation of the keras-io *Bidirectional LSTM on "
         "IMDB* recipe, on IMDB (`../shared/data/imdb`: 20k train / 5k dev reviews). Every "
         "comparison runs both sides in the same process run, on the same data; short "
         "measurements are interleaved call by call and reported as medians and ratios, "
         "because these machines are shared and noisy: read the ratios, not lone absolute "
-        "times.", "",
-        "## Command", "", "```bash", report["command"], "```", "",
+        "times.",
+        "",
+        "## Command",
+        "",
+        "```bash",
+        report["command"],
+        "```",
+        "",
         f"Started {report.get('started')}, wall time {wall / 60:.1f} min"
-        + (f" (budget {budget / 60:.0f} min)." if budget else "."), "",
-        "## Machine", "", machine_table(report.get("machine", {}), report.get("load_end")), "",
-        "## Acceptance", "",
+        + (f" (budget {budget / 60:.0f} min)." if budget else "."),
+        "",
+        "## Machine",
+        "",
+        machine_table(report.get("machine", {}), report.get("load_end")),
+        "",
+        "## Acceptance",
+        "",
     ]
-    checks = [{"criterion": c.name, "measured": c.measured, "target": c.target,
-               "result": _verdict(c.passed)} for s in sections for c in s.checks]
+    checks = [
+        {
+            "criterion": c.name,
+            "measured": c.measured,
+            "target": c.target,
+            "result": _verdict(c.passed),
+        }
+        for s in sections
+        for c in s.checks
+    ]
     if budget:
-        checks.append({"criterion": f"the {mode} run finishes within its budget",
-                       "measured": f"{wall / 60:.1f} min", "target": f"< {budget / 60:.0f} min",
-                       "result": _verdict(wall < budget)})
+        checks.append(
+            {
+                "criterion": f"the {mode} run finishes within its budget",
+                "measured": f"{wall / 60:.1f} min",
+                "target": f"< {budget / 60:.0f} min",
+                "result": _verdict(wall < budget),
+            }
+        )
     lines += [markdown_table(checks), ""]
     for s in sections:
         lines += [section_markdown(s), ""]

@@ -25,22 +25,30 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 from benchmarks.common import Check, SectionResult, median, percentile, ratio, times_str
 
 CLIENTS = (1, 8, 32)
 BATCH = 64
 BATCHING, DEFAULTS, UNBATCHED, CONCURRENT = (
-    "dynamic batching", "dynamic batching, defaults", "no batching",
-    "no batching, 4 calls at once")
+    "dynamic batching",
+    "dynamic batching, defaults",
+    "no batching",
+    "no batching, 4 calls at once",
+)
 # (name, `nlp-rnn serve` options, client counts); the first is the one the checks judge
-MODES = ((BATCHING, ("--max-batch-size", "64", "--batch-timeout-ms", "5", "--split-rows", "16"),
-          CLIENTS),
-         (DEFAULTS, ("--max-batch-size", "64"), (32,)),
-         (UNBATCHED, ("--max-batch-size", "1"), CLIENTS),
-         (CONCURRENT, ("--max-batch-size", "1", "--batch-threads", "4"), (32,)))
+MODES = (
+    (
+        BATCHING,
+        ("--max-batch-size", "64", "--batch-timeout-ms", "5", "--split-rows", "16"),
+        CLIENTS,
+    ),
+    (DEFAULTS, ("--max-batch-size", "64"), (32,)),
+    (UNBATCHED, ("--max-batch-size", "1"), CLIENTS),
+    (CONCURRENT, ("--max-batch-size", "1", "--batch-threads", "4"), (32,)),
+)
 ROUNDS = 5  # alternating rounds of every server at 32 clients (half the point's time each)
 TIMEOUT_S = 120  # one request's answer; past it the request counts as failed
 
@@ -67,21 +75,34 @@ class ServerProcess:
         self.port = _free_port()
         env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "nlp_rnn.cli", "serve", str(model_dir), "--port",
-             str(self.port), *options],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+            [
+                sys.executable,
+                "-m",
+                "nlp_rnn.cli",
+                "serve",
+                str(model_dir),
+                "--port",
+                str(self.port),
+                *options,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
         deadline = time.monotonic() + 300
         while True:
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz",
-                                            timeout=5) as r:
+                with urllib.request.urlopen(
+                    f"http://127.0.0.1:{self.port}/healthz", timeout=5
+                ) as r:
                     if all(v is not None for v in json.loads(r.read())["models"].values()):
                         break
             except OSError:
                 pass
             if self.process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError("the server did not start: "
-                                   + self.process.stderr.read().decode()[-2000:])
+                raise RuntimeError(
+                    "the server did not start: " + self.process.stderr.read().decode()[-2000:]
+                )
             time.sleep(0.5)
 
     def rss_mib(self) -> float:
@@ -98,8 +119,10 @@ class ServerProcess:
 
         with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=30) as r:
             text = r.read().decode()
-        return (sample_total(text, "nlp_rnn_serve_batch_size_sum"),
-                sample_total(text, "nlp_rnn_serve_batch_size_count"))
+        return (
+            sample_total(text, "nlp_rnn_serve_batch_size_sum"),
+            sample_total(text, "nlp_rnn_serve_batch_size_count"),
+        )
 
     def measure(self, run: Callable[[], dict]) -> dict:
         """``run()``'s result plus the server's CPU seconds, its rows and SavedModel calls, and
@@ -120,8 +143,14 @@ class ServerProcess:
             self.process.kill()
 
 
-def load(port: int, model: str, bodies: Sequence[bytes], clients: int, seconds: float,
-         requests: int | None = None) -> dict:
+def load(
+    port: int,
+    model: str,
+    bodies: Sequence[bytes],
+    clients: int,
+    seconds: float,
+    requests: int | None = None,
+) -> dict:
     """Closed-loop load: ``clients`` clients, each on its own keep-alive connection, sending
     ``bodies`` round-robin for ``seconds`` (or until ``requests`` in all are answered).
 
@@ -146,10 +175,18 @@ def _run_async(coroutine):
         return runner.run(coroutine)
 
 
-async def _load(port: int, model: str, bodies: Sequence[bytes], clients: int, seconds: float,
-                requests: int | None) -> dict:
-    head = (f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n")
+async def _load(
+    port: int,
+    model: str,
+    bodies: Sequence[bytes],
+    clients: int,
+    seconds: float,
+    requests: int | None,
+) -> dict:
+    head = (
+        f"POST /v1/models/{model}:predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        "Content-Type: application/json\r\nContent-Length: {}\r\n\r\n"
+    )
     messages = [head.format(len(body)).encode() + body for body in bodies]
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors = [0] * clients
@@ -199,14 +236,19 @@ async def _load(port: int, model: str, bodies: Sequence[bytes], clients: int, se
     await asyncio.gather(*(client(k) for k in range(clients)))
     wall = time.perf_counter() - started
     flat = [x for per in latencies for x in per]
-    return {"requests": len(flat), "errors": sum(errors), "seconds": wall,
-            "throughput": len(flat) / wall, "p50_ms": median(flat) * 1000,
-            "p99_ms": percentile(flat, 99) * 1000, "client_cpu_s": time.process_time() - cpu,
-            "latencies_s": flat}
+    return {
+        "requests": len(flat),
+        "errors": sum(errors),
+        "seconds": wall,
+        "throughput": len(flat) / wall,
+        "p50_ms": median(flat) * 1000,
+        "p99_ms": percentile(flat, 99) * 1000,
+        "client_cpu_s": time.process_time() - cpu,
+        "latencies_s": flat,
+    }
 
 
-def bare_throughput(model_dir: Path, texts: Sequence[str], reps: int, batch: int = BATCH
-                    ) -> float:
+def bare_throughput(model_dir: Path, texts: Sequence[str], reps: int, batch: int = BATCH) -> float:
     """Reviews per second of the SavedModel's serving_default on batches of ``batch``
     consecutive reviews (median call; batches of 64: the ceiling)."""
     import tensorflow as tf
@@ -215,8 +257,9 @@ def bare_throughput(model_dir: Path, texts: Sequence[str], reps: int, batch: int
 
     loaded = load_export(resolve_model_dir(str(model_dir)))
     fn = loaded.signature("serving_default")
-    batches = [tf.constant(list(texts[i:i + batch]))
-               for i in range(0, len(texts) - batch + 1, batch)]
+    batches = [
+        tf.constant(list(texts[i : i + batch])) for i in range(0, len(texts) - batch + 1, batch)
+    ]
     for texts_in in batches[:2]:
         fn(text=texts_in)["probabilities"].numpy()
     times = []
@@ -233,17 +276,27 @@ def _pooled(parts: list[dict]) -> dict:
     segment's throughput, latency percentiles over every request, rows per model call over
     all calls."""
     flat = [x for part in parts for x in part["latencies_s"]]
-    return {"requests": sum(p["requests"] for p in parts),
-            "errors": sum(p["errors"] for p in parts),
-            "throughput": median(p["throughput"] for p in parts),
-            "p50_ms": median(flat) * 1000, "p99_ms": percentile(flat, 99) * 1000,
-            "server_cpu_s": sum(p["server_cpu_s"] for p in parts),
-            "client_cpu_s": sum(p["client_cpu_s"] for p in parts),
-            "mean_batch": sum(p["rows"] for p in parts) / max(sum(p["calls"] for p in parts), 1)}
+    return {
+        "requests": sum(p["requests"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "throughput": median(p["throughput"] for p in parts),
+        "p50_ms": median(flat) * 1000,
+        "p99_ms": percentile(flat, 99) * 1000,
+        "server_cpu_s": sum(p["server_cpu_s"] for p in parts),
+        "client_cpu_s": sum(p["client_cpu_s"] for p in parts),
+        "mean_batch": sum(p["rows"] for p in parts) / max(sum(p["calls"] for p in parts), 1),
+    }
 
 
-def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: int,
-        bare_reps: int, log: Callable[[str], None], rounds: int = ROUNDS) -> SectionResult:
+def run(
+    model_dir: Path,
+    texts: Sequence[str],
+    seconds: float,
+    memory_requests: int,
+    bare_reps: int,
+    log: Callable[[str], None],
+    rounds: int = ROUNDS,
+) -> SectionResult:
     started = time.perf_counter()
     model = Path(model_dir).name
     bodies = [json.dumps({"instances": [t]}).encode() for t in texts]
@@ -259,23 +312,38 @@ def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: 
             log(f"[serving] starting the server: {mode} ({' '.join(options)})")
             servers[mode] = ServerProcess(model_dir, options)
             load(servers[mode].port, model, bodies, 8, 2.0)  # warm-up
-        schedule = [(mode, clients, seconds) for clients in CLIENTS if clients != 32
-                    for mode, _, counts in MODES if clients in counts]
-        schedule += [(mode, 32, seconds / 2) for _ in range(rounds)
-                     for mode, _, counts in MODES if 32 in counts]
+        schedule = [
+            (mode, clients, seconds)
+            for clients in CLIENTS
+            if clients != 32
+            for mode, _, counts in MODES
+            if clients in counts
+        ]
+        schedule += [
+            (mode, 32, seconds / 2)
+            for _ in range(rounds)
+            for mode, _, counts in MODES
+            if 32 in counts
+        ]
         for mode, clients, length in schedule:
             log(f"[serving] {mode}: {clients} clients for {length:.0f} s")
             server = servers[mode]
-            segments.setdefault((mode, clients), []).append(server.measure(
-                lambda: load(server.port, model, bodies, clients, length)))
+            segments.setdefault((mode, clients), []).append(
+                server.measure(lambda: load(server.port, model, bodies, clients, length))  # noqa: B023 (called at once)
+            )
         if memory_requests:
             server = servers[BATCHING]
             before = server.rss_mib()
             log(f"[serving] memory: {memory_requests:,} requests from 32 clients")
             result = load(server.port, model, bodies, 32, 0, requests=memory_requests)
-            memory = {"requests": result["requests"], "errors": result["errors"],
-                      "before_mib": before, "after_mib": server.rss_mib(),
-                      "seconds": result["seconds"], "throughput": result["throughput"]}
+            memory = {
+                "requests": result["requests"],
+                "errors": result["errors"],
+                "before_mib": before,
+                "after_mib": server.rss_mib(),
+                "seconds": result["seconds"],
+                "throughput": result["throughput"],
+            }
     finally:
         for server in servers.values():
             server.stop()
@@ -286,16 +354,22 @@ def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: 
             result = by[(mode, clients)]
             per_request = 1000 / max(result["requests"], 1)
             rates = [part["throughput"] for part in segments[(mode, clients)]]
-            rows.append({"server": f"{mode} ({' '.join(options)})", "clients": clients,
-                         "requests": result["requests"], "errors": result["errors"],
-                         "reviews/s": result["throughput"],
-                         "range": f"{min(rates):.0f}–{max(rates):.0f}" if len(rates) > 1
-                         else "",
-                         "p50 ms": result["p50_ms"], "p99 ms": result["p99_ms"],
-                         "÷ bare batch-64": f"{result['throughput'] / ceiling:.0%}",
-                         "mean batch": result["mean_batch"],
-                         "server CPU ms/req": result["server_cpu_s"] * per_request,
-                         "client CPU ms/req": result["client_cpu_s"] * per_request})
+            rows.append(
+                {
+                    "server": f"{mode} ({' '.join(options)})",
+                    "clients": clients,
+                    "requests": result["requests"],
+                    "errors": result["errors"],
+                    "reviews/s": result["throughput"],
+                    "range": f"{min(rates):.0f}–{max(rates):.0f}" if len(rates) > 1 else "",
+                    "p50 ms": result["p50_ms"],
+                    "p99 ms": result["p99_ms"],
+                    "÷ bare batch-64": f"{result['throughput'] / ceiling:.0%}",
+                    "mean batch": result["mean_batch"],
+                    "server CPU ms/req": result["server_cpu_s"] * per_request,
+                    "client CPU ms/req": result["client_cpu_s"] * per_request,
+                }
+            )
     top = by[(BATCHING, 32)]
     unbatched = by[(UNBATCHED, 32)]
     # the bare model at the batch sizes the servers actually formed: what each would reach
@@ -305,39 +379,81 @@ def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: 
         log(f"[serving] bare SavedModel, batches of {size}: {bare_reps} calls")
         bare[size] = bare_throughput(model_dir, texts, max(bare_reps, 3 * 64 // size), size)
     for size, rate in sorted(bare.items(), reverse=True):
-        what = ("ceiling" if size == BATCH else "the unbatched server's calls" if size == 1
-                else "about the batching server's mean")
-        rows.append({"server": f"bare SavedModel, batches of {size} ({what})", "clients": "–",
-                     "requests": "", "errors": "", "reviews/s": rate, "range": "",
-                     "p50 ms": "", "p99 ms": "", "÷ bare batch-64": f"{rate / ceiling:.0%}",
-                     "mean batch": size, "server CPU ms/req": "", "client CPU ms/req": ""})
+        what = (
+            "ceiling"
+            if size == BATCH
+            else "the unbatched server's calls"
+            if size == 1
+            else "about the batching server's mean"
+        )
+        rows.append(
+            {
+                "server": f"bare SavedModel, batches of {size} ({what})",
+                "clients": "–",
+                "requests": "",
+                "errors": "",
+                "reviews/s": rate,
+                "range": "",
+                "p50 ms": "",
+                "p99 ms": "",
+                "÷ bare batch-64": f"{rate / ceiling:.0%}",
+                "mean batch": size,
+                "server CPU ms/req": "",
+                "client CPU ms/req": "",
+            }
+        )
     vs_ceiling = ratio(top["throughput"], ceiling)
     # paired: each round's batching server over the same round's unbatched one
-    paired = [ratio(b["throughput"], u["throughput"]) for b, u in
-              zip(segments[(BATCHING, 32)], segments[(UNBATCHED, 32)])]
+    paired = [
+        ratio(b["throughput"], u["throughput"])
+        for b, u in zip(segments[(BATCHING, 32)], segments[(UNBATCHED, 32)])
+    ]
     vs_unbatched = median(paired)
     spread = f" (rounds: {min(paired):.2f}–{max(paired):.2f}×)" if len(paired) > 1 else ""
     errors = sum(r["errors"] for r in by.values()) + memory.get("errors", 0)
     checks = [
-        Check("32 clients, dynamic batching: throughput ÷ bare SavedModel batch-64",
-              f"{vs_ceiling:.0%}", "≥ 70%", vs_ceiling >= 0.7),
-        Check(f"32 clients: dynamic batching ÷ no batching, median of {len(paired)} paired "
-              "rounds", times_str(vs_unbatched) + spread, "≥ 5×", vs_unbatched >= 5),
+        Check(
+            "32 clients, dynamic batching: throughput ÷ bare SavedModel batch-64",
+            f"{vs_ceiling:.0%}",
+            "≥ 70%",
+            vs_ceiling >= 0.7,
+        ),
+        Check(
+            f"32 clients: dynamic batching ÷ no batching, median of {len(paired)} paired rounds",
+            times_str(vs_unbatched) + spread,
+            "≥ 5×",
+            vs_unbatched >= 5,
+        ),
         Check("failed requests (all runs)", str(errors), "0", errors == 0),
     ]
     tables = [("Served throughput and latency (single reviews per request)", rows)]
     if memory:
         growth = memory["after_mib"] - memory["before_mib"]
-        tables.append(("Server memory (VmRSS), dynamic batching, 32 clients", [
-            {"requests": memory["requests"], "errors": memory["errors"],
-             "RSS before MiB": memory["before_mib"], "RSS after MiB": memory["after_mib"],
-             "growth MiB": growth, "reviews/s": memory["throughput"]}]))
-        checks.append(Check(f"server memory over {memory['requests']:,} requests",
-                            f"{memory['before_mib']:.0f} → {memory['after_mib']:.0f} MiB",
-                            "flat (growth < 10%)",
-                            growth < 0.1 * memory["before_mib"]))
+        tables.append(
+            (
+                "Server memory (VmRSS), dynamic batching, 32 clients",
+                [
+                    {
+                        "requests": memory["requests"],
+                        "errors": memory["errors"],
+                        "RSS before MiB": memory["before_mib"],
+                        "RSS after MiB": memory["after_mib"],
+                        "growth MiB": growth,
+                        "reviews/s": memory["throughput"],
+                    }
+                ],
+            )
+        )
+        checks.append(
+            Check(
+                f"server memory over {memory['requests']:,} requests",
+                f"{memory['before_mib']:.0f} → {memory['after_mib']:.0f} MiB",
+                "flat (growth < 10%)",
+                growth < 0.1 * memory["before_mib"],
+            )
+        )
     measures = (
-        f"Each client sends one IMDB dev review per request (`{{\"instances\": "
+        f'Each client sends one IMDB dev review per request (`{{"instances": '
         f"[review]}}`, {len(texts)} reviews round-robin) over its own keep-alive connection, "
         "the next as soon as the answer arrives; the clients are coroutines on one event loop "
         "in the benchmark's process, and the servers (`nlp-rnn serve`, each its own process, "
@@ -361,13 +477,25 @@ def run(model_dir: Path, texts: Sequence[str], seconds: float, memory_requests: 
         f"{times_str(ratio(ceiling, unbatched['throughput']))} the unbatched server's 32-client "
         "throughput: the ratio a server batching 64 at a time at no HTTP cost would reach. "
         "The bare rows at smaller batches (the same consecutive reviews) show what the model "
-        "itself gives at the batch sizes the servers formed.")
-    return SectionResult("serving", "Serving: `nlp-rnn serve` under concurrent load", measures,
-                         tables=tables, checks=checks, seconds=time.perf_counter() - started,
-                         raw={"ceiling": ceiling, "bare": {str(k): v for k, v in bare.items()},
-                              "runs": {f"{m}|{c}": r for (m, c), r in by.items()},
-                              "segments": {f"{m}|{c}": [{k: v for k, v in part.items()
-                                                         if k != "latencies_s"}
-                                                        for part in parts]
-                                           for (m, c), parts in segments.items()},
-                              "memory": memory})
+        "itself gives at the batch sizes the servers formed."
+    )
+    return SectionResult(
+        "serving",
+        "Serving: `nlp-rnn serve` under concurrent load",
+        measures,
+        tables=tables,
+        checks=checks,
+        seconds=time.perf_counter() - started,
+        raw={
+            "ceiling": ceiling,
+            "bare": {str(k): v for k, v in bare.items()},
+            "runs": {f"{m}|{c}": r for (m, c), r in by.items()},
+            "segments": {
+                f"{m}|{c}": [
+                    {k: v for k, v in part.items() if k != "latencies_s"} for part in parts
+                ]
+                for (m, c), parts in segments.items()
+            },
+            "memory": memory,
+        },
+    )

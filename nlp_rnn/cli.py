@@ -364,7 +364,13 @@ def serve_command(model_dirs, host, port, max_batch_size, batch_timeout_ms, batc
 @user_errors
 def list_command(folder):
     """List the built-in pipelines and the pipeline files in ./pipelines."""
-    from nlp_rnn.config import BUILTIN_PIPELINES, builtin_pipeline_text, load_yaml_text, read_yaml, shipped_pipelines
+    from nlp_rnn.config import (
+        BUILTIN_PIPELINES,
+        builtin_pipeline_text,
+        load_yaml_text,
+        read_yaml,
+        shipped_pipelines,
+    )
     from nlp_rnn.errors import ConfigError
 
     require_paths({"--dir": folder})

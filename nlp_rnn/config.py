@@ -330,7 +330,8 @@ def validate_config(raw: Any, file: str = "<config>", text: str | None = None) -
     try:
         _expand_data_paths(raw)
     except ConfigError as exc:
-        raise ConfigError(exc.message, file, exc.key, lines.get(tuple(exc.key.split(".")))) from None
+        line = lines.get(tuple(exc.key.split(".")))
+        raise ConfigError(exc.message, file, exc.key, line) from None
     try:
         config = cls.model_validate(raw)
     except ValidationError as exc:

@@ -114,7 +114,7 @@ class Distribution:
     """The strategy of this process and where it sits in the cluster."""
 
     kind: str
-    strategy: "tf.distribute.Strategy | None" = None
+    strategy: tf.distribute.Strategy | None = None
     devices: tuple[str, ...] = ()  # this process's replica devices, short names ("GPU:0")
     workers: int = 1
     task: ClusterTask | None = None  # multi_worker only
@@ -330,7 +330,7 @@ def patch_keras() -> None:
     _PATCHED = True
 
 
-def per_replica_loss(loss: "tf.Tensor") -> "tf.Tensor":
+def per_replica_loss(loss: tf.Tensor) -> tf.Tensor:
     """A ``compute_loss`` override's loss, scaled as Keras scales its compiled losses.
 
     Each replica's gradients are SUMMED over the replicas, so the loss of one replica is

@@ -17,10 +17,11 @@ import os
 import shutil
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from nlp_rnn import atomic, interrupts, resume
 from nlp_rnn.config import PipelineConfig, config_to_yaml

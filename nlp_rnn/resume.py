@@ -30,9 +30,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import keras
 
@@ -56,7 +56,7 @@ class RunLock:
         self.run_dir, self.fd = run_dir, fd
 
     @classmethod
-    def try_take(cls, run_dir: Path) -> "RunLock | None":
+    def try_take(cls, run_dir: Path) -> RunLock | None:
         """The folder's lock, or None when a live process holds it."""
         fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                      atomic.default_mode())

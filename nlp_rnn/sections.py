@@ -7,7 +7,8 @@ pipeline into the class the task registry names. Nothing here knows a task.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 

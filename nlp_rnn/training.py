@@ -10,17 +10,25 @@ import shutil
 import sys
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import keras
 
 from nlp_rnn import atomic, interrupts
-from nlp_rnn.sections import TrainConfig
 from nlp_rnn.distribute import Distribution
-from nlp_rnn.resume import (BEST_WEIGHTS, AtomicBackupAndRestore, AtomicModelCheckpoint,
-                            best_so_far, check_resume_files, read_history,
-                            save_weights_atomically, set_aside, unreadable_weights)
+from nlp_rnn.resume import (
+    BEST_WEIGHTS,
+    AtomicBackupAndRestore,
+    AtomicModelCheckpoint,
+    best_so_far,
+    check_resume_files,
+    read_history,
+    save_weights_atomically,
+    set_aside,
+    unreadable_weights,
+)
+from nlp_rnn.sections import TrainConfig
 
 
 def set_seed(seed: int) -> None:

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from file_helpers import CSV
 from process_helpers import marked_processes
 
@@ -54,8 +53,9 @@ def write_pipeline(tmp_path: Path, data_files):
 
     def write(extra: str = "", name: str = "tiny.yaml") -> Path:
         path = tmp_path / name
-        path.write_text(f"name: tiny\ntask: classification\ndata:\n  train: {train}\n"
-                        f"  dev: {dev}\n" + extra)
+        path.write_text(
+            f"name: tiny\ntask: classification\ndata:\n  train: {train}\n  dev: {dev}\n" + extra
+        )
         return path
 
     return write
@@ -68,9 +68,11 @@ def trained_lm(tmp_path_factory):
     from nlp_rnn.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("lm")
-    config = load_pipeline("lm", ["train.epochs=2", "model.rnn.units=64",
-                                  f"export.dir={root / 'saved_models'}"],
-                           output_dir=str(root / "runs"))
+    config = load_pipeline(
+        "lm",
+        ["train.epochs=2", "model.rnn.units=64", f"export.dir={root / 'saved_models'}"],
+        output_dir=str(root / "runs"),
+    )
     return config, run_pipeline(config, log=lambda line: None)
 
 
@@ -82,8 +84,11 @@ def trained_ner(tmp_path_factory):
     from nlp_rnn.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("ner")
-    config = load_pipeline("ner", ["train.epochs=3", f"export.dir={root / 'saved_models'}"],
-                           output_dir=str(root / "runs"))
+    config = load_pipeline(
+        "ner",
+        ["train.epochs=3", f"export.dir={root / 'saved_models'}"],
+        output_dir=str(root / "runs"),
+    )
     return config, run_pipeline(config, log=lambda line: None), root
 
 
@@ -95,9 +100,11 @@ def trained_translation(tmp_path_factory):
     from nlp_rnn.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("translation")
-    config = load_pipeline("translation", ["train.epochs=4",
-                                           f"export.dir={root / 'saved_models'}"],
-                           output_dir=str(root / "runs"))
+    config = load_pipeline(
+        "translation",
+        ["train.epochs=4", f"export.dir={root / 'saved_models'}"],
+        output_dir=str(root / "runs"),
+    )
     return config, run_pipeline(config, log=lambda line: None)
 
 
@@ -109,10 +116,17 @@ def trained_sentiment(tmp_path_factory):
     from nlp_rnn.pipeline import run_pipeline
 
     root = tmp_path_factory.mktemp("sentiment")
-    config = load_pipeline("sentiment", ["train.epochs=1", "data.train=builtin:sentiment:test",
-                                         "model.rnn.units=8", "model.embedding_dim=8",
-                                         f"export.dir={root / 'saved_models'}"],
-                           output_dir=str(root / "runs"))
+    config = load_pipeline(
+        "sentiment",
+        [
+            "train.epochs=1",
+            "data.train=builtin:sentiment:test",
+            "model.rnn.units=8",
+            "model.embedding_dim=8",
+            f"export.dir={root / 'saved_models'}",
+        ],
+        output_dir=str(root / "runs"),
+    )
     return config, run_pipeline(config, log=lambda line: None)
 
 
@@ -126,13 +140,19 @@ def served_models(request) -> dict:
     e.g. better-trained ones for the README's screenshots."""
     import os
 
-    names = {"sentiment": "trained_sentiment", "ner": "trained_ner",
-             "translation": "trained_translation", "lm": "trained_lm"}
+    names = {
+        "sentiment": "trained_sentiment",
+        "ner": "trained_ner",
+        "translation": "trained_translation",
+        "lm": "trained_lm",
+    }
     if os.environ.get("NLP_RNN_SERVED_MODELS"):
         given = Path(os.environ["NLP_RNN_SERVED_MODELS"])
         return {name: given / name for name in names}
-    return {name: request.getfixturevalue(fixture)[1].export_path.parent
-            for name, fixture in names.items()}
+    return {
+        name: request.getfixturevalue(fixture)[1].export_path.parent
+        for name, fixture in names.items()
+    }
 
 
 @pytest.fixture(scope="session")

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import time
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
@@ -39,13 +39,22 @@ ODD = [
     "\U0001f467 🇯🇵 \u2764\ufe0f",
     "Peter 😀 flew to 東京 with שלום\u200b and caf\u00e9 , not bad at all !",
 ]
-MIX = ["good movie", "", "   ", "😀🎉 日本語", "مرحبا بالعالم", "Peter Blackburn flew to Brussels",
-       "not bad at all , i loved it", "e\u0301\u200b"]
+MIX = [
+    "good movie",
+    "",
+    "   ",
+    "😀🎉 日本語",
+    "مرحبا بالعالم",
+    "Peter Blackburn flew to Brussels",
+    "not bad at all , i loved it",
+    "e\u0301\u200b",
+]
 THREADS, CALLS_PER_THREAD = 8, 500
 
 
-def long_text(n: int = 10_000, words=("good", "bad", "not", "movie", "Peter", "Paris", "😀",
-                                        "日本")) -> str:
+def long_text(
+    n: int = 10_000, words=("good", "bad", "not", "movie", "Peter", "Paris", "😀", "日本")
+) -> str:
     return " ".join(words[i % len(words)] for i in range(n))
 
 
@@ -62,8 +71,12 @@ def run_concurrently(call, inputs: list) -> tuple[list, float]:
     ([(k % len(inputs), answer)], seconds)."""
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(THREADS) as pool:
-        results = list(pool.map(lambda k: (k % len(inputs), call(inputs[k % len(inputs)])),
-                                range(THREADS * CALLS_PER_THREAD)))
+        results = list(
+            pool.map(
+                lambda k: (k % len(inputs), call(inputs[k % len(inputs)])),
+                range(THREADS * CALLS_PER_THREAD),
+            )
+        )
     return results, time.perf_counter() - start
 
 
@@ -137,8 +150,9 @@ def assert_rows_match_alone(loaded, texts: list[str], batched: dict, rows) -> No
     """Rows of a batched classification equal the same texts classified one at a time."""
     for i in rows:
         alone = classify(loaded, [texts[i]])
-        np.testing.assert_allclose(batched["probabilities"][i], alone["probabilities"][0],
-                                   rtol=0, atol=1e-5)
+        np.testing.assert_allclose(
+            batched["probabilities"][i], alone["probabilities"][0], rtol=0, atol=1e-5
+        )
         top = np.sort(alone["probabilities"][0])
         if top[-1] - top[-2] > 1e-4:  # no near-tie that float noise could flip
             assert batched["label"][i] == alone["label"][0]
@@ -189,13 +203,15 @@ def tag_text(loaded, texts: list[str]) -> dict:
 
 def tag_tokens(loaded, sentences: list[list[str]], width: int | None = None) -> dict:
     width = max([len(s) for s in sentences] + [0]) if width is None else width
-    padded = tf.constant([s + [""] * (width - len(s)) for s in sentences], tf.string,
-                         shape=[len(sentences), width])
+    padded = tf.constant(
+        [s + [""] * (width - len(s)) for s in sentences], tf.string, shape=[len(sentences), width]
+    )
     return as_numpy(loaded.signatures["tag_tokens"](tokens=padded))
 
 
-def check_tagger_output(out: dict, sentences: list[list[str]], max_length: int,
-                        tag_set: set[str]) -> None:
+def check_tagger_output(
+    out: dict, sentences: list[list[str]], max_length: int, tag_set: set[str]
+) -> None:
     """Shapes and dtypes; tokens as given (cut at max_length); tags known; "" beyond lengths."""
     n = len(sentences)
     assert out["lengths"].shape == (n,) and out["lengths"].dtype == np.int32
@@ -237,8 +253,9 @@ class TaggingChecks(ServingChecks):
         self.check(out, [sentence])
         assert out["lengths"].tolist() == [n] and out["tags"].shape == (1, n)
         assert_same(tag_tokens(self.loaded, [sentence]), out)
-        np.testing.assert_array_equal(tag_text(self.loaded, [" ".join(sentence[:n])])["tags"],
-                                      out["tags"])
+        np.testing.assert_array_equal(
+            tag_text(self.loaded, [" ".join(sentence[:n])])["tags"], out["tags"]
+        )
         long_word = tag_text(self.loaded, ["x" * 10_000 + " Paris"])  # a 10,000-character token
         self.check(long_word, [["x" * 10_000, "Paris"]])
 
@@ -250,8 +267,9 @@ class TaggingChecks(ServingChecks):
         assert_same(tag_tokens(self.loaded, sentences), out)
         for i in range(0, size, 97):
             alone = tag_text(self.loaded, [texts[i]])
-            np.testing.assert_array_equal(out["tags"][i, :alone["tags"].shape[1]],
-                                          alone["tags"][0])
+            np.testing.assert_array_equal(
+                out["tags"][i, : alone["tags"].shape[1]], alone["tags"][0]
+            )
         if size == 0:  # tag_tokens also takes [0, 0] and [0, T] batches
             for width in (0, 5):
                 self.check(tag_tokens(self.loaded, [], width), [])
@@ -260,7 +278,8 @@ class TaggingChecks(ServingChecks):
         batches = concurrent_batches(MIX)
         # serving_default on each batch, and tag_tokens on the same sentences pre-split
         return [(lambda b=b: tag_text(self.loaded, b)) for b in batches] + [
-            (lambda b=b: tag_tokens(self.loaded, [t.split() for t in b])) for b in batches]
+            (lambda b=b: tag_tokens(self.loaded, [t.split() for t in b])) for b in batches
+        ]
 
 
 # ---- translation ---------------------------------------------------------------------------
@@ -270,9 +289,11 @@ def translate(loaded, texts: list[str], beam_width: int | None = None) -> dict:
     """``serving_default`` (the exported beam width), or ``translate`` with ``beam_width``."""
     if beam_width is None:
         return as_numpy(loaded.signatures["serving_default"](text=tf.constant(texts, tf.string)))
-    out = loaded.signatures["translate"](text=tf.constant(texts, tf.string),
-                                         beam_width=tf.constant(beam_width, tf.int32),
-                                         length_penalty=tf.constant(0.6, tf.float32))
+    out = loaded.signatures["translate"](
+        text=tf.constant(texts, tf.string),
+        beam_width=tf.constant(beam_width, tf.int32),
+        length_penalty=tf.constant(0.6, tf.float32),
+    )
     return as_numpy(out)
 
 
@@ -284,8 +305,9 @@ def check_translations(out: dict, texts: list[str], vocab: set[str], config) -> 
         assert set(words) <= vocab  # known tokens only, never [START]/[END] or padding
         assert not {"[START]", "[END]", ""} & set(words)
         source_tokens = max(1, min(len(text.split()), config.vectorize.source_max_length))
-        assert len(words) <= np.ceil(dec.max_length_ratio * 2 * source_tokens) + \
-            dec.max_length_offset  # (punctuation split can double the source tokens)
+        assert (
+            len(words) <= np.ceil(dec.max_length_ratio * 2 * source_tokens) + dec.max_length_offset
+        )  # (punctuation split can double the source tokens)
 
 
 class TranslationChecks(ServingChecks):
@@ -302,14 +324,15 @@ class TranslationChecks(ServingChecks):
             out = translate(self.loaded, ODD, width)
             check_translations(out, ODD, vocab, self.config)
             for i, text in enumerate(ODD):  # the same with or without batch company
-                assert translate(self.loaded, [text], width)["translation"][0] == \
-                    out["translation"][i]
+                assert (
+                    translate(self.loaded, [text], width)["translation"][0] == out["translation"][i]
+                )
 
     def long_input(self) -> None:
         words = long_text().split()
         out = translate(self.loaded, [" ".join(words)])
         check_translations(out, [" ".join(words)], self.vocab, self.config)
-        cut = " ".join(words[:self.config.vectorize.source_max_length])
+        cut = " ".join(words[: self.config.vectorize.source_max_length])
         assert translate(self.loaded, [cut])["translation"][0] == out["translation"][0]
 
     def batch_of(self, size: int) -> None:
@@ -319,8 +342,10 @@ class TranslationChecks(ServingChecks):
             out = translate(self.loaded, texts, width)
             check_translations(out, texts, vocab, self.config)
             for i in range(0, size, 199):
-                assert translate(self.loaded, [texts[i]], width)["translation"][0] == \
-                    out["translation"][i]
+                assert (
+                    translate(self.loaded, [texts[i]], width)["translation"][0]
+                    == out["translation"][i]
+                )
 
     def concurrent_calls(self) -> list[Callable[[], dict]]:
         return [(lambda b=b: translate(self.loaded, b)) for b in concurrent_batches(MIX)]
@@ -332,8 +357,11 @@ class TranslationChecks(ServingChecks):
 def generate(loaded, prompts: list[str], max_length: int = 8) -> dict:
     """Greedy continuations (temperature 0) of ``max_length`` tokens."""
     out = loaded.signatures["serving_default"](
-        prompt=tf.constant(prompts, tf.string), max_length=tf.constant(max_length, tf.int32),
-        temperature=tf.constant(0.0, tf.float32), top_k=tf.constant(0, tf.int32))
+        prompt=tf.constant(prompts, tf.string),
+        max_length=tf.constant(max_length, tf.int32),
+        temperature=tf.constant(0.0, tf.float32),
+        top_k=tf.constant(0, tf.int32),
+    )
     return as_numpy(out)
 
 
@@ -342,8 +370,9 @@ def check_generation(out: dict, prompts: list[str], max_length: int, vocab: set[
     n = len(prompts)
     assert out["continuation"].shape == (n,) and out["text"].shape == (n,)
     assert out["continuation"].dtype == object and out["text"].dtype == object
-    for prompt, continuation, text in zip(prompts, decode(out["continuation"]),
-                                          decode(out["text"])):
+    for prompt, continuation, text in zip(
+        prompts, decode(out["continuation"]), decode(out["text"])
+    ):
         assert len(continuation) == max_length  # one character per step, never padding/OOV
         assert set(continuation) <= vocab
         assert text == prompt + continuation
@@ -375,15 +404,21 @@ class LanguageModelChecks(ServingChecks):
         out = generate(self.loaded, prompts, max_length=5)
         check_generation(out, prompts, 5, self.vocab)
         for i in range(0, size, 97):
-            assert generate(self.loaded, [prompts[i]], max_length=5)["continuation"][0] == \
-                out["continuation"][i]
+            assert (
+                generate(self.loaded, [prompts[i]], max_length=5)["continuation"][0]
+                == out["continuation"][i]
+            )
 
     def concurrent_calls(self) -> list[Callable[[], dict]]:
-        return [(lambda b=b: generate(self.loaded, b, max_length=5))
-                for b in concurrent_batches(MIX)]
+        return [
+            (lambda b=b: generate(self.loaded, b, max_length=5)) for b in concurrent_batches(MIX)
+        ]
 
 
 # task name -> its checks
 CHECKS: dict[str, type[ServingChecks]] = {
-    "classification": ClassificationChecks, "tagging": TaggingChecks,
-    "translation": TranslationChecks, "language_model": LanguageModelChecks}
+    "classification": ClassificationChecks,
+    "tagging": TaggingChecks,
+    "translation": TranslationChecks,
+    "language_model": LanguageModelChecks,
+}

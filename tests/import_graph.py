@@ -49,8 +49,10 @@ def imports(path: Path, known: set[str]) -> set[str]:
 def graph() -> dict[str, set[str]]:
     mods = modules()
     known = set(mods)
-    return {name: {dep for dep in imports(path, known) if dep != "nlp_rnn"}
-            for name, path in mods.items()}
+    return {
+        name: {dep for dep in imports(path, known) if dep != "nlp_rnn"}
+        for name, path in mods.items()
+    }
 
 
 def cycles(edges: dict[str, set[str]]) -> list[list[str]]:

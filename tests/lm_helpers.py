@@ -17,13 +17,25 @@ from pathlib import Path
 
 import yaml
 
-POSITIVE = ("good great fine superb lovely brilliant wonderful splendid charming delightful "
-            "terrific stellar").split()
+POSITIVE = (
+    "good great fine superb lovely brilliant wonderful splendid charming delightful "
+    "terrific stellar"
+).split()
 NEGATIVE = "bad awful poor dreadful dull boring terrible lousy clumsy tedious horrid dismal".split()
-SUBJECTS = ("the movie", "the film", "the story", "the acting", "the plot", "the ending",
-            "the cast", "the script")
-VERDICTS = {True: ("i loved it", "a joy to watch", "see it"),
-            False: ("i hated it", "a waste of time", "skip it")}
+SUBJECTS = (
+    "the movie",
+    "the film",
+    "the story",
+    "the acting",
+    "the plot",
+    "the ending",
+    "the cast",
+    "the script",
+)
+VERDICTS = {
+    True: ("i loved it", "a joy to watch", "see it"),
+    False: ("i hated it", "a waste of time", "skip it"),
+}
 SEEN = POSITIVE[:4] + NEGATIVE[:4]  # the adjectives of the labelled training sentences
 
 
@@ -39,16 +51,18 @@ def _write_csv(path: Path, header: list[str], rows) -> Path:
     return path
 
 
-def write_corpus(folder: Path, labelled: int = 32, unlabelled: int = 3000,
-                 seed: int = 0) -> dict[str, Path]:
+def write_corpus(
+    folder: Path, labelled: int = 32, unlabelled: int = 3000, seed: int = 0
+) -> dict[str, Path]:
     """unlabelled.csv (column text), few.csv and dev.csv (text, label) in ``folder``."""
     rng = random.Random(seed)
     reviews = []
     for _ in range(unlabelled):
         positive = rng.random() < 0.5
         first, second = rng.sample(POSITIVE if positive else NEGATIVE, 2)
-        reviews.append([f"{_sentence(rng, first)} {rng.choice(VERDICTS[positive])} , "
-                        f"{second} indeed ."])
+        reviews.append(
+            [f"{_sentence(rng, first)} {rng.choice(VERDICTS[positive])} , {second} indeed ."]
+        )
 
     def labelled_rows(adjectives, n):
         for _ in range(n):
@@ -56,37 +70,42 @@ def write_corpus(folder: Path, labelled: int = 32, unlabelled: int = 3000,
             yield [_sentence(rng, adjective), "pos" if adjective in POSITIVE else "neg"]
 
     unseen = [a for a in POSITIVE + NEGATIVE if a not in SEEN]
-    return {"unlabelled": _write_csv(folder / "unlabelled.csv", ["text"], reviews),
-            "few": _write_csv(folder / "few.csv", ["text", "label"],
-                              labelled_rows(SEEN, labelled)),
-            "dev": _write_csv(folder / "dev.csv", ["text", "label"],
-                              labelled_rows(unseen, 200))}
+    return {
+        "unlabelled": _write_csv(folder / "unlabelled.csv", ["text"], reviews),
+        "few": _write_csv(folder / "few.csv", ["text", "label"], labelled_rows(SEEN, labelled)),
+        "dev": _write_csv(folder / "dev.csv", ["text", "label"], labelled_rows(unseen, 200)),
+    }
 
 
 def lm_pipeline(folder: Path, corpus: dict[str, Path], **sections) -> Path:
     """A tiny word-level LM pipeline file on the unlabelled reviews; ``sections`` update it."""
-    config = {"name": "polarity_lm", "task": "language_model",
-              "data": {"train": str(corpus["unlabelled"])},
-              "vectorize": {"level": "word", "max_tokens": 100, "sequence_length": 20},
-              "model": {"embedding_dim": 16, "rnn": {"units": 32}},
-              "train": {"epochs": 12, "batch_size": 32, "learning_rate": 0.005},
-              "generation": {"prompts": ["the movie was"], "max_length": 5},
-              "output_dir": str(folder / "runs"),
-              "export": {"dir": str(folder / "saved_models")}}
+    config = {
+        "name": "polarity_lm",
+        "task": "language_model",
+        "data": {"train": str(corpus["unlabelled"])},
+        "vectorize": {"level": "word", "max_tokens": 100, "sequence_length": 20},
+        "model": {"embedding_dim": 16, "rnn": {"units": 32}},
+        "train": {"epochs": 12, "batch_size": 32, "learning_rate": 0.005},
+        "generation": {"prompts": ["the movie was"], "max_length": 5},
+        "output_dir": str(folder / "runs"),
+        "export": {"dir": str(folder / "saved_models")},
+    }
     return _write_pipeline(folder / "polarity_lm.yaml", config, sections)
 
 
-def classifier_pipeline(folder: Path, corpus: dict[str, Path], name: str,
-                        **sections) -> Path:
+def classifier_pipeline(folder: Path, corpus: dict[str, Path], name: str, **sections) -> Path:
     """A tiny classifier pipeline on the few labelled sentences (from scratch unless
     ``sections`` name a pretrained_lm)."""
-    config = {"name": name, "task": "classification",
-              "data": {"train": str(corpus["few"]), "dev": str(corpus["dev"])},
-              "vectorize": {"max_tokens": 100, "max_length": 40},
-              "model": {"embedding_dim": 16, "rnn": {"units": 32, "bidirectional": False}},
-              "train": {"epochs": 20, "batch_size": 8, "early_stopping_patience": None},
-              "output_dir": str(folder / "runs"),
-              "export": {"dir": str(folder / "saved_models")}}
+    config = {
+        "name": name,
+        "task": "classification",
+        "data": {"train": str(corpus["few"]), "dev": str(corpus["dev"])},
+        "vectorize": {"max_tokens": 100, "max_length": 40},
+        "model": {"embedding_dim": 16, "rnn": {"units": 32, "bidirectional": False}},
+        "train": {"epochs": 20, "batch_size": 8, "early_stopping_patience": None},
+        "output_dir": str(folder / "runs"),
+        "export": {"dir": str(folder / "saved_models")},
+    }
     return _write_pipeline(folder / f"{name}.yaml", config, sections)
 
 

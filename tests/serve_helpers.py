@@ -41,13 +41,20 @@ class Server:
     app: ServeApp
     registry: Registry
 
-    def request(self, path: str, body=None, method: str | None = None, raw: bytes | None = None,
-                timeout: float = 60) -> tuple[int, dict, dict]:
+    def request(
+        self,
+        path: str,
+        body=None,
+        method: str | None = None,
+        raw: bytes | None = None,
+        timeout: float = 60,
+    ) -> tuple[int, dict, dict]:
         """(status, decoded JSON body, headers with lower-case names); ``raw`` sends bytes as
         they are."""
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-        req = urllib.request.Request(self.url + path, data=data, method=method,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as response:
                 return response.status, json.loads(response.read()), _lower(response.headers)
@@ -71,8 +78,9 @@ def running_server(model_dirs: list, poll_seconds: float = 0.5, **options):
     registry.start()
     app = ServeApp(registry, **options)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app.app, host="127.0.0.1", port=port,
-                                           log_level="warning", access_log=False))
+    server = uvicorn.Server(
+        uvicorn.Config(app.app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -97,5 +105,9 @@ def direct_call(model_dir, signature: str, inputs: dict) -> dict:
     fn = _loaded(str(model_dir / "1")).signatures[signature]
     specs = fn.structured_input_signature[1]
     out = fn(**{k: tf.constant(v, dtype=specs[k].dtype) for k, v in inputs.items()})
-    return {k: np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(v.numpy())
-            if v.dtype == tf.string else v.numpy() for k, v in out.items()}
+    return {
+        k: np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(v.numpy())
+        if v.dtype == tf.string
+        else v.numpy()
+        for k, v in out.items()
+    }

@@ -14,23 +14,47 @@ from nlp_rnn.tasks import REGISTRY
 # Lowest first: fnmatch patterns of module names. A module may import its own layer or a lower
 # one, never a higher one; the longest pattern that matches a module decides its layer.
 LAYERS = [
-    ["nlp_rnn.errors", "nlp_rnn.atomic", "nlp_rnn.liveness", "nlp_rnn.interrupts",
-     "nlp_rnn.plots"],
-    ["nlp_rnn.data", "nlp_rnn.data.*", "nlp_rnn.layers", "nlp_rnn.layers.*",
-     "nlp_rnn.embeddings", "nlp_rnn.distribute", "nlp_rnn.sections"],
+    ["nlp_rnn.errors", "nlp_rnn.atomic", "nlp_rnn.liveness", "nlp_rnn.interrupts", "nlp_rnn.plots"],
+    [
+        "nlp_rnn.data",
+        "nlp_rnn.data.*",
+        "nlp_rnn.layers",
+        "nlp_rnn.layers.*",
+        "nlp_rnn.embeddings",
+        "nlp_rnn.distribute",
+        "nlp_rnn.sections",
+    ],
     ["nlp_rnn.tasks", "nlp_rnn.tasks.base", "nlp_rnn.tasks.*.config"],
     ["nlp_rnn.config"],
-    ["nlp_rnn.resume", "nlp_rnn.training", "nlp_rnn.inference", "nlp_rnn.export", "nlp_rnn.transfer",
-     "nlp_rnn.tasks.*"],
-    ["nlp_rnn.pipeline", "nlp_rnn.compare", "nlp_rnn.experiments", "nlp_rnn.experiments.*",
-     "nlp_rnn.serve", "nlp_rnn.serve.*", "nlp_rnn.tune", "nlp_rnn.tune.*"],
+    [
+        "nlp_rnn.resume",
+        "nlp_rnn.training",
+        "nlp_rnn.inference",
+        "nlp_rnn.export",
+        "nlp_rnn.transfer",
+        "nlp_rnn.tasks.*",
+    ],
+    [
+        "nlp_rnn.pipeline",
+        "nlp_rnn.compare",
+        "nlp_rnn.experiments",
+        "nlp_rnn.experiments.*",
+        "nlp_rnn.serve",
+        "nlp_rnn.serve.*",
+        "nlp_rnn.tune",
+        "nlp_rnn.tune.*",
+    ],
     ["nlp_rnn.cli", "nlp_rnn.__main__"],
 ]
 
 
 def layer_of(module: str) -> int:
-    matches = [(len(pattern), number) for number, patterns in enumerate(LAYERS)
-               for pattern in patterns if fnmatch.fnmatchcase(module, pattern)]
+    matches = [
+        (len(pattern), number)
+        for number, patterns in enumerate(LAYERS)
+        for pattern in patterns
+        if fnmatch.fnmatchcase(module, pattern)
+    ]
     if not matches:
         raise AssertionError(f"{module} is in no layer of tests/test_architecture.py: add it")
     return max(matches)[1]
@@ -41,9 +65,13 @@ def test_no_import_cycles():
 
 
 def test_imports_only_run_downward():
-    upward = [f"{module} (layer {layer_of(module)}) imports {dep} (layer {layer_of(dep)})"
-              for module, deps in graph().items() if module != "nlp_rnn"
-              for dep in sorted(deps) if layer_of(dep) > layer_of(module)]
+    upward = [
+        f"{module} (layer {layer_of(module)}) imports {dep} (layer {layer_of(dep)})"
+        for module, deps in graph().items()
+        if module != "nlp_rnn"
+        for dep in sorted(deps)
+        if layer_of(dep) > layer_of(module)
+    ]
     assert upward == []
 
 

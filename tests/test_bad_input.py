@@ -24,7 +24,6 @@ the end of the session, and ``pytest --hypothesis-show-statistics`` gives them p
 from __future__ import annotations
 
 import collections
-import contextlib
 import gzip
 import json
 import os
@@ -44,18 +43,30 @@ from pydantic import BaseModel
 import nlp_rnn.cli
 from nlp_rnn.cli import main
 from nlp_rnn.config import BUILTIN_PIPELINES
-from nlp_rnn.tasks import REGISTRY, pipeline_class
 from nlp_rnn.data import parallel, readers, tagging
 from nlp_rnn.errors import DataError
+from nlp_rnn.tasks import REGISTRY, pipeline_class
 
 # ---- hypothesis profiles and case counting ----------------------------------------------------
 
-_QUIET = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much,
-          HealthCheck.function_scoped_fixture, HealthCheck.large_base_example]
-settings.register_profile("fast", max_examples=30, deadline=None, derandomize=True,
-                          database=None, suppress_health_check=_QUIET)
-settings.register_profile("long", max_examples=1000, deadline=None, database=None,
-                          suppress_health_check=_QUIET)
+_QUIET = [
+    HealthCheck.too_slow,
+    HealthCheck.data_too_large,
+    HealthCheck.filter_too_much,
+    HealthCheck.function_scoped_fixture,
+    HealthCheck.large_base_example,
+]
+settings.register_profile(
+    "fast",
+    max_examples=30,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=_QUIET,
+)
+settings.register_profile(
+    "long", max_examples=1000, deadline=None, database=None, suppress_health_check=_QUIET
+)
 PROFILE = os.environ.get("NLP_RNN_HYPOTHESIS_PROFILE", "fast")
 # Applied per test (not loaded globally), so other modules' hypothesis tests keep their settings.
 prop = settings(settings.get_profile(PROFILE))
@@ -76,18 +87,21 @@ def report_cases(request):
         return
     with capture.global_and_fixture_disabled():
         reporter.write_line("")
-        reporter.write_line(f"test_bad_input.py [{PROFILE} profile]: {sum(CASES.values())} "
-                            f"generated cases in {len(CASES)} properties")
+        reporter.write_line(
+            f"test_bad_input.py [{PROFILE} profile]: {sum(CASES.values())} "
+            f"generated cases in {len(CASES)} properties"
+        )
         for name, n in sorted(CASES.items()):
             reporter.write_line(f"  {n:6d}  {name}")
 
 
 # ---- the workspace: valid data files, an empty working directory -------------------------------
 
-CSV_ROWS = [("good movie", "pos"), ("bad movie", "neg"), ("not bad at all", "pos"),
-            ("dull", "neg")]
-CONLL = ("-DOCSTART- -X- O\n\nPeter NNP B-PER\nflew VBD O\nto TO O\nParis NNP B-LOC\n\n"
-         "The DT O\nEU NNP B-ORG\nsaid VBD O\n")
+CSV_ROWS = [("good movie", "pos"), ("bad movie", "neg"), ("not bad at all", "pos"), ("dull", "neg")]
+CONLL = (
+    "-DOCSTART- -X- O\n\nPeter NNP B-PER\nflew VBD O\nto TO O\nParis NNP B-LOC\n\n"
+    "The DT O\nEU NNP B-ORG\nsaid VBD O\n"
+)
 TEXT = "the time machine\nthe time traveller\n" * 20
 PAIRS = "Hello.\tHola.\nThank you.\tGracias.\nI am tired.\tEstoy cansado.\n"
 
@@ -127,49 +141,120 @@ def assert_cwd_untouched(ws: Path) -> None:
 def base_pipeline(task: str, ws: Path) -> dict:
     """A valid pipeline of each task that sets a value in (almost) every section."""
     d = ws / "data"
-    train = {"epochs": 1, "batch_size": 2, "learning_rate": 0.01, "lr_decay": 0.9,
-             "clipnorm": 1.0, "early_stopping_patience": 1}
+    train = {
+        "epochs": 1,
+        "batch_size": 2,
+        "learning_rate": 0.01,
+        "lr_decay": 0.9,
+        "clipnorm": 1.0,
+        "early_stopping_patience": 1,
+    }
     export = {"enabled": True, "dir": str(ws / "saved_models")}
     rnn = {"cell": "gru", "units": 4, "layers": 1, "dropout": 0.0}
     if task == "classification":
-        return {"name": "tiny", "task": task, "seed": 1,
-                "data": {"train": str(d / "train.csv"), "dev": str(d / "dev.csv"),
-                         "format": "csv", "text_column": "text", "label_column": "label"},
-                "vectorize": {"max_tokens": 100, "max_length": 10, "keep": "first"},
-                "model": {"embedding_dim": 4, "conv": {"filters": 4, "kernel_size": 3},
-                          "rnn": dict(rnn, bidirectional=True), "pooling": "max",
-                          "dropout": 0.1},
-                "train": train, "export": export}
+        return {
+            "name": "tiny",
+            "task": task,
+            "seed": 1,
+            "data": {
+                "train": str(d / "train.csv"),
+                "dev": str(d / "dev.csv"),
+                "format": "csv",
+                "text_column": "text",
+                "label_column": "label",
+            },
+            "vectorize": {"max_tokens": 100, "max_length": 10, "keep": "first"},
+            "model": {
+                "embedding_dim": 4,
+                "conv": {"filters": 4, "kernel_size": 3},
+                "rnn": dict(rnn, bidirectional=True),
+                "pooling": "max",
+                "dropout": 0.1,
+            },
+            "train": train,
+            "export": export,
+        }
     if task == "tagging":
-        return {"name": "tiny", "task": task, "seed": 1,
-                "data": {"train": str(d / "train.conll"), "dev": str(d / "dev.conll"),
-                         "format": "conll", "token_column": 0, "tag_column": -1},
-                "vectorize": {"max_tokens": 100, "min_count": 1, "max_length": 20,
-                              "tag_scheme": "bioes"},
-                "model": {"word_embedding_dim": 4, "casing_dim": 2,
-                          "chars": {"type": "cnn", "embedding_dim": 4, "filters": 4},
-                          "rnn": rnn, "output": "softmax"},
-                "train": train, "export": export}
+        return {
+            "name": "tiny",
+            "task": task,
+            "seed": 1,
+            "data": {
+                "train": str(d / "train.conll"),
+                "dev": str(d / "dev.conll"),
+                "format": "conll",
+                "token_column": 0,
+                "tag_column": -1,
+            },
+            "vectorize": {
+                "max_tokens": 100,
+                "min_count": 1,
+                "max_length": 20,
+                "tag_scheme": "bioes",
+            },
+            "model": {
+                "word_embedding_dim": 4,
+                "casing_dim": 2,
+                "chars": {"type": "cnn", "embedding_dim": 4, "filters": 4},
+                "rnn": rnn,
+                "output": "softmax",
+            },
+            "train": train,
+            "export": export,
+        }
     if task == "translation":
-        return {"name": "tiny", "task": task, "seed": 1,
-                "data": {"train": str(d / "train.tsv"), "dev": str(d / "dev.tsv"),
-                         "format": "tsv", "source_column": 1, "target_column": 0},
-                "vectorize": {"source_max_tokens": 50, "target_max_tokens": 50,
-                              "source_max_length": 10, "target_max_length": 10},
-                "model": {"source_embedding_dim": 4, "target_embedding_dim": 4,
-                          "encoder": dict(rnn, bidirectional=True),
-                          "decoder": {"cell": "gru", "units": 4}, "attention": "additive",
-                          "attention_units": 4, "dropout": 0.1, "label_smoothing": 0.1},
-                "decoding": {"beam_width": 2, "length_penalty": 0.6, "max_length_ratio": 1.5,
-                             "max_length_offset": 2, "dev_sample": 2},
-                "train": train, "export": export}
-    return {"name": "tiny", "task": task, "seed": 1,
-            "data": {"train": [str(d / "train.txt")], "dev": str(d / "dev.txt"),
-                     "holdout_fraction": 0.1},
-            "vectorize": {"level": "char", "sequence_length": 8},
-            "model": {"embedding_dim": 4, "rnn": {"cell": "lstm", "units": 4}},
-            "generation": {"prompts": ["the "], "max_length": 5, "temperature": 0.5},
-            "train": train, "export": export}
+        return {
+            "name": "tiny",
+            "task": task,
+            "seed": 1,
+            "data": {
+                "train": str(d / "train.tsv"),
+                "dev": str(d / "dev.tsv"),
+                "format": "tsv",
+                "source_column": 1,
+                "target_column": 0,
+            },
+            "vectorize": {
+                "source_max_tokens": 50,
+                "target_max_tokens": 50,
+                "source_max_length": 10,
+                "target_max_length": 10,
+            },
+            "model": {
+                "source_embedding_dim": 4,
+                "target_embedding_dim": 4,
+                "encoder": dict(rnn, bidirectional=True),
+                "decoder": {"cell": "gru", "units": 4},
+                "attention": "additive",
+                "attention_units": 4,
+                "dropout": 0.1,
+                "label_smoothing": 0.1,
+            },
+            "decoding": {
+                "beam_width": 2,
+                "length_penalty": 0.6,
+                "max_length_ratio": 1.5,
+                "max_length_offset": 2,
+                "dev_sample": 2,
+            },
+            "train": train,
+            "export": export,
+        }
+    return {
+        "name": "tiny",
+        "task": task,
+        "seed": 1,
+        "data": {
+            "train": [str(d / "train.txt")],
+            "dev": str(d / "dev.txt"),
+            "holdout_fraction": 0.1,
+        },
+        "vectorize": {"level": "char", "sequence_length": 8},
+        "model": {"embedding_dim": 4, "rnn": {"cell": "lstm", "units": 4}},
+        "generation": {"prompts": ["the "], "max_length": 5, "temperature": 0.5},
+        "train": train,
+        "export": export,
+    }
 
 
 TASKS = list(REGISTRY)
@@ -195,25 +280,38 @@ def scalar(value) -> str:
 
 
 def key_text(key) -> str:
-    return key if isinstance(key, str) and _PLAIN_KEY.fullmatch(key) and key not in (
-        "true", "false", "null", "yes", "no", "on", "off", "y", "n") else scalar(key)
+    return (
+        key
+        if isinstance(key, str)
+        and _PLAIN_KEY.fullmatch(key)
+        and key not in ("true", "false", "null", "yes", "no", "on", "off", "y", "n")
+        else scalar(key)
+    )
 
 
 @st.composite
 def layouts(draw):
     """How a document is laid out: indent, filler lines between keys, line ends, a BOM."""
-    return {"indent": draw(st.sampled_from([2, 3, 4])),
-            "fillers": draw(st.lists(st.sampled_from(["", "# comment", "   ", "#", "  # x"]),
-                                     max_size=4)),
-            "newline": draw(st.sampled_from(["\n", "\r\n"])),
-            "bom": draw(st.booleans()),
-            "trailing_comments": draw(st.booleans())}
+    return {
+        "indent": draw(st.sampled_from([2, 3, 4])),
+        "fillers": draw(
+            st.lists(st.sampled_from(["", "# comment", "   ", "#", "  # x"]), max_size=4)
+        ),
+        "newline": draw(st.sampled_from(["\n", "\r\n"])),
+        "bom": draw(st.booleans()),
+        "trailing_comments": draw(st.booleans()),
+    }
 
 
 def emit(mapping: dict, layout: dict | None = None) -> tuple[str, dict[tuple, int]]:
     """YAML text for ``mapping`` (block style, one key per line) and the line of every key."""
-    layout = layout or {"indent": 2, "fillers": [], "newline": "\n", "bom": False,
-                        "trailing_comments": False}
+    layout = layout or {
+        "indent": 2,
+        "fillers": [],
+        "newline": "\n",
+        "bom": False,
+        "trailing_comments": False,
+    }
     lines: list[str] = []
     where: dict[tuple, int] = {}
     fillers = layout["fillers"]
@@ -236,8 +334,9 @@ def emit(mapping: dict, layout: dict | None = None) -> tuple[str, dict[tuple, in
     return ("\ufeff" if layout["bom"] else "") + text, where
 
 
-def write_pipeline(folder: Path, mapping: dict, layout: dict | None = None,
-                   name: str = "pipe.yaml") -> tuple[Path, dict[tuple, int]]:
+def write_pipeline(
+    folder: Path, mapping: dict, layout: dict | None = None, name: str = "pipe.yaml"
+) -> tuple[Path, dict[tuple, int]]:
     text, where = emit(mapping, layout)
     path = folder / name
     path.write_bytes(text.encode("utf-8"))
@@ -248,8 +347,10 @@ def write_pipeline(folder: Path, mapping: dict, layout: dict | None = None,
 
 
 def _no_tensorflow():
-    raise AssertionError("this case would have started TensorFlow (a run); it must be rejected "
-                         "before that or use --dry-run")
+    raise AssertionError(
+        "this case would have started TensorFlow (a run); it must be rejected "
+        "before that or use --dry-run"
+    )
 
 
 def invoke(*args: str) -> Result:
@@ -259,8 +360,10 @@ def invoke(*args: str) -> Result:
 
 
 def describe(result: Result) -> str:
-    text = f"exit {result.exit_code}\n--- stdout\n{result.stdout[:2000]}\n--- stderr\n" \
-           f"{result.stderr[:2000]}"
+    text = (
+        f"exit {result.exit_code}\n--- stdout\n{result.stdout[:2000]}\n--- stderr\n"
+        f"{result.stderr[:2000]}"
+    )
     if result.exc_info and not isinstance(result.exception, SystemExit):
         text += "\n--- exception\n" + "".join(traceback.format_exception(*result.exc_info))
     return text
@@ -326,11 +429,31 @@ def section_class(task: str, path: tuple) -> type[BaseModel]:
 
 
 LETTERS = st.from_regex(r"[g-z]{1,8}", fullmatch=True).filter(
-    lambda s: s not in ("inf", "nan", "infinity", "no", "off", "on", "yes", "true", "false",
-                        "y", "n", "t", "f", "null", "none"))
-NOT_SCALARS = st.one_of(st.lists(st.integers(-5, 5), min_size=1, max_size=3),
-                        st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3),
-                                        min_size=1))
+    lambda s: (
+        s
+        not in (
+            "inf",
+            "nan",
+            "infinity",
+            "no",
+            "off",
+            "on",
+            "yes",
+            "true",
+            "false",
+            "y",
+            "n",
+            "t",
+            "f",
+            "null",
+            "none",
+        )
+    )
+)
+NOT_SCALARS = st.one_of(
+    st.lists(st.integers(-5, 5), min_size=1, max_size=3),
+    st.dictionaries(st.sampled_from(["a", "b"]), st.integers(0, 3), min_size=1),
+)
 FINITE = dict(allow_nan=False, allow_infinity=False)
 
 
@@ -344,21 +467,31 @@ def _bounds(field) -> dict:
 
 
 def _violates(bounds: dict, x) -> bool:
-    return not (x >= bounds.get("ge", x) and x > bounds.get("gt", x - 1)
-                and x <= bounds.get("le", x) and x < bounds.get("lt", x + 1))
+    return not (
+        x >= bounds.get("ge", x)
+        and x > bounds.get("gt", x - 1)
+        and x <= bounds.get("le", x)
+        and x < bounds.get("lt", x + 1)
+    )
 
 
 def _out_of_range(bounds: dict, integer: bool) -> list[st.SearchStrategy]:
     numbers = st.integers if integer else (lambda **kw: st.floats(**kw, **FINITE))
     found = []
     if "ge" in bounds:
-        found.append(numbers(max_value=bounds["ge"] - 1) if integer else
-                     numbers(max_value=bounds["ge"], exclude_max=True))
+        found.append(
+            numbers(max_value=bounds["ge"] - 1)
+            if integer
+            else numbers(max_value=bounds["ge"], exclude_max=True)
+        )
     if "gt" in bounds:
         found.append(numbers(max_value=bounds["gt"]))
     if "le" in bounds:
-        found.append(numbers(min_value=bounds["le"] + 1) if integer else
-                     numbers(min_value=bounds["le"], exclude_min=True))
+        found.append(
+            numbers(min_value=bounds["le"] + 1)
+            if integer
+            else numbers(min_value=bounds["le"], exclude_min=True)
+        )
     if "lt" in bounds:
         found.append(numbers(min_value=bounds["lt"]))
     return [s.filter(lambda x: _violates(bounds, x)) for s in found]  # -0.0 >= 0
@@ -369,8 +502,11 @@ def bad_values(field) -> st.SearchStrategy:
     annotation = field.annotation
     args = typing.get_args(annotation)
     optional = type(None) in args
-    core = [a for a in args if a is not type(None)] if typing.get_origin(annotation) is \
-        typing.Union else [annotation]
+    core = (
+        [a for a in args if a is not type(None)]
+        if typing.get_origin(annotation) is typing.Union
+        else [annotation]
+    )
     choices: list[st.SearchStrategy] = []
     if not optional:
         choices.append(st.none())  # null for a key that may not be null
@@ -378,21 +514,30 @@ def bad_values(field) -> st.SearchStrategy:
     if _section_class(annotation) is not None:
         choices += [st.integers(), LETTERS, st.lists(st.integers(), min_size=1, max_size=2)]
     elif kind is int:
-        choices += [st.floats(**FINITE).filter(lambda x: x != int(x)), LETTERS, NOT_SCALARS,
-                    st.sampled_from([float("inf"), float("nan")])]
+        choices += [
+            st.floats(**FINITE).filter(lambda x: x != int(x)),
+            LETTERS,
+            NOT_SCALARS,
+            st.sampled_from([float("inf"), float("nan")]),
+        ]
         choices += _out_of_range(_bounds(field), integer=True)
     elif kind is float:
-        choices += [LETTERS, NOT_SCALARS,
-                    st.sampled_from([float("inf"), float("-inf"), float("nan")])]
+        choices += [
+            LETTERS,
+            NOT_SCALARS,
+            st.sampled_from([float("inf"), float("-inf"), float("nan")]),
+        ]
         choices += _out_of_range(_bounds(field), integer=False)
     elif kind is bool:
-        choices += [st.sampled_from(["maybe", "2", "nah", "enabled"]),
-                    st.integers().filter(lambda n: n not in (0, 1)),
-                    st.floats(0.01, 0.99), NOT_SCALARS]
+        choices += [
+            st.sampled_from(["maybe", "2", "nah", "enabled"]),
+            st.integers().filter(lambda n: n not in (0, 1)),
+            st.floats(0.01, 0.99),
+            NOT_SCALARS,
+        ]
     elif kind is str:
         choices += [st.integers(), st.floats(**FINITE), st.booleans(), NOT_SCALARS]
-        pattern = next((m.pattern for m in field.metadata if getattr(m, "pattern", None)),
-                       None)
+        pattern = next((m.pattern for m in field.metadata if getattr(m, "pattern", None)), None)
         if pattern:
             choices.append(st.text(max_size=12).filter(lambda s: not re.fullmatch(pattern, s)))
     elif typing.get_origin(kind) is typing.Literal:
@@ -400,15 +545,24 @@ def bad_values(field) -> st.SearchStrategy:
         if all(isinstance(a, bool) for a in allowed):
             choices += [st.sampled_from([not a for a in allowed]), LETTERS]
         else:
-            choices += [st.text(max_size=12).filter(lambda s: s not in allowed),
-                        st.integers(), NOT_SCALARS]
+            choices += [
+                st.text(max_size=12).filter(lambda s: s not in allowed),
+                st.integers(),
+                NOT_SCALARS,
+            ]
     elif typing.get_origin(kind) is list:  # list[str]
-        choices += [st.integers(), st.lists(st.integers(), min_size=1, max_size=2),
-                    st.dictionaries(st.just("a"), st.just(1), min_size=1)]
+        choices += [
+            st.integers(),
+            st.lists(st.integers(), min_size=1, max_size=2),
+            st.dictionaries(st.just("a"), st.just(1), min_size=1),
+        ]
     else:  # Union[str, list[str]]
-        choices += [st.integers(), st.booleans(),
-                    st.lists(st.integers(), min_size=1, max_size=2),
-                    st.dictionaries(st.just("a"), st.just(1), min_size=1)]
+        choices += [
+            st.integers(),
+            st.booleans(),
+            st.lists(st.integers(), min_size=1, max_size=2),
+            st.dictionaries(st.just("a"), st.just(1), min_size=1),
+        ]
     return st.one_of(choices)
 
 
@@ -441,8 +595,12 @@ def dotted(path: tuple) -> str:
     return ".".join(str(p) for p in path)
 
 
-FIELD_CASES = [(task, path, field) for task in TASKS
-               for path, field in config_fields(pipeline_class(task)) if path != ("task",)]
+FIELD_CASES = [
+    (task, path, field)
+    for task in TASKS
+    for path, field in config_fields(pipeline_class(task))
+    if path != ("task",)
+]
 
 
 # ---- configs: generated properties -------------------------------------------------------------
@@ -474,8 +632,7 @@ def test_wrong_type_or_out_of_range_value_names_file_line_and_key(ws, data):
         assert line.startswith(f"error: --set {override}: {key}"), line
     else:
         set_path(mapping, path, value)
-        pipeline, where = write_pipeline(new_dir(ws), mapping,
-                                         data.draw(layouts(), label="layout"))
+        pipeline, where = write_pipeline(new_dir(ws), mapping, data.draw(layouts(), label="layout"))
         line = assert_one_error_line(run_pipeline(str(pipeline)))
         assert line.startswith(f"error: {pipeline}:{where[path]}: {key}"), line
     assert_cwd_untouched(ws)
@@ -483,10 +640,15 @@ def test_wrong_type_or_out_of_range_value_names_file_line_and_key(ws, data):
 
 def _typo_keys(allowed: list[str]) -> st.SearchStrategy[str]:
     invented = st.from_regex(r"[a-z_][a-z0-9_]{0,12}", fullmatch=True)
-    typos = st.builds(lambda k, i, c: k[:i] + c + k[i + 1:], st.sampled_from(allowed),
-                      st.integers(0, 12), st.sampled_from(["", "x", "_", "-", "S"]))
+    typos = st.builds(
+        lambda k, i, c: k[:i] + c + k[i + 1 :],
+        st.sampled_from(allowed),
+        st.integers(0, 12),
+        st.sampled_from(["", "x", "_", "-", "S"]),
+    )
     return st.one_of(invented, typos, st.sampled_from(allowed).map(str.upper)).filter(
-        lambda k: k and k not in allowed)
+        lambda k: k and k not in allowed
+    )
 
 
 @prop
@@ -509,8 +671,7 @@ def test_unknown_key_at_any_level_lists_the_allowed_keys(ws, data):
         assert line == f"error: --set {override}: {expected}", line
     else:
         set_path(mapping, path, value)
-        pipeline, where = write_pipeline(new_dir(ws), mapping,
-                                         data.draw(layouts(), label="layout"))
+        pipeline, where = write_pipeline(new_dir(ws), mapping, data.draw(layouts(), label="layout"))
         line = assert_one_error_line(run_pipeline(str(pipeline)))
         assert line == f"error: {pipeline}:{where[path]}: {expected}", line
     assert_cwd_untouched(ws)
@@ -521,8 +682,9 @@ def test_unknown_key_at_any_level_lists_the_allowed_keys(ws, data):
 def test_key_that_is_not_a_string(ws, data):
     task = data.draw(st.sampled_from(TASKS), label="task")
     section = data.draw(st.sampled_from(section_paths(task)), label="section")
-    key = data.draw(st.one_of(st.integers(), st.floats(**FINITE), st.booleans(), st.none()),
-                    label="key")
+    key = data.draw(
+        st.one_of(st.integers(), st.floats(**FINITE), st.booleans(), st.none()), label="key"
+    )
     counted("config: key that is not a string")
     mapping = base_pipeline(task, ws)
     set_path(mapping, section + (key,), 1)
@@ -536,8 +698,9 @@ def test_key_that_is_not_a_string(ws, data):
     assert f"Keys should be strings (got {key!r})" in line, line
 
 
-REQUIRED = {task: [p for p, f in config_fields(pipeline_class(task)) if f.is_required()]
-            for task in TASKS}
+REQUIRED = {
+    task: [p for p, f in config_fields(pipeline_class(task)) if f.is_required()] for task in TASKS
+}
 
 
 @prop
@@ -558,8 +721,9 @@ def test_missing_required_key_names_the_key_and_its_section_line(ws, data):
     elif len(path) == 1:
         assert line.startswith(f"error: {pipeline}: {path[0]}: required key is missing"), line
     else:
-        assert line.startswith(f"error: {pipeline}:{where[path[:-1]]}: {dotted(path)}: "
-                               "required key is missing"), line
+        assert line.startswith(
+            f"error: {pipeline}:{where[path[:-1]]}: {dotted(path)}: required key is missing"
+        ), line
     assert_cwd_untouched(ws)
 
 
@@ -567,37 +731,56 @@ def test_missing_required_key_names_the_key_and_its_section_line(ws, data):
 @given(data=st.data())
 def test_wrong_task_names_the_task_line(ws, data):
     task = data.draw(st.sampled_from(TASKS), label="task")
-    value = data.draw(st.one_of(st.text(max_size=10).filter(lambda s: s not in TASKS),
-                                st.integers(), st.none(), NOT_SCALARS), label="task value")
+    value = data.draw(
+        st.one_of(
+            st.text(max_size=10).filter(lambda s: s not in TASKS),
+            st.integers(),
+            st.none(),
+            NOT_SCALARS,
+        ),
+        label="task value",
+    )
     counted("config: wrong task")
     mapping = base_pipeline(task, ws)
     mapping["task"] = value
     pipeline, where = write_pipeline(new_dir(ws), mapping, data.draw(layouts(), label="layout"))
     line = assert_one_error_line(run_pipeline(str(pipeline)))
-    assert line.startswith(f"error: {pipeline}:{where[('task',)]}: task: task must be one of "
-                           "classification, language_model, tagging, translation (got "), line
+    assert line.startswith(
+        f"error: {pipeline}:{where[('task',)]}: task: task must be one of "
+        "classification, language_model, tagging, translation (got "
+    ), line
 
 
 def _missing_specs(folder: Path, task: str) -> st.SearchStrategy[tuple[str, str]]:
     """(spec, what the message says) for a data source that does not exist."""
-    corpus = {"classification": "sentiment", "tagging": "ner", "language_model": "reviews",
-              "translation": "dates"}[task]
+    corpus = {
+        "classification": "sentiment",
+        "tagging": "ner",
+        "language_model": "reviews",
+        "translation": "dates",
+    }[task]
     return st.one_of(
         st.from_regex(r"[a-z0-9_]{1,12}\.(csv|tsv|jsonl|conll|txt)", fullmatch=True).map(
-            lambda name: (str(folder / "nope" / name), "file not found: ")),
-        st.from_regex(r"[a-z]{1,8}", fullmatch=True).map(lambda name: (
-            "x" * 300 + name, "file not found: ")),  # longer than a file name may be
+            lambda name: (str(folder / "nope" / name), "file not found: ")
+        ),
+        st.from_regex(r"[a-z]{1,8}", fullmatch=True).map(
+            lambda name: ("x" * 300 + name, "file not found: ")
+        ),  # longer than a file name may be
         st.sampled_from(["", " "]).map(lambda s: (s, "empty path")),
         st.just((str(folder) + "/a\x00b.csv", "file not found: ")),
-        st.from_regex(r"[A-Z]{1,6}", fullmatch=True).map(lambda v: (
-            f"${{NLP_RNN_TEST_UNSET_{v}}}/x.csv",
-            f"environment variable NLP_RNN_TEST_UNSET_{v} is not set")),
-        st.from_regex(r"[a-z]{1,8}", fullmatch=True).filter(
-            lambda c: c not in ("sentiment", "reviews", "ner", "dates")).map(
-            lambda c: (f"builtin:{c}", f"unknown built-in corpus '{c}'")),
-        st.from_regex(r"[a-z]{1,8}", fullmatch=True).filter(
-            lambda s: s not in ("train", "dev", "test")).map(
-            lambda s: (f"builtin:{corpus}:{s}", f"unknown split '{s}'")))
+        st.from_regex(r"[A-Z]{1,6}", fullmatch=True).map(
+            lambda v: (
+                f"${{NLP_RNN_TEST_UNSET_{v}}}/x.csv",
+                f"environment variable NLP_RNN_TEST_UNSET_{v} is not set",
+            )
+        ),
+        st.from_regex(r"[a-z]{1,8}", fullmatch=True)
+        .filter(lambda c: c not in ("sentiment", "reviews", "ner", "dates"))
+        .map(lambda c: (f"builtin:{c}", f"unknown built-in corpus '{c}'")),
+        st.from_regex(r"[a-z]{1,8}", fullmatch=True)
+        .filter(lambda s: s not in ("train", "dev", "test"))
+        .map(lambda s: (f"builtin:{corpus}:{s}", f"unknown split '{s}'")),
+    )
 
 
 @prop
@@ -630,11 +813,54 @@ def test_missing_data_file_names_key_line_and_path(ws, data):
     assert_cwd_untouched(ws)
 
 
-YAML_TOKENS = ["{", "}", "[", "]", ":", ": ", "- ", ",", "\t", "  ", "\n", "\n", "\r\n", "key",
-               "task", "name", "classification", "'", '"', "&a ", "*a", "*b", "? ", "|", ">",
-               "%YAML 1.1\n", "---\n", "...\n", "# c", "@", "`", "!!python/object:os.system ",
-               "!!binary ", "!foo ", "\x01", "\ufeff", "\x85", "é", "1", "0x", ".inf", "null",
-               "~", "=", "<<: ", "\\"]
+YAML_TOKENS = [
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ": ",
+    "- ",
+    ",",
+    "\t",
+    "  ",
+    "\n",
+    "\n",
+    "\r\n",
+    "key",
+    "task",
+    "name",
+    "classification",
+    "'",
+    '"',
+    "&a ",
+    "*a",
+    "*b",
+    "? ",
+    "|",
+    ">",
+    "%YAML 1.1\n",
+    "---\n",
+    "...\n",
+    "# c",
+    "@",
+    "`",
+    "!!python/object:os.system ",
+    "!!binary ",
+    "!foo ",
+    "\x01",
+    "\ufeff",
+    "\x85",
+    "é",
+    "1",
+    "0x",
+    ".inf",
+    "null",
+    "~",
+    "=",
+    "<<: ",
+    "\\",
+]
 
 
 @prop
@@ -670,9 +896,10 @@ def test_binary_garbage_reports_invalid_utf8_at_its_line(ws, raw):
 
 
 NOT_MAPPINGS = st.recursive(
-    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(**FINITE),
-              st.text(max_size=10)),
-    lambda inner: st.lists(inner, max_size=3), max_leaves=6)
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(**FINITE), st.text(max_size=10)),
+    lambda inner: st.lists(inner, max_size=3),
+    max_leaves=6,
+)
 
 
 @prop
@@ -710,14 +937,19 @@ def test_corrupted_line_is_reported_at_that_line(ws, data):
     layout = data.draw(layouts(), label="layout")
     text, where = emit(mapping, dict(layout, bom=False))
     lines = text.split("\n")
-    candidates = sorted(n for p, n in where.items()
-                        if kind not in VALUE_ONLY or not isinstance(_get(mapping, p), dict))
+    candidates = sorted(
+        n
+        for p, n in where.items()
+        if kind not in VALUE_ONLY or not isinstance(_get(mapping, p), dict)
+    )
     number = data.draw(st.sampled_from(candidates), label="line")
     line = lines[number - 1].removesuffix("\r").removesuffix("  # note")
     lines[number - 1] = CORRUPTIONS[kind](line) + layout["newline"][:-1]
     pipeline = new_dir(ws) / "corrupt.yaml"
-    pipeline.write_bytes(("\ufeff" if layout["bom"] else "").encode() +
-                         "\n".join(lines).encode("utf-8", "surrogateescape"))
+    pipeline.write_bytes(
+        ("\ufeff" if layout["bom"] else "").encode()
+        + "\n".join(lines).encode("utf-8", "surrogateescape")
+    )
     error = assert_one_error_line(run_pipeline(str(pipeline)))
     assert error.startswith(f"error: {pipeline}:{number}: "), (kind, error)
     assert "invalid YAML" in error or "invalid UTF-8" in error, error
@@ -741,13 +973,14 @@ def test_deeply_nested_yaml(ws, depth, flow):
     if flow:
         text += "description: " + "[" * depth + "]" * depth + "\n"
     else:
-        text += "description:" + "".join("\n" + " " * (i + 1) + "a:" for i in range(depth)) + \
-            " 1\n"
+        text += "description:" + "".join("\n" + " " * (i + 1) + "a:" for i in range(depth)) + " 1\n"
     pipeline = new_dir(ws) / "deep.yaml"
     pipeline.write_text(text)
     line = assert_one_error_line(run_pipeline(str(pipeline)))
-    assert (line.startswith(f"error: {pipeline}:{description_line}: description: ")
-            or line == f"error: {pipeline}: invalid YAML: nested too deeply"), line
+    assert (
+        line.startswith(f"error: {pipeline}:{description_line}: description: ")
+        or line == f"error: {pipeline}: invalid YAML: nested too deeply"
+    ), line
 
 
 # ---- --set and command-line arguments ------------------------------------------------------------
@@ -756,10 +989,13 @@ def test_deeply_nested_yaml(ws, depth, flow):
 def _malformed_set() -> st.SearchStrategy[str]:
     part = st.from_regex(r"[a-z_]{1,6}", fullmatch=True)
     no_equals = st.text(max_size=15).filter(lambda s: "=" not in s)
-    empty_part = st.builds(lambda parts, i, sep, value: ".".join(parts[:i] + [sep] + parts[i:])
-                           + "=" + value,
-                           st.lists(part, max_size=3), st.integers(0, 3),
-                           st.sampled_from(["", " "]), st.text(max_size=5))
+    empty_part = st.builds(
+        lambda parts, i, sep, value: ".".join(parts[:i] + [sep] + parts[i:]) + "=" + value,
+        st.lists(part, max_size=3),
+        st.integers(0, 3),
+        st.sampled_from(["", " "]),
+        st.text(max_size=5),
+    )
     return st.one_of(no_equals, empty_part, st.text(max_size=5).map(lambda v: "=" + v))
 
 
@@ -782,11 +1018,39 @@ def test_any_set_either_validates_or_names_the_override(ws, data):
     """Arbitrary --set KEY=VALUE on a valid pipeline: a clean dry run or one error line."""
     task = data.draw(st.sampled_from(TASKS), label="task")
     fields = [dotted(p) for p, _ in config_fields(pipeline_class(task))]
-    key = data.draw(st.one_of(st.sampled_from(fields), st.text(min_size=1, max_size=20),
-                              st.sampled_from(fields).map(lambda k: k + ".x")), label="key")
-    value = data.draw(st.one_of(st.text(max_size=20), st.sampled_from(
-        ["[1, 2", "{a: 1}", "null", "-1", "0", "1e400", ".nan", "!!python/name:os.system",
-         "*x", "&a b", "'", "2024-01-01", "0x1F", "[" * 50, "[" * 600])), label="value")
+    key = data.draw(
+        st.one_of(
+            st.sampled_from(fields),
+            st.text(min_size=1, max_size=20),
+            st.sampled_from(fields).map(lambda k: k + ".x"),
+        ),
+        label="key",
+    )
+    value = data.draw(
+        st.one_of(
+            st.text(max_size=20),
+            st.sampled_from(
+                [
+                    "[1, 2",
+                    "{a: 1}",
+                    "null",
+                    "-1",
+                    "0",
+                    "1e400",
+                    ".nan",
+                    "!!python/name:os.system",
+                    "*x",
+                    "&a b",
+                    "'",
+                    "2024-01-01",
+                    "0x1F",
+                    "[" * 50,
+                    "[" * 600,
+                ]
+            ),
+        ),
+        label="value",
+    )
     counted("cli: arbitrary --set")
     pipeline, _ = write_pipeline(new_dir(ws), base_pipeline(task, ws))
     result = run_pipeline(str(pipeline), "--set", f"{key}={value}")
@@ -807,8 +1071,13 @@ def _parses_as_int(text: str) -> bool:
 
 
 @prop
-@given(seed=st.one_of(st.integers(max_value=-1), st.integers(min_value=2**32),
-                      st.text(max_size=8).filter(lambda s: not _parses_as_int(s))))
+@given(
+    seed=st.one_of(
+        st.integers(max_value=-1),
+        st.integers(min_value=2**32),
+        st.text(max_size=8).filter(lambda s: not _parses_as_int(s)),
+    )
+)
 def test_bad_seed_option_is_a_usage_error(ws, seed):
     counted("cli: bad --seed")
     result = run_pipeline("sentiment", f"--seed={seed}")
@@ -838,21 +1107,35 @@ def test_unknown_pipeline_name(ws, name):
     line = assert_one_error_line(run_pipeline(name))
     if name.endswith((".yaml", ".yml")):
         assert line == f"error: {name}: pipeline file not found" or line.startswith(
-            f"error: {name}: cannot read: "), line
+            f"error: {name}: cannot read: "
+        ), line
     else:
-        assert line == (f"error: {name}: no such pipeline file or built-in pipeline; built-ins:"
-                        " sentiment, ner, translation, lm (see `nlp-rnn list`)"), line
+        assert line == (
+            f"error: {name}: no such pipeline file or built-in pipeline; built-ins:"
+            " sentiment, ner, translation, lm (see `nlp-rnn list`)"
+        ), line
     assert_cwd_untouched(ws)
 
 
 @prop
-@given(args=st.sampled_from([
-    ["run", "pipeline", "--bogus"], ["run", "pipeline", "--seed"], ["run", "pipeline", "--set"],
-    ["predict", "m", "--max-length", "0"], ["predict", "m", "--max-length", "x"],
-    ["predict", "m", "--temperature", "-1"], ["predict", "m", "--top-k", "-2"],
-    ["evaluate", "m", "--data", "x.csv", "--format", "xml"], ["evaluate", "m"],
-    ["diagnose", "gradients", "r", "--batches", "0"],
-    ["diagnose", "long-range", "--task", "sorting"], ["compare", "sentiment"]]))
+@given(
+    args=st.sampled_from(
+        [
+            ["run", "pipeline", "--bogus"],
+            ["run", "pipeline", "--seed"],
+            ["run", "pipeline", "--set"],
+            ["predict", "m", "--max-length", "0"],
+            ["predict", "m", "--max-length", "x"],
+            ["predict", "m", "--temperature", "-1"],
+            ["predict", "m", "--top-k", "-2"],
+            ["evaluate", "m", "--data", "x.csv", "--format", "xml"],
+            ["evaluate", "m"],
+            ["diagnose", "gradients", "r", "--batches", "0"],
+            ["diagnose", "long-range", "--task", "sorting"],
+            ["compare", "sentiment"],
+        ]
+    )
+)
 def test_bad_option_values_are_usage_errors(ws, args):
     counted("cli: bad option values")
     result = invoke(*args)
@@ -863,12 +1146,13 @@ def test_bad_option_values_are_usage_errors(ws, args):
 
 
 @prop
-@given(model=st.from_regex(r"[a-z0-9_]{1,12}(/[a-z0-9_]{1,12}){0,2}", fullmatch=True),
-       command=st.sampled_from(["predict", "evaluate"]))
+@given(
+    model=st.from_regex(r"[a-z0-9_]{1,12}(/[a-z0-9_]{1,12}){0,2}", fullmatch=True),
+    command=st.sampled_from(["predict", "evaluate"]),
+)
 def test_missing_model_dir(ws, model, command):
     counted("cli: missing MODEL_DIR")
-    args = [command, model, "text"] if command == "predict" else [command, model, "--data",
-                                                                   "x.csv"]
+    args = [command, model, "text"] if command == "predict" else [command, model, "--data", "x.csv"]
     line = assert_one_error_line(invoke(*args))
     assert line.startswith(f"error: {model}: not a SavedModel"), line
     assert_cwd_untouched(ws)
@@ -891,14 +1175,25 @@ def test_long_range_lengths_must_be_integers(ws, lengths):
 @prop
 @given(data=st.data())
 def test_compare_bad_vary(ws, data):
-    vary = data.draw(st.one_of(
-        st.text(max_size=12).filter(lambda s: "=" not in s),
-        st.from_regex(r"[a-z.]{1,10}=[ ,]*", fullmatch=True),
-        st.sampled_from(["model.rnn.cell=lstm,transformer", "train.epochs=0,1",
-                         "model.rnn.cel=gru", "train.batch_size=a,b"])), label="--vary")
+    vary = data.draw(
+        st.one_of(
+            st.text(max_size=12).filter(lambda s: "=" not in s),
+            st.from_regex(r"[a-z.]{1,10}=[ ,]*", fullmatch=True),
+            st.sampled_from(
+                [
+                    "model.rnn.cell=lstm,transformer",
+                    "train.epochs=0,1",
+                    "model.rnn.cel=gru",
+                    "train.batch_size=a,b",
+                ]
+            ),
+        ),
+        label="--vary",
+    )
     counted("cli: compare --vary")
-    result = invoke("compare", "sentiment", "--vary", vary, "--output-dir",
-                    str(new_dir(ws) / "cmp"))
+    result = invoke(
+        "compare", "sentiment", "--vary", vary, "--output-dir", str(new_dir(ws) / "cmp")
+    )
     line = assert_one_error_line(result)
     key, sep, values = vary.partition("=")
     if not sep or not key.strip() or not [v for v in values.split(",") if v.strip()]:
@@ -909,8 +1204,11 @@ def test_compare_bad_vary(ws, data):
 
 
 @prop
-@given(text=st.text(alphabet=st.sampled_from("ab\n\r\x0b\x0c\x1c\x85\u2028\u2029 "),
-                    min_size=1, max_size=8))
+@given(
+    text=st.text(
+        alphabet=st.sampled_from("ab\n\r\x0b\x0c\x1c\x85\u2028\u2029 "), min_size=1, max_size=8
+    )
+)
 def test_line_breaks_inside_a_message_stay_on_one_line(ws, text):
     """A key or file name holding line breaks must not split the error line."""
     counted("cli: line breaks in messages")
@@ -937,19 +1235,38 @@ def delimited_files(draw):
     delimiter = draw(st.sampled_from([",", "\t"]))
     extra = draw(st.lists(st.sampled_from(["id", "note", "source"]), max_size=2, unique=True))
     header = draw(st.permutations(["text", "label"] + extra))
-    texts = WORDS if delimiter == "\t" else st.one_of(
-        WORDS, st.text(alphabet=st.sampled_from('ab ,"\n'), min_size=1, max_size=10))
-    rows = draw(st.lists(st.fixed_dictionaries(
-        {"text": texts, "label": LABELS, "id": st.integers(0, 99).map(str),
-         "note": WORDS, "source": st.just("web")}), min_size=1, max_size=8))
+    texts = (
+        WORDS
+        if delimiter == "\t"
+        else st.one_of(WORDS, st.text(alphabet=st.sampled_from('ab ,"\n'), min_size=1, max_size=10))
+    )
+    rows = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "text": texts,
+                    "label": LABELS,
+                    "id": st.integers(0, 99).map(str),
+                    "note": WORDS,
+                    "source": st.just("web"),
+                }
+            ),
+            min_size=1,
+            max_size=8,
+        )
+    )
     long_row = draw(st.sampled_from([None, None, 10_000, 200_000, 1_000_000]))
     if long_row:
         rows[draw(st.integers(0, len(rows) - 1))]["text"] = "x" * long_row
-    return {"delimiter": delimiter, "header": header, "rows": rows,
-            "newline": draw(st.sampled_from(["\n", "\r\n"])), "bom": draw(st.booleans()),
-            "blank": draw(st.lists(st.integers(0, 2), min_size=len(rows) + 2,
-                                   max_size=len(rows) + 2)),
-            "gz": draw(st.sampled_from([False, False, True]))}
+    return {
+        "delimiter": delimiter,
+        "header": header,
+        "rows": rows,
+        "newline": draw(st.sampled_from(["\n", "\r\n"])),
+        "bom": draw(st.booleans()),
+        "blank": draw(st.lists(st.integers(0, 2), min_size=len(rows) + 2, max_size=len(rows) + 2)),
+        "gz": draw(st.sampled_from([False, False, True])),
+    }
 
 
 def assemble(spec: dict, defect_at: int | None = None, defect=None) -> tuple[bytes, int | None]:
@@ -1007,16 +1324,19 @@ def test_valid_delimited_files_read_back_exactly(ws, spec):
 def _wrong_count(spec: dict, data) -> callable:
     d, n = spec["delimiter"], len(spec["header"])
     count = data.draw(st.integers(1, n + 3).filter(lambda k: k != n), label="fields")
-    return (lambda text: (d.join(["f"] * count) + spec["newline"]).encode()), \
-        f"expected {n} fields, found {count}"
+    return (
+        lambda text: (d.join(["f"] * count) + spec["newline"]).encode()
+    ), f"expected {n} fields, found {count}"
 
 
 @prop
 @given(spec=delimited_files(), data=st.data())
 def test_delimited_defect_is_reported_at_its_line(ws, spec, data):
     """Wrong field count, invalid UTF-8, an empty label, an unclosed quote: file and line."""
-    kind = data.draw(st.sampled_from(["field count", "invalid UTF-8", "empty label",
-                                      "unclosed quote"]), label="defect")
+    kind = data.draw(
+        st.sampled_from(["field count", "invalid UTF-8", "empty label", "unclosed quote"]),
+        label="defect",
+    )
     if kind == "unclosed quote":
         assume(spec["delimiter"] == ",")
     at = data.draw(st.integers(0, len(spec["rows"]) - 1), label="record")
@@ -1025,8 +1345,9 @@ def test_delimited_defect_is_reported_at_its_line(ws, spec, data):
     if kind == "field count":
         defect, says = _wrong_count(spec, data)
     elif kind == "invalid UTF-8":
-        bad = data.draw(st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80abc"]),
-                        label="bytes")
+        bad = data.draw(
+            st.sampled_from([b"\xff", b"\xc3", b"\xed\xa0\x80", b"\x80abc"]), label="bytes"
+        )
         defect, says = (lambda text: bad + text.encode()), "invalid UTF-8"
         spec["rows"][at]["text"] = "plain"  # keep the bad byte on the record's first line
     elif kind == "empty label":
@@ -1034,7 +1355,7 @@ def test_delimited_defect_is_reported_at_its_line(ws, spec, data):
         defect, says = (lambda text: text.encode()), "empty label in column 'label'"
     else:  # the quote may close on a later line: then the record has the wrong field count
         defect = lambda text: ('"never closed' + d + "x" + nl).encode()  # noqa: E731
-        says = "malformed record" if '"' not in str(spec["rows"][at + 1:]) else ""
+        says = "malformed record" if '"' not in str(spec["rows"][at + 1 :]) else ""
     content, line = assemble(spec, at, defect)
     ext = "csv" if d == "," else "tsv"
     path = write_data(new_dir(ws), f"data.{ext}", content, spec["gz"])
@@ -1053,16 +1374,18 @@ def test_missing_column_is_reported_at_the_header_line(ws, spec, data):
     for row in spec["rows"]:
         row["other"] = row[column]
     content, _ = assemble(spec)
-    path = write_data(new_dir(ws), "data.csv" if spec["delimiter"] == "," else "data.tsv",
-                      content)
+    path = write_data(new_dir(ws), "data.csv" if spec["delimiter"] == "," else "data.tsv", content)
     err = data_error(scan, path)
     assert (err.file, err.line) == (path, spec["blank"][0] + 1), str(err)
     assert err.message.startswith(f"no column '{column}'; the header has: "), str(err)
 
 
 @prop
-@given(content=st.sampled_from(["", "\n", "\r\n\r\n", "\ufeff", "\ufeff\n\n", "   \n"]),
-       ext=st.sampled_from(["csv", "tsv", "jsonl", "txt", "conll"]), gz=st.booleans())
+@given(
+    content=st.sampled_from(["", "\n", "\r\n\r\n", "\ufeff", "\ufeff\n\n", "   \n"]),
+    ext=st.sampled_from(["csv", "tsv", "jsonl", "txt", "conll"]),
+    gz=st.booleans(),
+)
 def test_empty_files(ws, content, ext, gz):
     counted("data: empty files")
     path = write_data(new_dir(ws), f"data.{ext}", content.encode(), gz)
@@ -1108,21 +1431,34 @@ JSONL_DEFECTS = {
 
 @st.composite
 def jsonl_files(draw):
-    rows = draw(st.lists(st.fixed_dictionaries(
-        {"text": st.one_of(WORDS, st.text(max_size=10)), "label": st.one_of(LABELS,
-                                                                            st.integers())}),
-        min_size=1, max_size=8))
+    rows = draw(
+        st.lists(
+            st.fixed_dictionaries(
+                {
+                    "text": st.one_of(WORDS, st.text(max_size=10)),
+                    "label": st.one_of(LABELS, st.integers()),
+                }
+            ),
+            min_size=1,
+            max_size=8,
+        )
+    )
     long_row = draw(st.sampled_from([None, None, 1_000_000]))
     if long_row:
         rows[draw(st.integers(0, len(rows) - 1))]["text"] = "y" * long_row
-    return {"rows": rows, "newline": draw(st.sampled_from(["\n", "\r\n"])),
-            "bom": draw(st.booleans()), "ascii": draw(st.booleans()),
-            "blank": draw(st.lists(st.sampled_from(["", "  ", "\t"]), max_size=len(rows) + 1)),
-            "gz": draw(st.sampled_from([False, False, True]))}
+    return {
+        "rows": rows,
+        "newline": draw(st.sampled_from(["\n", "\r\n"])),
+        "bom": draw(st.booleans()),
+        "ascii": draw(st.booleans()),
+        "blank": draw(st.lists(st.sampled_from(["", "  ", "\t"]), max_size=len(rows) + 1)),
+        "gz": draw(st.sampled_from([False, False, True])),
+    }
 
 
-def assemble_lines(lines: list[str], spec: dict, defect_at: int | None = None,
-                   defect: str | None = None) -> tuple[bytes, int | None]:
+def assemble_lines(
+    lines: list[str], spec: dict, defect_at: int | None = None, defect: str | None = None
+) -> tuple[bytes, int | None]:
     """Join record lines with blank lines between them; the defect replaces record defect_at."""
     out, line_of_defect, blanks = [], None, list(spec["blank"])
     for i, text in enumerate(lines):
@@ -1133,8 +1469,9 @@ def assemble_lines(lines: list[str], spec: dict, defect_at: int | None = None,
             text = defect
         out.append(text)
     body = spec["newline"].join(out) + spec["newline"]
-    return (b"\xef\xbb\xbf" if spec["bom"] else b"") + body.encode("utf-8", "surrogateescape"), \
-        line_of_defect
+    return (b"\xef\xbb\xbf" if spec["bom"] else b"") + body.encode(
+        "utf-8", "surrogateescape"
+    ), line_of_defect
 
 
 @prop
@@ -1160,7 +1497,8 @@ def test_valid_jsonl_reads_back_exactly(ws, spec):
     content, _ = assemble_lines(lines, spec)
     path = write_data(new_dir(ws), "data.jsonl", content, spec["gz"])
     assert list(readers.read_examples(path)) == [
-        (r["text"], str(r["label"]).strip()) for r in spec["rows"]]
+        (r["text"], str(r["label"]).strip()) for r in spec["rows"]
+    ]
 
 
 # ---- data files: CoNLL and tagged JSON Lines ----------------------------------------------------
@@ -1203,9 +1541,15 @@ def conll_files(draw):
                 token = tokens[0] = "z" * long_token
             rows.append((sep.join([token] + ["NN"] * (width - 2) + [tag]), True, s, t))
         rows += [("", False, None, None)] * draw(st.integers(1, 2))
-    return {"sentences": sentences, "rows": rows, "width": width, "sep": sep,
-            "newline": draw(st.sampled_from(["\n", "\r\n"])), "bom": draw(st.booleans()),
-            "gz": draw(st.sampled_from([False, False, True]))}
+    return {
+        "sentences": sentences,
+        "rows": rows,
+        "width": width,
+        "sep": sep,
+        "newline": draw(st.sampled_from(["\n", "\r\n"])),
+        "bom": draw(st.booleans()),
+        "gz": draw(st.sampled_from([False, False, True])),
+    }
 
 
 def conll_bytes(spec: dict) -> bytes:
@@ -1222,8 +1566,16 @@ def test_valid_conll_reads_back_exactly(ws, spec):
     assert got == spec["sentences"]
 
 
-CONLL_DEFECTS = ["extra column", "missing column", "missing tag", "unknown tag prefix",
-                 "tag without type", "lower-case tag", "invalid UTF-8", "I- starts (iob2)"]
+CONLL_DEFECTS = [
+    "extra column",
+    "missing column",
+    "missing tag",
+    "unknown tag prefix",
+    "tag without type",
+    "lower-case tag",
+    "invalid UTF-8",
+    "I- starts (iob2)",
+]
 
 
 @prop
@@ -1232,8 +1584,9 @@ def test_conll_defect_is_reported_at_its_line(ws, spec, data):
     kind = data.draw(st.sampled_from(CONLL_DEFECTS), label="defect")
     token_rows = [i for i, r in enumerate(spec["rows"]) if r[1]]
     # A wrong column count on the first token line sets the expected width instead.
-    candidates = token_rows[1:] if kind in ("extra column", "missing column",
-                                            "missing tag") else token_rows
+    candidates = (
+        token_rows[1:] if kind in ("extra column", "missing column", "missing tag") else token_rows
+    )
     assume(candidates)
     at = data.draw(st.sampled_from(candidates), label="row")
     counted("data: CoNLL defect at a line")
@@ -1247,8 +1600,9 @@ def test_conll_defect_is_reported_at_its_line(ws, spec, data):
     elif kind == "missing tag":
         text, says = sep.join(fields[:-1]), f"expected {spec['width']} columns"
     elif kind == "unknown tag prefix":
-        bad = data.draw(st.sampled_from(["X-PER", "B_PER", "PER", "BI-LOC", "O-ORG", "-"]),
-                        label="tag")
+        bad = data.draw(
+            st.sampled_from(["X-PER", "B_PER", "PER", "BI-LOC", "O-ORG", "-"]), label="tag"
+        )
         text, says = sep.join(fields[:-1] + [bad]), f"unknown tag {bad!r}"
     elif kind == "tag without type":
         text, says = sep.join(fields[:-1] + ["B-"]), "unknown tag 'B-'"
@@ -1260,12 +1614,10 @@ def test_conll_defect_is_reported_at_its_line(ws, spec, data):
         previous = spec["sentences"][s][1][t - 1] if t else "O"
         kind_of = "MISC" if previous.endswith("PER") else "PER"
         spec["sentences"][s][1][t] = f"I-{kind_of}"
-        text, says, scheme = sep.join(fields[:-1] + [f"I-{kind_of}"]), "does not continue", \
-            "iob2"
+        text, says, scheme = sep.join(fields[:-1] + [f"I-{kind_of}"]), "does not continue", "iob2"
     spec["rows"][at] = (text, True, s, t)
     path = write_data(new_dir(ws), "data.conll", conll_bytes(spec), spec["gz"])
-    err = data_error(lambda: tagging.scan_tagged(tagging.read_tagged(path,
-                                                                     source_scheme=scheme)))
+    err = data_error(lambda: tagging.scan_tagged(tagging.read_tagged(path, source_scheme=scheme)))
     assert (err.file, err.line) == (path, at + 1), (str(err)[:300], at + 1)
     assert says in err.message, str(err)[:300]
 
@@ -1293,9 +1645,11 @@ TAGGED_JSONL_DEFECTS = {
 def test_tagged_jsonl_defect_is_reported_at_its_line(ws, sentences, data):
     kind = data.draw(st.sampled_from(sorted(TAGGED_JSONL_DEFECTS)), label="defect")
     at = data.draw(st.integers(0, len(sentences) - 1), label="sentence")
-    spec = {"newline": data.draw(st.sampled_from(["\n", "\r\n"]), label="newline"),
-            "bom": data.draw(st.booleans(), label="bom"),
-            "blank": data.draw(st.lists(st.sampled_from(["", " "]), max_size=4), label="blank")}
+    spec = {
+        "newline": data.draw(st.sampled_from(["\n", "\r\n"]), label="newline"),
+        "bom": data.draw(st.booleans(), label="bom"),
+        "blank": data.draw(st.lists(st.sampled_from(["", " "]), max_size=4), label="blank"),
+    }
     counted("data: tagged JSONL defect at a line")
     lines = [json.dumps({"tokens": tokens, "tags": tags}) for tokens, tags in sentences]
     defect, says = TAGGED_JSONL_DEFECTS[kind]
@@ -1307,8 +1661,10 @@ def test_tagged_jsonl_defect_is_reported_at_its_line(ws, sentences, data):
 
 
 @prop
-@given(raw=st.binary(max_size=300), ext=st.sampled_from(["csv", "tsv", "jsonl", "txt",
-                                                          "conll", "pairs.tsv"]))
+@given(
+    raw=st.binary(max_size=300),
+    ext=st.sampled_from(["csv", "tsv", "jsonl", "txt", "conll", "pairs.tsv"]),
+)
 def test_random_bytes_never_crash_a_reader(ws, raw, ext):
     """Whatever the bytes: data (possibly none) or a DataError naming the file."""
     counted("data: random bytes")
@@ -1334,10 +1690,11 @@ def test_random_bytes_never_crash_a_reader(ws, raw, ext):
                 assert err.line is not None and err.line < first_bad, (str(err), first_bad)
 
 
-# ---- data files: parallel text (translation) ------------------------------------------------------
+# ---- data files: parallel text (translation) -----------------------------------------------
 
-SENTENCES = st.text(alphabet=st.sampled_from("abcXYZ019 .,'¿?¡!é\"ñ"), min_size=1,
-                    max_size=15).filter(lambda s: s.strip())
+SENTENCES = st.text(
+    alphabet=st.sampled_from("abcXYZ019 .,'¿?¡!é\"ñ"), min_size=1, max_size=15
+).filter(lambda s: s.strip())
 
 
 @st.composite
@@ -1350,21 +1707,27 @@ def tsv_pair_files(draw):
         source -= width
     if draw(st.booleans()):
         target -= width
-    rows = draw(st.lists(st.lists(SENTENCES, min_size=width, max_size=width), min_size=1,
-                         max_size=8))
+    rows = draw(
+        st.lists(st.lists(SENTENCES, min_size=width, max_size=width), min_size=1, max_size=8)
+    )
     long_row = draw(st.sampled_from([None, None, 1_000_000]))
     if long_row:
         rows[0][source] = "w" * long_row
-    return {"rows": rows, "source": source, "target": target,
-            "pairs": [(r[source].strip(), r[target].strip()) for r in rows],
-            "newline": draw(st.sampled_from(["\n", "\r\n"])), "bom": draw(st.booleans()),
-            "blank": draw(st.lists(st.integers(0, 2), min_size=len(rows) + 1,
-                                   max_size=len(rows) + 1)),
-            "gz": draw(st.sampled_from([False, False, True]))}
+    return {
+        "rows": rows,
+        "source": source,
+        "target": target,
+        "pairs": [(r[source].strip(), r[target].strip()) for r in rows],
+        "newline": draw(st.sampled_from(["\n", "\r\n"])),
+        "bom": draw(st.booleans()),
+        "blank": draw(st.lists(st.integers(0, 2), min_size=len(rows) + 1, max_size=len(rows) + 1)),
+        "gz": draw(st.sampled_from([False, False, True])),
+    }
 
 
-def tsv_pair_bytes(spec: dict, defect_at: int | None = None,
-                   defect: str | None = None) -> tuple[bytes, int | None]:
+def tsv_pair_bytes(
+    spec: dict, defect_at: int | None = None, defect: str | None = None
+) -> tuple[bytes, int | None]:
     """The file's bytes, row ``defect_at`` replaced by ``defect``, and that row's line."""
     nl, lines, line_of_defect = spec["newline"], [], None
     for i, row in enumerate(spec["rows"]):
@@ -1374,8 +1737,9 @@ def tsv_pair_bytes(spec: dict, defect_at: int | None = None,
         lines.append(defect if i == defect_at else "\t".join(row))
     lines += [""] * spec["blank"][-1]
     body = nl.join(lines) + nl
-    return (b"\xef\xbb\xbf" if spec["bom"] else b"") + body.encode("utf-8", "surrogateescape"), \
-        line_of_defect
+    return (b"\xef\xbb\xbf" if spec["bom"] else b"") + body.encode(
+        "utf-8", "surrogateescape"
+    ), line_of_defect
 
 
 @prop
@@ -1384,16 +1748,19 @@ def test_valid_tsv_pairs_read_back_exactly(ws, spec):
     counted("data: valid parallel TSV")
     content, _ = tsv_pair_bytes(spec)
     path = write_data(new_dir(ws), "pairs.tsv", content, spec["gz"])
-    assert list(parallel.read_parallel(path, "auto", spec["source"], spec["target"])) == \
-        spec["pairs"]
+    assert (
+        list(parallel.read_parallel(path, "auto", spec["source"], spec["target"])) == spec["pairs"]
+    )
 
 
 @prop
 @given(spec=tsv_pair_files(), data=st.data())
 def test_tsv_pair_defect_is_reported_at_its_line(ws, spec, data):
     """Too few columns, an empty source or target, invalid UTF-8: file and line."""
-    kind = data.draw(st.sampled_from(["too few columns", "empty source", "empty target",
-                                      "invalid UTF-8"]), label="defect")
+    kind = data.draw(
+        st.sampled_from(["too few columns", "empty source", "empty target", "invalid UTF-8"]),
+        label="defect",
+    )
     at = data.draw(st.integers(0, len(spec["rows"]) - 1), label="row")
     counted("data: parallel TSV defect at a line")
     row, width = list(spec["rows"][at]), len(spec["rows"][at])
@@ -1411,8 +1778,11 @@ def test_tsv_pair_defect_is_reported_at_its_line(ws, spec, data):
         assume(defect.strip())  # a line of nothing but tabs and spaces is a blank line
     content, line = tsv_pair_bytes(spec, at, defect)
     path = write_data(new_dir(ws), "pairs.tsv", content, spec["gz"])
-    err = data_error(lambda: parallel.scan_parallel(
-        parallel.read_parallel(path, "tsv", spec["source"], spec["target"])))
+    err = data_error(
+        lambda: parallel.scan_parallel(
+            parallel.read_parallel(path, "tsv", spec["source"], spec["target"])
+        )
+    )
     assert (err.file, err.line) == (path, line), (str(err)[:300], line)
     assert says in err.message, str(err)[:300]
 
@@ -1422,11 +1792,20 @@ def aligned_files(draw):
     """Two line-aligned files (each with its own line ends, BOM and gzip)."""
     pairs = draw(st.lists(st.tuples(SENTENCES, SENTENCES), min_size=1, max_size=8))
     blank_rows = draw(st.lists(st.integers(0, len(pairs)), max_size=3))  # blank on both sides
-    sides = [{"newline": draw(st.sampled_from(["\n", "\r\n"])), "bom": draw(st.booleans()),
-              "gz": draw(st.sampled_from([False, False, True])),
-              "trailing": draw(st.integers(0, 2))} for _ in range(2)]
-    return {"pairs": [(a.strip(), b.strip()) for a, b in pairs], "blank_rows": blank_rows,
-            "sides": sides}
+    sides = [
+        {
+            "newline": draw(st.sampled_from(["\n", "\r\n"])),
+            "bom": draw(st.booleans()),
+            "gz": draw(st.sampled_from([False, False, True])),
+            "trailing": draw(st.integers(0, 2)),
+        }
+        for _ in range(2)
+    ]
+    return {
+        "pairs": [(a.strip(), b.strip()) for a, b in pairs],
+        "blank_rows": blank_rows,
+        "sides": sides,
+    }
 
 
 def aligned_lines(spec: dict) -> tuple[list[str], list[str]]:
@@ -1442,11 +1821,14 @@ def aligned_lines(spec: dict) -> tuple[list[str], list[str]]:
 
 def write_aligned(folder: Path, spec: dict, source: list[str], target: list[str]) -> list[str]:
     paths = []
-    for name, lines, side in (("src.txt", source, spec["sides"][0]),
-                              ("tgt.txt", target, spec["sides"][1])):
+    for name, lines, side in (
+        ("src.txt", source, spec["sides"][0]),
+        ("tgt.txt", target, spec["sides"][1]),
+    ):
         body = side["newline"].join(lines + [""] * side["trailing"]) + side["newline"]
-        content = (b"\xef\xbb\xbf" if side["bom"] else b"") + body.encode("utf-8",
-                                                                           "surrogateescape")
+        content = (b"\xef\xbb\xbf" if side["bom"] else b"") + body.encode(
+            "utf-8", "surrogateescape"
+        )
         paths.append(write_data(folder, name, content, side["gz"]))
     return paths
 
@@ -1463,8 +1845,9 @@ def test_valid_aligned_files_read_back_exactly(ws, spec):
 @given(spec=aligned_files(), data=st.data())
 def test_aligned_defect_is_reported_in_its_file_at_its_line(ws, spec, data):
     """A line empty on one side, a file that ends early, invalid UTF-8: that file, that line."""
-    kind = data.draw(st.sampled_from(["empty line", "file ends early", "invalid UTF-8"]),
-                     label="defect")
+    kind = data.draw(
+        st.sampled_from(["empty line", "file ends early", "invalid UTF-8"]), label="defect"
+    )
     side = data.draw(st.integers(0, 1), label="side")
     counted("data: aligned files defect at a line")
     lines = aligned_lines(spec)
@@ -1495,8 +1878,9 @@ def run_for_real(ws: Path, mapping: dict, *extra: str) -> tuple[Result, Path, Pa
     out, export = folder / "runs", folder / "saved_models"
     mapping["export"]["dir"] = str(export)
     pipeline, _ = write_pipeline(folder, mapping)
-    result = CliRunner().invoke(main, ["run", "pipeline", str(pipeline), "--output-dir",
-                                       str(out), *extra])
+    result = CliRunner().invoke(
+        main, ["run", "pipeline", str(pipeline), "--output-dir", str(out), *extra]
+    )
     return result, out, export
 
 
@@ -1512,24 +1896,49 @@ def e2e(ws, tmp_path):
 
 
 def _write(path: Path, content: bytes | str) -> str:
-    path.write_bytes(content.encode("utf-8", "surrogateescape") if isinstance(content, str)
-                     else content)
+    path.write_bytes(
+        content.encode("utf-8", "surrogateescape") if isinstance(content, str) else content
+    )
     return str(path)
 
 
 E2E_CASES = {
     # name: (task, file name, broken content, line, what the message says)
-    "csv wrong field count": ("classification", "train.csv",
-                              "text,label\ngood,pos\n\nbad,neg,extra\n", 4, "expected 2 fields"),
-    "jsonl surrogate": ("classification", "train.jsonl",
-                        '{"text": "ok", "label": "pos"}\n{"text": "\\ud800", "label": "neg"}\n',
-                        2, "unpaired surrogate"),
-    "conll unknown tag": ("tagging", "train.conll", "Peter B-PER\n\nParis B-LOCATION-\n"
-                          "x X-LOC\n", 4, "unknown tag 'X-LOC'"),
-    "lm invalid UTF-8": ("language_model", "train.txt", "the time\r\nmachine \udcfe\r\n", 2,
-                         "invalid UTF-8"),
-    "pairs with a missing side": ("translation", "train.tsv", "Hi.\tHola.\n\nBye.\t \n", 3,
-                                  "empty source (column 2)"),
+    "csv wrong field count": (
+        "classification",
+        "train.csv",
+        "text,label\ngood,pos\n\nbad,neg,extra\n",
+        4,
+        "expected 2 fields",
+    ),
+    "jsonl surrogate": (
+        "classification",
+        "train.jsonl",
+        '{"text": "ok", "label": "pos"}\n{"text": "\\ud800", "label": "neg"}\n',
+        2,
+        "unpaired surrogate",
+    ),
+    "conll unknown tag": (
+        "tagging",
+        "train.conll",
+        "Peter B-PER\n\nParis B-LOCATION-\nx X-LOC\n",
+        4,
+        "unknown tag 'X-LOC'",
+    ),
+    "lm invalid UTF-8": (
+        "language_model",
+        "train.txt",
+        "the time\r\nmachine \udcfe\r\n",
+        2,
+        "invalid UTF-8",
+    ),
+    "pairs with a missing side": (
+        "translation",
+        "train.tsv",
+        "Hi.\tHola.\n\nBye.\t \n",
+        3,
+        "empty source (column 2)",
+    ),
 }
 
 
@@ -1550,13 +1959,16 @@ def test_e2e_broken_training_data(e2e, case):
     assert_nothing_claims_success(out, export)
 
 
-@pytest.mark.parametrize("task, name, content", [
-    ("classification", "train.jsonl", "\n\n"),
-    ("classification", "train.csv", "text,label\n"),
-    ("tagging", "train.conll", "-DOCSTART- O\n\n"),
-    ("language_model", "train.txt", "\r\n   \n"),
-    ("translation", "train.tsv", "\n\t\n"),
-])
+@pytest.mark.parametrize(
+    "task, name, content",
+    [
+        ("classification", "train.jsonl", "\n\n"),
+        ("classification", "train.csv", "text,label\n"),
+        ("tagging", "train.conll", "-DOCSTART- O\n\n"),
+        ("language_model", "train.txt", "\r\n   \n"),
+        ("translation", "train.tsv", "\n\t\n"),
+    ],
+)
 def test_e2e_empty_training_data(e2e, task, name, content):
     ws, tmp_path = e2e
     empty = _write(tmp_path / name, content)
@@ -1570,10 +1982,18 @@ def test_e2e_empty_training_data(e2e, task, name, content):
 
 
 UNKNOWN_AT_DEV = {
-    "classification": ("dev.csv", "text,label\nfine,pos\nodd,maybe\n", 3,
-                       "label 'maybe' never seen in training"),
-    "tagging": ("dev.conll", "Peter B-PER\n\nAcme B-COMPANY\n", 3,
-                "entity type 'COMPANY' never seen in training"),
+    "classification": (
+        "dev.csv",
+        "text,label\nfine,pos\nodd,maybe\n",
+        3,
+        "label 'maybe' never seen in training",
+    ),
+    "tagging": (
+        "dev.conll",
+        "Peter B-PER\n\nAcme B-COMPANY\n",
+        3,
+        "entity type 'COMPANY' never seen in training",
+    ),
 }
 
 
@@ -1606,8 +2026,9 @@ def test_e2e_output_dir_that_is_a_file(e2e):
     blocker = tmp_path / "runs"
     blocker.write_text("not a folder")
     pipeline, _ = write_pipeline(tmp_path, base_pipeline("classification", ws))
-    result = CliRunner().invoke(main, ["run", "pipeline", str(pipeline), "--output-dir",
-                                       str(blocker)])
+    result = CliRunner().invoke(
+        main, ["run", "pipeline", str(pipeline), "--output-dir", str(blocker)]
+    )
     error = assert_one_error_line(result)
     assert str(blocker) in error and "Not a directory" in error, error
     assert blocker.read_text() == "not a folder"

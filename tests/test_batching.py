@@ -1,7 +1,6 @@
 """Bucketing, padding and the no-empty-row guarantee (data/batching.py)."""
 
 import numpy as np
-import pytest
 import tensorflow as tf
 
 from nlp_rnn.data import batching
@@ -46,8 +45,11 @@ def test_training_batches_drop_empty_rows_and_are_right_padded():
     ds, rows = examples(lengths)
     assert batching.count_tokens(ds) == (lengths.count(0), sum(lengths))
     assert lengths.count(0) == 21
-    batches = list(batching.training_batches(batching.drop_empty(ds), batch_size=4,
-                                             max_length=256, shuffle_buffer=100, seed=1))
+    batches = list(
+        batching.training_batches(
+            batching.drop_empty(ds), batch_size=4, max_length=256, shuffle_buffer=100, seed=1
+        )
+    )
     seen = []
     for tokens, labels in batches:
         tokens = tokens.numpy()
@@ -78,7 +80,9 @@ def test_evaluation_batches_keep_every_example():
 
 def test_shuffle_is_seeded():
     ds, _ = examples([5] * 40)
-    order = lambda seed: [t.numpy().tolist() for t, _ in  # noqa: E731
-                          batching.training_batches(ds, 8, 16, 100, seed)]
+    order = lambda seed: [
+        t.numpy().tolist()
+        for t, _ in batching.training_batches(ds, 8, 16, 100, seed)  # noqa: E731
+    ]
     assert order(3) == order(3)
     assert order(3) != order(4)

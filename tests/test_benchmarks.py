@@ -16,9 +16,23 @@ if ROOT not in sys.path:  # benchmarks/ is not an installed package; `pytest` al
     sys.path.insert(0, ROOT)
 
 from benchmarks import __main__ as cli  # noqa: E402
-from benchmarks.common import (Check, DataFiles, SectionResult, StageClock, alternate,
-                               epoch_curve, fmt, markdown_table, median, percentile, ratio,
-                               read_pairs, time_to_threshold, times_str, write_pairs)  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    Check,
+    DataFiles,
+    SectionResult,
+    StageClock,
+    alternate,
+    epoch_curve,
+    fmt,
+    markdown_table,
+    median,
+    percentile,
+    ratio,
+    read_pairs,
+    time_to_threshold,
+    times_str,
+    write_pairs,
+)  # noqa: E402
 from benchmarks.report import load_json, render_markdown, save_json  # noqa: E402
 from benchmarks.scaling import linearity  # noqa: E402
 
@@ -63,8 +77,12 @@ def test_alternate_interleaves_rotates_and_warms_up():
 
 
 def test_markdown_table_aligns_numbers_right_and_formats():
-    table = markdown_table([{"side": "nlp-rnn", "s": 12.345, "n": 12345, "acc": "0.8812"},
-                            {"side": "ref", "s": math.nan, "n": 7, "acc": "0.8501"}])
+    table = markdown_table(
+        [
+            {"side": "nlp-rnn", "s": 12.345, "n": 12345, "acc": "0.8812"},
+            {"side": "ref", "s": math.nan, "n": 7, "acc": "0.8501"},
+        ]
+    )
     lines = table.splitlines()
     assert lines[0].startswith("| side ") and len({len(line) for line in lines}) == 1
     assert lines[1].startswith("|---") and lines[1].endswith(":|")  # acc is numeric too
@@ -76,21 +94,31 @@ def test_markdown_table_aligns_numbers_right_and_formats():
 def test_stage_clock_reads_run_pipeline_stages():
     now = iter([0.0, 1.0, 2.0, 5.0, 9.0, 30.0])
     clock = StageClock(clock=lambda: next(now))
-    for message in ["[imdb] train 10 examples from x; dev 5 from y; labels: 0, 1",
-                    "[imdb] building the vocabulary from the training split ...",
-                    "[imdb] tokenizing and caching the training data ...",
-                    "[imdb] model imdb_classifier: 1,273,858 parameters",
-                    "[imdb] trained 2 epochs in 20 s; evaluating the best epoch on dev ..."]:
+    for message in [
+        "[imdb] train 10 examples from x; dev 5 from y; labels: 0, 1",
+        "[imdb] building the vocabulary from the training split ...",
+        "[imdb] tokenizing and caching the training data ...",
+        "[imdb] model imdb_classifier: 1,273,858 parameters",
+        "[imdb] trained 2 epochs in 20 s; evaluating the best epoch on dev ...",
+    ]:
         clock(message)
     stages = clock.stages(train_seconds=20.0)
-    assert stages == {"read_and_scan": 2.0, "vocabulary": 3.0, "tokenize_and_cache": 4.0,
-                      "model_build": 1.0, "setup": 10.0, "fit": 20.0}
+    assert stages == {
+        "read_and_scan": 2.0,
+        "vocabulary": 3.0,
+        "tokenize_and_cache": 4.0,
+        "model_build": 1.0,
+        "setup": 10.0,
+        "fit": 20.0,
+    }
     assert math.isnan(StageClock(clock=lambda: 0.0).time_of("trained"))
 
 
 def test_epoch_curve_spreads_callback_time_and_adds_setup():
-    history = [{"epoch": 0.0, "val_accuracy": 0.8, "epoch_seconds": 9.0},
-               {"epoch": 1.0, "val_accuracy": 0.87, "epoch_seconds": 9.0}]
+    history = [
+        {"epoch": 0.0, "val_accuracy": 0.8, "epoch_seconds": 9.0},
+        {"epoch": 1.0, "val_accuracy": 0.87, "epoch_seconds": 9.0},
+    ]
     curve = epoch_curve(history, setup_seconds=5.0, train_seconds=20.0)
     assert [r["elapsed"] for r in curve] == [15.0, 25.0]  # ends at setup + train_seconds
     assert [r["epoch"] for r in curve] == [1, 2]
@@ -102,8 +130,9 @@ def test_linearity_allows_a_fixed_cost():
     assert linearity([1000, 2000, 4000], [10.0, 20.0, 60.0]) == pytest.approx(2.0)
 
 
-def test_scaling_interleaves_rounds_and_reports_medians(tiny_review_files: DataFiles,
-                                                        tmp_path: Path, monkeypatch):
+def test_scaling_interleaves_rounds_and_reports_medians(
+    tiny_review_files: DataFiles, tmp_path: Path, monkeypatch
+):
     from benchmarks import scaling
 
     calls = []
@@ -113,15 +142,31 @@ def test_scaling_interleaves_rounds_and_reports_medians(tiny_review_files: DataF
         n = len(read_pairs(train)[0])
         rep = int(Path(workdir).name.split("-")[1])
         calls.append((n, rep))
-        stages = {"read_and_scan": 0.1, "vocabulary": 0.0, "tokenize_and_cache": 0.0,
-                  "fit": fit[n, rep], "epoch": fit[n, rep]}
-        return {"stages": stages, "train_tokens": 10 * n, "baseline_kib": 1000,
-                "peak_kib": 2000 + 100 * rep}
+        stages = {
+            "read_and_scan": 0.1,
+            "vocabulary": 0.0,
+            "tokenize_and_cache": 0.0,
+            "fit": fit[n, rep],
+            "epoch": fit[n, rep],
+        }
+        return {
+            "stages": stages,
+            "train_tokens": 10 * n,
+            "baseline_kib": 1000,
+            "peak_kib": 2000 + 100 * rep,
+        }
 
     monkeypatch.setattr(scaling, "_run_child", fake_child)
-    result = scaling.run(tiny_review_files.train, tiny_review_files.dev, base=20, dev_rows=4,
-                         workdir=tmp_path / "scaling", log=lambda line: None,
-                         multipliers=(1, 2), repeats=3)
+    result = scaling.run(
+        tiny_review_files.train,
+        tiny_review_files.dev,
+        base=20,
+        dev_rows=4,
+        workdir=tmp_path / "scaling",
+        log=lambda line: None,
+        multipliers=(1, 2),
+        repeats=3,
+    )
     assert calls == [(20, 0), (40, 0), (20, 1), (40, 1), (20, 2), (40, 2)]  # interleaved
     rows = result.tables[0][1]
     assert [r["vocab+tokenize+fit s"] for r in rows[:2]] == [2.0, 3.0]  # medians, not means
@@ -138,20 +183,48 @@ def test_csv_round_trip_and_cycling(tmp_path: Path):
 
 
 def test_report_renders_and_round_trips(tmp_path: Path):
-    section = SectionResult("training", "Training", "What it measures.",
-                            tables=[("Summary", [{"side": "nlp-rnn", "s/epoch": 100.0}])],
-                            checks=[Check("2× sooner", "2.50×", "≥ 2.00×", True),
-                                    Check("accuracy", "0.88 vs 0.89", "≥", False),
-                                    Check("threshold", "–", "≥ 2.00×", None)],
-                            notes=["a note"], seconds=60.0)
-    report = {"command": "python -m benchmarks --quick", "mode": "quick", "started": "now",
-              "budget_seconds": 600, "wall_seconds": 300.0, "sections": [section],
-              "machine": {"cpu": "Test CPU", "logical_cpus": 2, "usable_cpus": 2,
-                          "memory_gib": 24.0, "load_average": [1.0, 1.0, 1.0]}}
+    section = SectionResult(
+        "training",
+        "Training",
+        "What it measures.",
+        tables=[("Summary", [{"side": "nlp-rnn", "s/epoch": 100.0}])],
+        checks=[
+            Check("2× sooner", "2.50×", "≥ 2.00×", True),
+            Check("accuracy", "0.88 vs 0.89", "≥", False),
+            Check("threshold", "–", "≥ 2.00×", None),
+        ],
+        notes=["a note"],
+        seconds=60.0,
+    )
+    report = {
+        "command": "python -m benchmarks --quick",
+        "mode": "quick",
+        "started": "now",
+        "budget_seconds": 600,
+        "wall_seconds": 300.0,
+        "sections": [section],
+        "machine": {
+            "cpu": "Test CPU",
+            "logical_cpus": 2,
+            "usable_cpus": 2,
+            "memory_gib": 24.0,
+            "load_average": [1.0, 1.0, 1.0],
+        },
+    }
     text = render_markdown(report)
-    for expected in ("# Benchmarks", "python -m benchmarks --quick", "Test CPU", "Quick run",
-                     "✅ pass", "❌ fail", "| –", "## Training", "**Summary**", "- a note",
-                     "finishes within its budget"):
+    for expected in (
+        "# Benchmarks",
+        "python -m benchmarks --quick",
+        "Test CPU",
+        "Quick run",
+        "✅ pass",
+        "❌ fail",
+        "| –",
+        "## Training",
+        "**Summary**",
+        "- a note",
+        "finishes within its budget",
+    ):
         assert expected in text, expected
     save_json(report, tmp_path / "run.json")
     assert render_markdown(load_json(tmp_path / "run.json")) == text
@@ -195,8 +268,12 @@ def test_reference_inputs_have_a_fixed_length():
     assert not pre[2].any()
 
 
-TINY_ROWS = [("a wonderful , moving film", "1"), ("dull and far too long", "0"),
-             ("not bad at all , i loved it", "1"), ("the worst plot i have seen", "0")] * 10
+TINY_ROWS = [
+    ("a wonderful , moving film", "1"),
+    ("dull and far too long", "0"),
+    ("not bad at all , i loved it", "1"),
+    ("the worst plot i have seen", "0"),
+] * 10
 
 
 @pytest.fixture
@@ -211,10 +288,15 @@ def tiny_review_files(tmp_path: Path) -> DataFiles:
 def test_reference_stops_extra_epochs_after_the_threshold(tiny_review_files: DataFiles):
     from benchmarks import reference
 
-    run = reference.train(reference.ReferenceConfig(maxlen=8, units=4, embedding_dim=4),
-                          read_pairs(tiny_review_files.train),
-                          read_pairs(tiny_review_files.dev), epochs=5,
-                          threshold=0.0, extra_epochs=1, log=lambda line: None)
+    run = reference.train(
+        reference.ReferenceConfig(maxlen=8, units=4, embedding_dim=4),
+        read_pairs(tiny_review_files.train),
+        read_pairs(tiny_review_files.dev),
+        epochs=5,
+        threshold=0.0,
+        extra_epochs=1,
+        log=lambda line: None,
+    )
     assert [r["epoch"] for r in run.history] == [1, 2]  # reached at 1, one more, stop
     assert run.history[1]["elapsed"] > run.history[0]["elapsed"] > run.setup_seconds
     assert run.train_positions == 40 * 8 and 0 < run.train_tokens <= run.train_positions
@@ -224,11 +306,20 @@ def test_reference_stops_extra_epochs_after_the_threshold(tiny_review_files: Dat
 def test_input_pipeline_section_on_a_tiny_csv(tiny_review_files: DataFiles, tmp_path: Path):
     from benchmarks import input_pipeline, training
 
-    config = training.nlp_rnn_config(tiny_review_files, tmp_path / "work", 1, [
-        "model.embedding_dim=8", "model.rnn.units=8", "train.batch_size=8",
-        "vectorize.max_length=16"])
-    section = input_pipeline.run(config, tmp_path / "vocab", reps=1, model_batches=2,
-                                 log=lambda line: None)
+    config = training.nlp_rnn_config(
+        tiny_review_files,
+        tmp_path / "work",
+        1,
+        [
+            "model.embedding_dim=8",
+            "model.rnn.units=8",
+            "train.batch_size=8",
+            "vectorize.max_length=16",
+        ],
+    )
+    section = input_pipeline.run(
+        config, tmp_path / "vocab", reps=1, model_batches=2, log=lambda line: None
+    )
     rates = [row["tokens/s"] for row in section.tables[0][1]]
     assert len(rates) == 3 and all(rate > 0 for rate in rates)
     assert section.raw["examples"] == 40 and section.raw["model_batches"] == 2
@@ -243,8 +334,16 @@ def test_decoding_section_on_the_sessions_translator(trained_translation):
     export = trained_translation[1].export_path
     sources, name = decoding.dev_sources(export.parent, None, 12)
     assert len(sources) == 12 and name == "builtin:dates:dev"
-    section = decoding.run(export, sources, name, single_reps=3, batch_reps=2, batch_size=4,
-                           log=lambda line: None, widths=(1, 3))
+    section = decoding.run(
+        export,
+        sources,
+        name,
+        single_reps=3,
+        batch_reps=2,
+        batch_size=4,
+        log=lambda line: None,
+        widths=(1, 3),
+    )
     rows = section.tables[0][1]
     assert [row["decoding"] for row in rows] == ["greedy", "beam 3"]
     assert all(row["batch 4 sentences/s"] > 0 and row["1 sentence p50 ms"] > 0 for row in rows)
@@ -264,13 +363,15 @@ def test_serving_load_generator_matches_the_servers_own_counts(model_server):
     body = json.dumps({"instances": ["not bad at all"]}).encode()
 
     def answered(code: str) -> float:
-        return model_server.metric("nlp_rnn_serve_requests_total", code=code, model="sentiment",
-                                   route="predict")
+        return model_server.metric(
+            "nlp_rnn_serve_requests_total", code=code, model="sentiment", route="predict"
+        )
 
     before = answered("200"), answered("400")
     # two clients, bodies round-robin: client 0 sends only the good one, client 1 only the bad
-    counted = serving.load(port, "sentiment", [body, b"{not json"], clients=2, seconds=0,
-                           requests=20)
+    counted = serving.load(
+        port, "sentiment", [body, b"{not json"], clients=2, seconds=0, requests=20
+    )
     assert counted["requests"] == 20 and 0 < counted["errors"] < 20
     timed = serving.load(port, "sentiment", [body], clients=2, seconds=1.0)
     assert timed["requests"] > 0 and timed["errors"] == 0 and 1.0 <= timed["seconds"] < 60
@@ -289,14 +390,25 @@ def test_serving_section_end_to_end_on_the_sessions_classifier(trained_sentiment
 
     model_dir = trained_sentiment[1].export_path.parent
     texts = [f"review {i}: {'not ' * (i % 3)}a good movie" for i in range(64)]
-    section = serving.run(model_dir, texts, seconds=0.5, memory_requests=40, bare_reps=3,
-                          log=lambda line: None, rounds=2)
+    section = serving.run(
+        model_dir,
+        texts,
+        seconds=0.5,
+        memory_requests=40,
+        bare_reps=3,
+        log=lambda line: None,
+        rounds=2,
+    )
     served, memory = section.tables[0][1], section.tables[1][1]
-    points = [(mode, " ".join(options), clients)
-              for mode, options, counts in serving.MODES for clients in counts]
+    points = [
+        (mode, " ".join(options), clients)
+        for mode, options, counts in serving.MODES
+        for clients in counts
+    ]
     assert len(points) == 8
     assert [(r["server"], r["clients"]) for r in served[:8]] == [
-        (f"{mode} ({options})", clients) for mode, options, clients in points]
+        (f"{mode} ({options})", clients) for mode, options, clients in points
+    ]
     assert all(r["errors"] == 0 and r["requests"] > 0 for r in served[:8])
     unbatched = [r for r in served[:8] if "--max-batch-size 1" in r["server"]]
     assert len(unbatched) == 4 and all(r["mean batch"] == 1 for r in unbatched)

@@ -52,7 +52,8 @@ def _naive_bayes_accuracy(train: list[tuple[str, str]], test: list[tuple[str, st
 
     def score(text: str, label: str) -> float:
         return math.log(priors[label]) + sum(
-            math.log((counts[label][w] + 1) / totals[label]) for w in text.split() if w in vocab)
+            math.log((counts[label][w] + 1) / totals[label]) for w in text.split() if w in vocab
+        )
 
     correct = sum(max(LABELS, key=lambda lab: score(text, lab)) == label for text, label in test)
     return correct / len(test)
@@ -80,10 +81,16 @@ def test_deterministic_and_seed_dependent():
 
 
 def test_default_sizes_and_exact_balance(splits):
-    assert {name: len(ex) for name, ex in splits.items()} == {"train": 4000, "dev": 800, "test": 800}
+    assert {name: len(ex) for name, ex in splits.items()} == {
+        "train": 4000,
+        "dev": 800,
+        "test": 800,
+    }
     for examples in splits.values():
-        assert Counter(label for _, label in examples) == {"negative": len(examples) // 2,
-                                                           "positive": len(examples) // 2}
+        assert Counter(label for _, label in examples) == {
+            "negative": len(examples) // 2,
+            "positive": len(examples) // 2,
+        }
 
 
 @pytest.mark.parametrize("size", [0, 1, 7, 50])
@@ -150,6 +157,8 @@ def test_same_words_appear_with_both_labels(splits):
 
 
 def test_import_stays_light():
-    code = ("import sys, nlp_rnn.data.builtin; "
-            "assert 'numpy' not in sys.modules and 'tensorflow' not in sys.modules")
+    code = (
+        "import sys, nlp_rnn.data.builtin; "
+        "assert 'numpy' not in sys.modules and 'tensorflow' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from click.testing import Result
-
 from cli_helpers import cli_in_fresh_interpreter, describe, invoke
+from click.testing import Result
 from file_helpers import CSV
 
 
@@ -44,20 +43,41 @@ def tiny_pipeline(write_pipeline):
 # ---- help and imports -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--help"], ["Train, evaluate and export recurrent", "run", "list", "predict",
-                  "evaluate", "nlp-rnn run pipeline"]),
-    (["-h"], ["Train, evaluate and export recurrent"]),
-    (["run", "--help"], ["pipeline"]),
-    (["run", "pipeline", "--help"], ["Train, evaluate and export one or more pipelines",
-                                     "--set KEY.SUB=VALUE", "--dry-run", "--output-dir",
-                                     "--seed", "nlp-rnn list"]),
-    (["predict", "--help"], ["MODEL_DIR", "saved_models/NAME", "--input", "--output",
-                             "JSON"]),
-    (["evaluate", "--help"], ["MODEL_DIR", "--data", "--json", "--format", "--text-column",
-                              "--label-column"]),
-    (["list", "--help"], ["--dir", "built-in pipelines"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (
+            ["--help"],
+            [
+                "Train, evaluate and export recurrent",
+                "run",
+                "list",
+                "predict",
+                "evaluate",
+                "nlp-rnn run pipeline",
+            ],
+        ),
+        (["-h"], ["Train, evaluate and export recurrent"]),
+        (["run", "--help"], ["pipeline"]),
+        (
+            ["run", "pipeline", "--help"],
+            [
+                "Train, evaluate and export one or more pipelines",
+                "--set KEY.SUB=VALUE",
+                "--dry-run",
+                "--output-dir",
+                "--seed",
+                "nlp-rnn list",
+            ],
+        ),
+        (["predict", "--help"], ["MODEL_DIR", "saved_models/NAME", "--input", "--output", "JSON"]),
+        (
+            ["evaluate", "--help"],
+            ["MODEL_DIR", "--data", "--json", "--format", "--text-column", "--label-column"],
+        ),
+        (["list", "--help"], ["--dir", "built-in pipelines"]),
+    ],
+)
 def test_help_explains_each_command(args, expected):
     result = invoke(*args)
     assert result.exit_code == 0, describe(result)
@@ -77,8 +97,14 @@ def test_unknown_command_is_a_usage_error():
 
 
 def test_help_list_and_dry_run_do_not_import_tensorflow(tmp_path):
-    invocations = [['--help'], ['run', 'pipeline', '--help'], ['predict', '--help'],
-                   ['evaluate', '--help'], ['list'], ['run', 'pipeline', '--dry-run']]
+    invocations = [
+        ["--help"],
+        ["run", "pipeline", "--help"],
+        ["predict", "--help"],
+        ["evaluate", "--help"],
+        ["list"],
+        ["run", "pipeline", "--dry-run"],
+    ]
     assert cli_in_fresh_interpreter(tmp_path, invocations, exit_code=0) is False
 
 
@@ -86,8 +112,9 @@ def test_console_script_help(tmp_path):
     script = Path(sys.executable).with_name("nlp-rnn")
     if not script.exists():
         pytest.skip(f"no console script at {script}")
-    proc = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60,
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [str(script), "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     assert "Train, evaluate and export recurrent" in proc.stdout
 
@@ -99,7 +126,8 @@ def test_list_shows_builtins_and_pipeline_files_of_dir(tmp_path):
     folder = tmp_path / "pipes"
     folder.mkdir()
     (folder / "alpha.yaml").write_text(
-        "name: alpha\ntask: classification\ndescription: Alpha test pipeline\n")
+        "name: alpha\ntask: classification\ndescription: Alpha test pipeline\n"
+    )
     (folder / "beta.yaml").write_text("name: [unclosed\n")
     (folder / "notes.txt").write_text("not a pipeline")
     result = invoke("list", "--dir", str(folder))
@@ -135,7 +163,8 @@ def test_list_survives_a_yaml_file_that_is_not_a_mapping(tmp_path):
 
 
 def test_run_pipeline_unknown_key_is_one_error_line_and_creates_nothing(
-        tiny_pipeline, tmp_path, monkeypatch):
+    tiny_pipeline, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     bad = tiny_pipeline("model:\n  rnn:\n    units: 8\n    cel: gru\n", "bad.yaml")  # cel: line 9
     out = tmp_path / "out"
@@ -148,7 +177,8 @@ def test_run_pipeline_unknown_key_is_one_error_line_and_creates_nothing(
 
 
 def test_run_pipeline_validates_every_pipeline_before_training_any(
-        tiny_pipeline, tmp_path, monkeypatch):
+    tiny_pipeline, tmp_path, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     bad = tiny_pipeline("train:\n  epochs: 0\n", "bad.yaml")  # epochs: line 7
     result = invoke("run", "pipeline", "sentiment", str(bad), "--output-dir", "out")
@@ -156,15 +186,19 @@ def test_run_pipeline_validates_every_pipeline_before_training_any(
     assert not (tmp_path / "out").exists() and not (tmp_path / "saved_models").exists()
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["missing.yaml"], ["missing.yaml: pipeline file not found"]),
-    (["nosuch"], ["nosuch: no such pipeline file", "`nlp-rnn list`"]),
-    (["sentiment", "--set", "foo"], ["--set expects KEY.SUB=VALUE, got 'foo'"]),
-    (["sentiment", "--set", "model.rnn.cell=transformer"],
-     ["model.rnn.cell", "'simple_rnn'", "'transformer'"]),
-    (["sentiment", "--set", "train.epoch=3"],
-     ["train.epoch: unknown key; allowed:", "epochs"]),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["missing.yaml"], ["missing.yaml: pipeline file not found"]),
+        (["nosuch"], ["nosuch: no such pipeline file", "`nlp-rnn list`"]),
+        (["sentiment", "--set", "foo"], ["--set expects KEY.SUB=VALUE, got 'foo'"]),
+        (
+            ["sentiment", "--set", "model.rnn.cell=transformer"],
+            ["model.rnn.cell", "'simple_rnn'", "'transformer'"],
+        ),
+        (["sentiment", "--set", "train.epoch=3"], ["train.epoch: unknown key; allowed:", "epochs"]),
+    ],
+)
 def test_run_pipeline_user_errors(tmp_path, monkeypatch, args, expected):
     monkeypatch.chdir(tmp_path)
     result = invoke("run", "pipeline", *args)
@@ -199,8 +233,17 @@ def test_dry_run_prints_resolved_default_config_with_overrides(tmp_path, monkeyp
 def test_dry_run_of_a_file_and_a_builtin(tiny_pipeline, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path = tiny_pipeline()
-    result = invoke("run", "pipeline", "--dry-run", str(path), "builtin:sentiment",
-                    "--output-dir", "elsewhere", "--set", "model.rnn.cell=gru")
+    result = invoke(
+        "run",
+        "pipeline",
+        "--dry-run",
+        str(path),
+        "builtin:sentiment",
+        "--output-dir",
+        "elsewhere",
+        "--set",
+        "model.rnn.cell=gru",
+    )
     assert result.exit_code == 0, describe(result)
     assert result.stdout.startswith("# tiny\n") and "---\n# sentiment\n" in result.stdout
     documents = list(yaml.safe_load_all(result.stdout))
@@ -230,7 +273,8 @@ def fake_model(tmp_path: Path) -> Path:
     (version / "variables").mkdir()
     (version / "variables" / "variables.index").write_bytes(b"")
     (version / "assets.extra" / "nlp_rnn.json").write_text(
-        json.dumps({"task": "classification", "labels": ["negative", "positive"]}))
+        json.dumps({"task": "classification", "labels": ["negative", "positive"]})
+    )
     return version.parent
 
 
@@ -259,8 +303,9 @@ def test_predict_empty_model_dir(tmp_path):
 def test_predict_model_without_nlp_rnn_metadata(fake_model):
     (fake_model / "1" / "assets.extra" / "nlp_rnn.json").unlink()
     result = invoke("predict", str(fake_model), "some text")
-    assert_user_error(result, f"{fake_model / '1'}: not exported by nlp-rnn",
-                      "assets.extra/nlp_rnn.json")
+    assert_user_error(
+        result, f"{fake_model / '1'}: not exported by nlp-rnn", "assets.extra/nlp_rnn.json"
+    )
 
 
 def test_evaluate_nonexistent_model_dir(tmp_path):
@@ -272,10 +317,17 @@ def test_evaluate_nonexistent_model_dir(tmp_path):
 
 
 def test_bad_model_dir_fails_before_tensorflow_loads(tmp_path):
-    invocations = [['predict', 'no_model', 'text'], ['predict', 'no_model'],
-                   ['evaluate', 'no_model', '--data', 'x.csv']]
-    assert cli_in_fresh_interpreter(tmp_path, invocations, exit_code=2,
-                                    expect_in_stderr="no_model: not a SavedModel") is False
+    invocations = [
+        ["predict", "no_model", "text"],
+        ["predict", "no_model"],
+        ["evaluate", "no_model", "--data", "x.csv"],
+    ]
+    assert (
+        cli_in_fresh_interpreter(
+            tmp_path, invocations, exit_code=2, expect_in_stderr="no_model: not a SavedModel"
+        )
+        is False
+    )
 
 
 def test_evaluate_requires_data(tmp_path):
@@ -295,9 +347,21 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        result = invoke("run", "pipeline", "sentiment", "--set", "train.epochs=2",
-                        "--set", "data.train=builtin:sentiment:test", "--output-dir", "runs",
-                        "--set", "model.rnn.units=8", "--set", "model.embedding_dim=8")
+        result = invoke(
+            "run",
+            "pipeline",
+            "sentiment",
+            "--set",
+            "train.epochs=2",
+            "--set",
+            "data.train=builtin:sentiment:test",
+            "--output-dir",
+            "runs",
+            "--set",
+            "model.rnn.units=8",
+            "--set",
+            "model.embedding_dim=8",
+        )
     return root, result
 
 
@@ -370,8 +434,9 @@ def test_e2e_predict_texts(in_trained):
 def test_e2e_predict_input_file_to_output_file(in_trained):
     texts = ["the movie was great", "the ending was far from good", "not bad at all"]
     Path("x.txt").write_text("\n".join(texts) + "\n", encoding="utf-8")
-    result = invoke("predict", "saved_models/sentiment", "--input", "x.txt",
-                    "--output", "out.jsonl")
+    result = invoke(
+        "predict", "saved_models/sentiment", "--input", "x.txt", "--output", "out.jsonl"
+    )
     assert result.exit_code == 0, describe(result)
     assert result.stdout == ""
     assert "wrote 3 predictions to out.jsonl" in result.stderr

@@ -13,16 +13,20 @@ from pathlib import Path
 
 import pytest
 import yaml
+from file_helpers import CSV
 from pydantic import ValidationError
 
-from nlp_rnn.config import BUILTIN_PIPELINES, config_to_yaml, load_pipeline, parse_override, validate_config
-
+from nlp_rnn.config import (
+    BUILTIN_PIPELINES,
+    config_to_yaml,
+    load_pipeline,
+    parse_override,
+    validate_config,
+)
+from nlp_rnn.errors import ConfigError, UserError
+from nlp_rnn.sections import RnnConfig
 from nlp_rnn.tasks.classification.config import ClassificationPipeline, ConvConfig
 
-from nlp_rnn.sections import RnnConfig
-from nlp_rnn.errors import ConfigError, UserError
-
-from file_helpers import CSV
 
 def config_error(source, overrides=(), **kwargs) -> ConfigError:
     with pytest.raises(ConfigError) as info:
@@ -66,10 +70,12 @@ def test_unknown_top_level_key_names_file_line_and_allowed_keys(write_pipeline):
 
 
 def test_unknown_nested_key_names_key_path_line_and_allowed_keys(write_pipeline):
-    path = write_pipeline("model:\n"           # 6
-                          "  rnn:\n"           # 7
-                          "    units: 8\n"     # 8
-                          "    cel: gru\n")    # 9
+    path = write_pipeline(
+        "model:\n"  # 6
+        "  rnn:\n"  # 7
+        "    units: 8\n"  # 8
+        "    cel: gru\n"
+    )  # 9
     err = config_error(path)
     assert (err.file, err.line, err.key) == (str(path), 9, "model.rnn.cel")
     assert str(err).startswith(f"{path}:9: model.rnn.cel: unknown key; allowed: ")
@@ -96,11 +102,19 @@ def test_wrong_type_names_key_line_and_value(write_pipeline):
     assert "valid integer" in str(err) and "'many'" in str(err)
 
 
-@pytest.mark.parametrize("extra, line, key, expected", [
-    ("train:\n  epochs: 0\n", 7, "train.epochs", ["greater than or equal to 1", "(got 0)"]),
-    ("model:\n  rnn:\n    dropout: 1.5\n", 8, "model.rnn.dropout", ["less than 1", "(got 1.5)"]),
-    ("train:\n  learning_rate: -0.1\n", 7, "train.learning_rate", ["greater than 0", "-0.1"]),
-])
+@pytest.mark.parametrize(
+    "extra, line, key, expected",
+    [
+        ("train:\n  epochs: 0\n", 7, "train.epochs", ["greater than or equal to 1", "(got 0)"]),
+        (
+            "model:\n  rnn:\n    dropout: 1.5\n",
+            8,
+            "model.rnn.dropout",
+            ["less than 1", "(got 1.5)"],
+        ),
+        ("train:\n  learning_rate: -0.1\n", 7, "train.learning_rate", ["greater than 0", "-0.1"]),
+    ],
+)
 def test_out_of_range_names_key_line_bound_and_value(write_pipeline, extra, line, key, expected):
     path = write_pipeline(extra)
     err = config_error(path)
@@ -126,12 +140,14 @@ def test_missing_required_key_points_at_its_section(tmp_path, data_files):
     assert str(err) == f"{path}:3: data.train: required key is missing"
 
 
-@pytest.mark.parametrize("task_line, shown", [("task: summarization\n", "'summarization'"),
-                                               ("", "None")])
+@pytest.mark.parametrize(
+    "task_line, shown", [("task: summarization\n", "'summarization'"), ("", "None")]
+)
 def test_wrong_or_missing_task_lists_known_tasks(tmp_path, data_files, task_line, shown):
     path = tmp_path / "p.yaml"
-    path.write_text(f"name: tiny\n{task_line}data:\n  train: {data_files[0]}\n"
-                    f"  dev: {data_files[1]}\n")
+    path.write_text(
+        f"name: tiny\n{task_line}data:\n  train: {data_files[0]}\n  dev: {data_files[1]}\n"
+    )
     err = config_error(path)
     assert err.key == "task"
     assert err.line == (2 if task_line else None)
@@ -179,8 +195,9 @@ def test_file_that_is_not_a_mapping(tmp_path, text):
 def test_data_file_not_found_names_key_line_and_path(tmp_path, data_files):
     missing = tmp_path / "nope" / "train.csv"
     path = tmp_path / "p.yaml"
-    path.write_text(f"name: tiny\ntask: classification\ndata:\n  train: {missing}\n"
-                    f"  dev: {data_files[1]}\n")
+    path.write_text(
+        f"name: tiny\ntask: classification\ndata:\n  train: {missing}\n  dev: {data_files[1]}\n"
+    )
     err = config_error(path)
     assert (err.line, err.key) == (4, "data.train")
     assert str(err).startswith(f"{path}:4: data.train: file not found: {missing}")
@@ -188,8 +205,7 @@ def test_data_file_not_found_names_key_line_and_path(tmp_path, data_files):
 
 def test_relative_data_path_is_resolved_from_cwd(tmp_path, data_files, monkeypatch):
     path = tmp_path / "p.yaml"
-    path.write_text("name: tiny\ntask: classification\ndata:\n  train: train.csv\n"
-                    "  dev: dev.csv\n")
+    path.write_text("name: tiny\ntask: classification\ndata:\n  train: train.csv\n  dev: dev.csv\n")
     monkeypatch.chdir(tmp_path)
     assert load_pipeline(str(path)).data.train == "train.csv"
     monkeypatch.chdir(tmp_path.parent)
@@ -200,11 +216,16 @@ def test_relative_data_path_is_resolved_from_cwd(tmp_path, data_files, monkeypat
 
 def test_unknown_builtin_corpus_lists_known_ones(tmp_path, data_files):
     path = tmp_path / "p.yaml"
-    path.write_text(f"name: tiny\ntask: classification\ndata:\n  train: {data_files[0]}\n"
-                    "  dev: builtin:nosuch\n")
+    path.write_text(
+        f"name: tiny\ntask: classification\ndata:\n  train: {data_files[0]}\n"
+        "  dev: builtin:nosuch\n"
+    )
     err = config_error(path)
     assert (err.line, err.key) == (5, "data.dev")
-    assert "unknown built-in corpus 'nosuch'" in str(err) and "sentiment" in str(err).split("known:")[1]
+    assert (
+        "unknown built-in corpus 'nosuch'" in str(err)
+        and "sentiment" in str(err).split("known:")[1]
+    )
 
 
 def test_unknown_builtin_split_is_a_config_error(write_pipeline):
@@ -222,25 +243,29 @@ def test_builtin_corpus_with_and_without_split_validates(write_pipeline):
 # ---- --set overrides ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("override, getter, expected", [
-    ("train.epochs=3", lambda c: c.train.epochs, 3),
-    ("model.rnn.cell=gru", lambda c: c.model.rnn.cell, "gru"),
-    ("model.rnn.bidirectional=false", lambda c: c.model.rnn.bidirectional, False),
-    ("model.rnn.dropout=0.25", lambda c: c.model.rnn.dropout, 0.25),
-    ("train.clipnorm=null", lambda c: c.train.clipnorm, None),
-    ("train.early_stopping_patience=null", lambda c: c.train.early_stopping_patience, None),
-    ("export.name=v2", lambda c: c.export.name, "v2"),
-    ("data.text_column=sentence", lambda c: c.data.text_column, "sentence"),
-])
+@pytest.mark.parametrize(
+    "override, getter, expected",
+    [
+        ("train.epochs=3", lambda c: c.train.epochs, 3),
+        ("model.rnn.cell=gru", lambda c: c.model.rnn.cell, "gru"),
+        ("model.rnn.bidirectional=false", lambda c: c.model.rnn.bidirectional, False),
+        ("model.rnn.dropout=0.25", lambda c: c.model.rnn.dropout, 0.25),
+        ("train.clipnorm=null", lambda c: c.train.clipnorm, None),
+        ("train.early_stopping_patience=null", lambda c: c.train.early_stopping_patience, None),
+        ("export.name=v2", lambda c: c.export.name, "v2"),
+        ("data.text_column=sentence", lambda c: c.data.text_column, "sentence"),
+    ],
+)
 def test_set_override_takes_effect_with_its_type(write_pipeline, override, getter, expected):
     value = getter(load_pipeline(str(write_pipeline()), [override]))
     assert value == expected and type(value) is type(expected)
 
 
 def test_several_overrides_and_new_sections(write_pipeline):
-    config = load_pipeline(str(write_pipeline("train:\n  epochs: 9\n")),
-                           ["train.epochs=3", "model.rnn.cell=gru", "model.conv.filters=16",
-                            "train.epochs=4"])
+    config = load_pipeline(
+        str(write_pipeline("train:\n  epochs: 9\n")),
+        ["train.epochs=3", "model.rnn.cell=gru", "model.conv.filters=16", "train.epochs=4"],
+    )
     assert config.train.epochs == 4  # later --set wins, file value replaced
     assert config.model.rnn.cell == "gru"
     assert config.model.conv is not None and config.model.conv.filters == 16
@@ -299,8 +324,10 @@ def test_env_var_default_is_used_when_unset(tmp_path, monkeypatch, data_files):
     (tmp_path / "default").mkdir()
     (tmp_path / "default" / "x.csv").write_text(CSV)
     path = tmp_path / "p.yaml"
-    path.write_text(f"name: tiny\ntask: classification\ndata:\n"
-                    f"  train: ${{MY_DATA:-{tmp_path}/default}}/x.csv\n  dev: {data_files[1]}\n")
+    path.write_text(
+        f"name: tiny\ntask: classification\ndata:\n"
+        f"  train: ${{MY_DATA:-{tmp_path}/default}}/x.csv\n  dev: {data_files[1]}\n"
+    )
     assert load_pipeline(str(path)).data.train == f"{tmp_path}/default/x.csv"
 
 
@@ -309,8 +336,10 @@ def test_env_var_value_is_used_when_set(tmp_path, monkeypatch, data_files):
     (tmp_path / "mine" / "x.csv").write_text(CSV)
     monkeypatch.setenv("MY_DATA", str(tmp_path / "mine"))
     path = tmp_path / "p.yaml"
-    path.write_text("name: tiny\ntask: classification\ndata:\n"
-                    f"  train: ${{MY_DATA:-/default}}/x.csv\n  dev: {data_files[1]}\n")
+    path.write_text(
+        "name: tiny\ntask: classification\ndata:\n"
+        f"  train: ${{MY_DATA:-/default}}/x.csv\n  dev: {data_files[1]}\n"
+    )
     assert load_pipeline(str(path)).data.train == f"{tmp_path}/mine/x.csv"
     # unset again: the literal default /default is used, which does not exist
     monkeypatch.delenv("MY_DATA")
@@ -321,19 +350,25 @@ def test_env_var_value_is_used_when_set(tmp_path, monkeypatch, data_files):
 def test_unset_env_var_without_default_names_key_and_variable(tmp_path, monkeypatch, data_files):
     monkeypatch.delenv("NLP_RNN_TEST_UNSET", raising=False)
     path = tmp_path / "p.yaml"
-    path.write_text(f"name: tiny\ntask: classification\ndata:\n  train: {data_files[0]}\n"
-                    "  dev: ${NLP_RNN_TEST_UNSET}/dev.csv\n")
+    path.write_text(
+        f"name: tiny\ntask: classification\ndata:\n  train: {data_files[0]}\n"
+        "  dev: ${NLP_RNN_TEST_UNSET}/dev.csv\n"
+    )
     err = config_error(path)
     assert (err.file, err.line, err.key) == (str(path), 5, "data.dev")
-    assert str(err).startswith(f"{path}:5: data.dev: environment variable NLP_RNN_TEST_UNSET "
-                               "is not set")
+    assert str(err).startswith(
+        f"{path}:5: data.dev: environment variable NLP_RNN_TEST_UNSET is not set"
+    )
     assert "${NLP_RNN_TEST_UNSET:-default}" in str(err)
 
 
 def test_validate_config_does_not_mutate_its_input(tmp_path, monkeypatch, data_files):
     monkeypatch.setenv("MY_DATA", str(tmp_path))
-    raw = {"name": "tiny", "task": "classification",
-           "data": {"train": "${MY_DATA}/train.csv", "dev": str(data_files[1])}}
+    raw = {
+        "name": "tiny",
+        "task": "classification",
+        "data": {"train": "${MY_DATA}/train.csv", "dev": str(data_files[1])},
+    }
     validate_config(raw)
     assert raw["data"]["train"] == "${MY_DATA}/train.csv"
 
@@ -371,13 +406,18 @@ def test_unknown_builtin_name_points_to_nlp_rnn_list(name):
 
 
 def test_config_to_yaml_round_trips(write_pipeline):
-    config = load_pipeline(str(write_pipeline("model:\n  conv:\n    filters: 8\n")),
-                           ["train.clipnorm=null", "export.name=other"])
+    config = load_pipeline(
+        str(write_pipeline("model:\n  conv:\n    filters: 8\n")),
+        ["train.clipnorm=null", "export.name=other"],
+    )
     text = config_to_yaml(config)
     raw = yaml.safe_load(text)
     assert raw["train"]["epochs"] == 5  # defaults are filled in
     assert raw["model"]["conv"]["filters"] == 8  # the file's value...
-    assert raw["model"]["conv"] == {**ConvConfig().model_dump(), "filters": 8}  # ...the rest defaults
+    assert raw["model"]["conv"] == {
+        **ConvConfig().model_dump(),
+        "filters": 8,
+    }  # ...the rest defaults
     assert validate_config(raw) == config
     assert config_to_yaml(validate_config(yaml.safe_load(text))) == text
 
@@ -422,22 +462,24 @@ def run_python(code: str, cwd: Path) -> tuple[subprocess.CompletedProcess, float
     """Run ``python -c code`` in ``cwd`` (not the repository root, so the installed package is
     what gets imported); return the process and its wall time including interpreter start."""
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          timeout=60, cwd=cwd)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=cwd
+    )
     return proc, time.perf_counter() - start
 
 
-def test_validating_a_bad_config_is_fast_and_does_not_import_tensorflow(write_pipeline,
-                                                                        tmp_path):
+def test_validating_a_bad_config_is_fast_and_does_not_import_tensorflow(write_pipeline, tmp_path):
     path = write_pipeline("model:\n  rnn:\n    cel: gru\n")
-    code = ("import sys\n"
-            "from nlp_rnn.config import load_pipeline\n"
-            "from nlp_rnn.errors import ConfigError\n"
-            "try:\n"
-            f"    load_pipeline({str(path)!r})\n"
-            "except ConfigError as exc:\n"
-            "    print('ERROR', exc)\n"
-            "print('TF', 'tensorflow' in sys.modules)\n")
+    code = (
+        "import sys\n"
+        "from nlp_rnn.config import load_pipeline\n"
+        "from nlp_rnn.errors import ConfigError\n"
+        "try:\n"
+        f"    load_pipeline({str(path)!r})\n"
+        "except ConfigError as exc:\n"
+        "    print('ERROR', exc)\n"
+        "print('TF', 'tensorflow' in sys.modules)\n"
+    )
     proc, seconds = run_python(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert f"ERROR {path}:8: model.rnn.cel: unknown key" in proc.stdout
@@ -446,8 +488,11 @@ def test_validating_a_bad_config_is_fast_and_does_not_import_tensorflow(write_pi
 
 
 def test_config_and_cli_import_without_tensorflow(tmp_path):
-    proc, _ = run_python("import nlp_rnn.config, nlp_rnn.cli, sys; "
-                         "from nlp_rnn.config import load_pipeline; load_pipeline('sentiment'); "
-                         "print('tensorflow' in sys.modules)", tmp_path)
+    proc, _ = run_python(
+        "import nlp_rnn.config, nlp_rnn.cli, sys; "
+        "from nlp_rnn.config import load_pipeline; load_pipeline('sentiment'); "
+        "print('tensorflow' in sys.modules)",
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "False"

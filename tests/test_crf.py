@@ -43,17 +43,20 @@ def logsumexp(values) -> float:
     return float(values.max() + np.log(np.exp(values - values.max()).sum()))
 
 
-CASES = [(seed, lengths, boundaries) for seed, lengths in enumerate([[1], [4, 1, 2, 3], [3, 3],
-                                                                     [2, 4, 1]])
-         for boundaries in (False, True)]
+CASES = [
+    (seed, lengths, boundaries)
+    for seed, lengths in enumerate([[1], [4, 1, 2, 3], [3, 3], [2, 4, 1]])
+    for boundaries in (False, True)
+]
 
 
 @pytest.mark.parametrize("seed,lengths,boundaries", CASES)
 def test_log_likelihood_and_viterbi_match_brute_force(seed, lengths, boundaries):
     potentials, tags, lens, transitions, start, end = random_problem(seed, lengths, boundaries)
     ll = crf_log_likelihood(potentials, tags, lens, transitions, start, end).numpy()
-    best_tags, best_score = (x.numpy() for x in crf_decode(potentials, lens, transitions,
-                                                           start, end))
+    best_tags, best_score = (
+        x.numpy() for x in crf_decode(potentials, lens, transitions, start, end)
+    )
     assert ll.dtype == np.float32 and best_tags.dtype == np.int32
     for b, length in enumerate(lengths):
         scores = brute_scores(potentials[b], length, transitions, start, end)
@@ -70,8 +73,14 @@ def test_probabilities_of_all_sequences_sum_to_one(boundaries):
     potentials, _, _, transitions, start, end = random_problem(7, [4], boundaries)
     sequences = np.array(list(itertools.product(range(K), repeat=4)), np.int32)  # 81 rows
     n = len(sequences)
-    ll = crf_log_likelihood(np.repeat(potentials, n, axis=0), sequences, np.full(n, 4, np.int32),
-                            transitions, start, end)
+    ll = crf_log_likelihood(
+        np.repeat(potentials, n, axis=0),
+        sequences,
+        np.full(n, 4, np.int32),
+        transitions,
+        start,
+        end,
+    )
     assert np.exp(ll.numpy().astype(np.float64)).sum() == pytest.approx(1.0, abs=1e-5)
 
 
@@ -90,10 +99,11 @@ def test_padding_with_garbage_changes_nothing():
     ll = crf_log_likelihood(*args, lens, transitions, start, end).numpy()
     ll_padded = crf_log_likelihood(*padded_args, lens, transitions, start, end).numpy()
     np.testing.assert_allclose(ll_padded, ll, atol=1e-5)
-    (t, s), (tp, sp) = (crf_decode(p, lens, transitions, start, end)
-                        for p in (potentials, padded_pot))
-    np.testing.assert_array_equal(tp.numpy()[:, :t.shape[1]], t.numpy())
-    assert (tp.numpy()[:, t.shape[1]:] == 0).all()
+    (t, s), (tp, sp) = (
+        crf_decode(p, lens, transitions, start, end) for p in (potentials, padded_pot)
+    )
+    np.testing.assert_array_equal(tp.numpy()[:, : t.shape[1]], t.numpy())
+    assert (tp.numpy()[:, t.shape[1] :] == 0).all()
     np.testing.assert_allclose(sp.numpy(), s.numpy(), atol=1e-5)
 
 
@@ -128,26 +138,35 @@ def test_empty_rows_float16_and_graph_mode_with_dynamic_shapes():
     assert (best.numpy()[0] == 0).all() and score.numpy()[0] == 0
 
     half = crf_log_likelihood(potentials.astype(np.float16), tags, lens, transitions, start, end)
-    rounded = crf_log_likelihood(potentials.astype(np.float16).astype(np.float32), tags, lens,
-                                 transitions, start, end)
+    rounded = crf_log_likelihood(
+        potentials.astype(np.float16).astype(np.float32), tags, lens, transitions, start, end
+    )
     assert half.dtype == tf.float32
     np.testing.assert_allclose(half.numpy(), rounded.numpy(), atol=1e-6)
 
-    spec = [tf.TensorSpec([None, None, K]), tf.TensorSpec([None, None], tf.int32),
-            tf.TensorSpec([None], tf.int32)]
+    spec = [
+        tf.TensorSpec([None, None, K]),
+        tf.TensorSpec([None, None], tf.int32),
+        tf.TensorSpec([None], tf.int32),
+    ]
 
     @tf.function(input_signature=spec)
     def both(p, t, n):
         return crf_log_likelihood(p, t, n, transitions, start, end), crf_decode(
-            p, n, transitions, start, end)
+            p, n, transitions, start, end
+        )
 
     for lengths in ([1], [1, 1], [4, 2, 1]):  # T == 1 included: no empty-scan failures
         p, t, n, *_ = random_problem(9, lengths, True)
         ll_graph, (tags_graph, _) = both(p, t, n)
-        np.testing.assert_allclose(ll_graph.numpy(), crf_log_likelihood(
-            p, t, n, transitions, start, end).numpy(), atol=1e-6)
-        np.testing.assert_array_equal(tags_graph.numpy(), crf_decode(
-            p, n, transitions, start, end)[0].numpy())
+        np.testing.assert_allclose(
+            ll_graph.numpy(),
+            crf_log_likelihood(p, t, n, transitions, start, end).numpy(),
+            atol=1e-6,
+        )
+        np.testing.assert_array_equal(
+            tags_graph.numpy(), crf_decode(p, n, transitions, start, end)[0].numpy()
+        )
 
 
 def test_xla_compiles():
@@ -156,13 +175,18 @@ def test_xla_compiles():
     @tf.function(jit_compile=True)
     def both(p, t, n):
         return crf_log_likelihood(p, t, n, transitions, start, end), crf_decode(
-            p, n, transitions, start, end)[0]
+            p, n, transitions, start, end
+        )[0]
 
     ll, best = both(potentials, tags, lens)
-    np.testing.assert_allclose(ll.numpy(), crf_log_likelihood(
-        potentials, tags, lens, transitions, start, end).numpy(), atol=1e-5)
-    np.testing.assert_array_equal(best.numpy(), crf_decode(
-        potentials, lens, transitions, start, end)[0].numpy())
+    np.testing.assert_allclose(
+        ll.numpy(),
+        crf_log_likelihood(potentials, tags, lens, transitions, start, end).numpy(),
+        atol=1e-5,
+    )
+    np.testing.assert_array_equal(
+        best.numpy(), crf_decode(potentials, lens, transitions, start, end)[0].numpy()
+    )
 
 
 # --- Keras: a task only transition structure can solve -----------------------------------------
@@ -204,10 +228,14 @@ def trained():
     train_x, train_y = synthetic(512, seed=0)
     lengths = (train_x != PAD).sum(1)
     spec = tf.TensorSpec([None], tf.int32)
-    dataset = tf.data.Dataset.from_generator(  # padded per batch: T varies between batches
-        lambda: ((x[:n], y[:n]) for x, y, n in zip(train_x, train_y, lengths)),
-        output_signature=(spec, spec)).padded_batch(32).apply(
-            tf.data.experimental.assert_cardinality(512 // 32))
+    dataset = (
+        tf.data.Dataset.from_generator(  # padded per batch: T varies between batches
+            lambda: ((x[:n], y[:n]) for x, y, n in zip(train_x, train_y, lengths)),
+            output_signature=(spec, spec),
+        )
+        .padded_batch(32)
+        .apply(tf.data.experimental.assert_cardinality(512 // 32))
+    )
     model = build_model()
     model.compile(optimizer=keras.optimizers.Adam(0.05))
     history = model.fit(dataset, epochs=15, shuffle=False, verbose=0)  # 240 steps
@@ -222,8 +250,11 @@ def test_compute_loss_uses_the_mask():
     crf.transitions.assign(np.random.default_rng(0).normal(size=(4, 4)))
     loss = model.compute_loss(tokens, tags, model(tokens))
     lengths = (tokens != PAD).sum(1)
-    expected = -crf_log_likelihood(model(tokens), tags, lengths, crf.transitions, crf.start,
-                                   crf.end).numpy().mean()
+    expected = (
+        -crf_log_likelihood(model(tokens), tags, lengths, crf.transitions, crf.start, crf.end)
+        .numpy()
+        .mean()
+    )
     assert float(loss) == pytest.approx(expected, rel=1e-5)
     unmasked = -crf.log_likelihood(model(tokens), tags, tf.ones_like(tokens, tf.bool)).numpy()
     assert float(loss) != pytest.approx(unmasked.mean(), rel=1e-3)
@@ -266,8 +297,10 @@ def test_weights_round_trip(trained, tmp_path):
     clone = build_model()
     clone.load_weights(path)
     tokens, _ = synthetic(64, seed=3)
-    np.testing.assert_array_equal(clone.get_layer("crf").decode(clone(tokens)).numpy(),
-                                  model.get_layer("crf").decode(model(tokens)).numpy())
+    np.testing.assert_array_equal(
+        clone.get_layer("crf").decode(clone(tokens)).numpy(),
+        model.get_layer("crf").decode(model(tokens)).numpy(),
+    )
 
 
 def test_serving_function_and_export(trained, tmp_path):
@@ -281,8 +314,10 @@ def test_serving_function_and_export(trained, tmp_path):
     tokens, _ = synthetic(16, seed=4)
     eager = crf.decode(model(tokens)).numpy()
     np.testing.assert_array_equal(tag(tokens).numpy(), eager)
-    np.testing.assert_array_equal(tag(tokens[:, :1]).numpy(),  # T == 1 through the same trace
-                                  crf.decode(model(tokens[:, :1])).numpy())
+    np.testing.assert_array_equal(
+        tag(tokens[:, :1]).numpy(),  # T == 1 through the same trace
+        crf.decode(model(tokens[:, :1])).numpy(),
+    )
 
     archive = keras.export.ExportArchive()
     archive.track(model)

@@ -47,14 +47,16 @@ def outputs(tmp_path: Path) -> list[str]:
 def write_sentiment_pipeline(tmp_path: Path) -> Path:
     """The built-in sentiment pipeline with a smaller model and one epoch (enough: 0.99)."""
     path = tmp_path / "sentiment.yaml"
-    path.write_text(textwrap.dedent("""\
+    path.write_text(
+        textwrap.dedent("""\
         name: sentiment
         task: classification
         data: {train: "builtin:sentiment:train", dev: "builtin:sentiment:dev"}
         vectorize: {max_tokens: 1000, max_length: 40}
         model: {embedding_dim: 16, rnn: {units: 16}, dropout: 0.1}
         train: {epochs: 1, batch_size: 32, learning_rate: 0.005, early_stopping_patience: null}
-        """))
+        """)
+    )
     return path
 
 
@@ -81,8 +83,17 @@ def free_ports(n: int) -> list[int]:
 def run_workers(commands: list[list[str]], envs: list[dict], timeout: float) -> list[tuple]:
     """Start one process per command at once; (returncode, stdout+stderr) of each. On timeout
     every process (and its children) is killed and the test fails."""
-    procs = [subprocess.Popen(c, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, start_new_session=True) for c, e in zip(commands, envs)]
+    procs = [
+        subprocess.Popen(
+            c,
+            env=e,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+        )
+        for c, e in zip(commands, envs)
+    ]
     deadline = time.monotonic() + timeout
     try:
         outs = [p.communicate(timeout=max(1.0, deadline - time.monotonic()))[0] for p in procs]
@@ -91,8 +102,10 @@ def run_workers(commands: list[list[str]], envs: list[dict], timeout: float) -> 
             if p.poll() is None:
                 os.killpg(p.pid, signal.SIGKILL)
         logs = [p.communicate()[0] for p in procs]
-        pytest.fail(f"workers did not finish in {timeout} s:\n" + "\n=====\n".join(
-            log[-3000:] for log in logs))
+        pytest.fail(
+            f"workers did not finish in {timeout} s:\n"
+            + "\n=====\n".join(log[-3000:] for log in logs)
+        )
     return [(p.returncode, out) for p, out in zip(procs, outs)]
 
 
@@ -101,18 +114,33 @@ def run_workers(commands: list[list[str]], envs: list[dict], timeout: float) -> 
 
 @pytest.mark.acceptance  # training in fresh interpreters
 def test_mirrored_over_two_logical_cpus_trains_and_exports(tmp_path):
-    command = cli(str(write_sentiment_pipeline(tmp_path)), "--set", "train.distribute=mirrored",
-                  *outputs(tmp_path))
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=TIMEOUT,
-                          env=environment(NLP_RNN_LOGICAL_CPUS="2"))
+    command = cli(
+        str(write_sentiment_pipeline(tmp_path)),
+        "--set",
+        "train.distribute=mirrored",
+        *outputs(tmp_path),
+    )
+    proc = subprocess.run(
+        command,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=environment(NLP_RNN_LOGICAL_CPUS="2"),
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert ("[sentiment] distribute: mirrored over 2 devices (CPU:0, CPU:1), 2 replicas; "
-            "train.batch_size 32 is the global batch, 16 examples per replica") in proc.stdout
+    assert (
+        "[sentiment] distribute: mirrored over 2 devices (CPU:0, CPU:1), 2 replicas; "
+        "train.batch_size 32 is the global batch, 16 examples per replica"
+    ) in proc.stdout
     [run_dir] = (tmp_path / "runs" / "sentiment").iterdir()
     assert "distribute: mirrored" in (run_dir / "config.yaml").read_text()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["distribute"] == {"strategy": "mirrored", "replicas": 2,
-                                     "devices": ["CPU:0", "CPU:1"], "workers": 1}
+    assert metrics["distribute"] == {
+        "strategy": "mirrored",
+        "replicas": 2,
+        "devices": ["CPU:0", "CPU:1"],
+        "workers": 1,
+    }
     assert metrics["headline"]["accuracy"] >= 0.9
     assert sentiment_accuracy(tmp_path / "models" / "sentiment" / "1") >= 0.9  # chance: 0.5
 
@@ -123,9 +151,15 @@ def test_mirrored_over_two_logical_cpus_trains_and_exports(tmp_path):
 def epoch_metrics(log: str) -> list[dict]:
     """The metrics of each epoch line Keras printed ("... - 45ms/step - loss: 0.46 - ..."),
     without the timings."""
-    return [dict(part.split(": ") for part in line.split(" - ")[3:]
-                 if not part.startswith("epoch_seconds"))
-            for line in log.splitlines() if "/step - " in line]
+    return [
+        dict(
+            part.split(": ")
+            for part in line.split(" - ")[3:]
+            if not part.startswith("epoch_seconds")
+        )
+        for line in log.splitlines()
+        if "/step - " in line
+    ]
 
 
 def write_ner_pipeline(tmp_path: Path) -> Path:
@@ -135,10 +169,11 @@ def write_ner_pipeline(tmp_path: Path) -> Path:
             for tokens, tags in ner_examples(split, size):
                 f.write(json.dumps({"tokens": tokens, "tags": tags}) + "\n")
     path = tmp_path / "ner_small.yaml"
-    path.write_text(textwrap.dedent(f"""\
+    path.write_text(
+        textwrap.dedent(f"""\
         name: ner_small
         task: tagging
-        data: {{train: {tmp_path / 'train.jsonl'}, dev: {tmp_path / 'dev.jsonl'}}}
+        data: {{train: {tmp_path / "train.jsonl"}, dev: {tmp_path / "dev.jsonl"}}}
         model:
           word_embedding_dim: 16
           casing_dim: 4
@@ -148,7 +183,8 @@ def write_ner_pipeline(tmp_path: Path) -> Path:
           dropout: 0.1
           output: crf
         train: {{epochs: 3, batch_size: 16, learning_rate: 0.01, early_stopping_patience: 1}}
-        """))
+        """)
+    )
     return path
 
 
@@ -156,17 +192,27 @@ def write_ner_pipeline(tmp_path: Path) -> Path:
 def test_multi_worker_two_local_workers_train_in_step_and_only_the_chief_exports(tmp_path):
     ports = free_ports(2)
     cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
-    command = cli(str(write_sentiment_pipeline(tmp_path)), str(write_ner_pipeline(tmp_path)),
-                  "--set", "train.distribute=multi_worker", *outputs(tmp_path))
-    envs = [environment(TF_CONFIG=json.dumps({"cluster": cluster,
-                                              "task": {"type": "worker", "index": i}}))
-            for i in range(2)]
+    command = cli(
+        str(write_sentiment_pipeline(tmp_path)),
+        str(write_ner_pipeline(tmp_path)),
+        "--set",
+        "train.distribute=multi_worker",
+        *outputs(tmp_path),
+    )
+    envs = [
+        environment(
+            TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
+        )
+        for i in range(2)
+    ]
     (rc0, chief), (rc1, worker) = run_workers([command, command], envs, MULTI_WORKER_TIMEOUT)
     assert rc0 == 0 and rc1 == 0, chief[-3000:] + "\n=====\n" + worker[-3000:]
 
     for name in ("sentiment", "ner_small"):
-        line = (f"[{name}] distribute: multi_worker over 2 workers (1 device each here: "
-                "CPU:0), 2 replicas; this is worker-{} ({})")
+        line = (
+            f"[{name}] distribute: multi_worker over 2 workers (1 device each here: "
+            "CPU:0), 2 replicas; this is worker-{} ({})"
+        )
         assert line.format(0, "the chief") in chief
         assert line.format(1, "not the chief") in worker
     # both workers saw the same epochs and the same (cluster-wide) validation figures
@@ -175,18 +221,21 @@ def test_multi_worker_two_local_workers_train_in_step_and_only_the_chief_exports
 
     # one run folder per pipeline (the chief's), nothing left by the other worker
     for name in ("sentiment", "ner_small"):
-        assert [p.name for p in (tmp_path / "runs" / name).iterdir()] == \
-            [p.name for p in (tmp_path / "runs" / name).iterdir() if not p.name.startswith(".")]
+        assert [p.name for p in (tmp_path / "runs" / name).iterdir()] == [
+            p.name for p in (tmp_path / "runs" / name).iterdir() if not p.name.startswith(".")
+        ]
         [run_dir] = (tmp_path / "runs" / name).iterdir()
         assert json.loads((run_dir / "run.json").read_text())["distribute"]["workers"] == 2
         assert [p.name for p in (tmp_path / "models" / name).iterdir()] == ["1"]  # one export
     assert "exported SavedModel" not in worker
     assert sentiment_accuracy(tmp_path / "models" / "sentiment" / "1") >= 0.9
-    ner = json.loads(next((tmp_path / "runs" / "ner_small").iterdir()).joinpath(
-        "metrics.json").read_text())
+    ner = json.loads(
+        next((tmp_path / "runs" / "ner_small").iterdir()).joinpath("metrics.json").read_text()
+    )
     assert ner["headline"]["f1"] >= 0.6  # the same run without a strategy: 0.72 (chance: ~0)
-    tag = tf.saved_model.load(str(tmp_path / "models" / "ner_small" / "1")
-                              ).signatures["serving_default"]
+    tag = tf.saved_model.load(str(tmp_path / "models" / "ner_small" / "1")).signatures[
+        "serving_default"
+    ]
     out = tag(text=tf.constant(["Peter Blackburn flew to Brussels", ""]))
     assert out["tags"].shape[0] == 2 and list(out["lengths"].numpy()) == [5, 0]
 
@@ -238,15 +287,21 @@ print("RESULT", json.dumps(out))
 
 @pytest.mark.acceptance  # training in fresh interpreters
 def test_tagger_loss_under_mirrored_gives_the_single_device_update(tmp_path):
-    proc = subprocess.run([sys.executable, "-c", ONE_STEP], capture_output=True, text=True,
-                          timeout=TIMEOUT, env=environment(NLP_RNN_LOGICAL_CPUS="2"),
-                          cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", ONE_STEP],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        env=environment(NLP_RNN_LOGICAL_CPUS="2"),
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(proc.stdout.split("RESULT ", 1)[1])
     for output in ("crf", "softmax"):
         # the reported loss is the batch's loss, not one replica's share of it ...
         assert result[f"{output}_mirrored_loss"] == pytest.approx(
-            result[f"{output}_single_loss"], rel=1e-4)
+            result[f"{output}_single_loss"], rel=1e-4
+        )
         # ... and the summed replica gradients make the single-device step (not twice it)
         assert result[f"{output}_max_update"] > 1e-3
         assert result[f"{output}_max_diff"] < 1e-4 * result[f"{output}_max_update"]
@@ -257,30 +312,49 @@ def test_tagger_loss_under_mirrored_gives_the_single_device_update(tmp_path):
 
 def test_multi_worker_without_tf_config_is_one_error_line(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    result = CliRunner().invoke(main, ["run", "pipeline", "sentiment", "--set",
-                                       "train.distribute=multi_worker", *outputs(tmp_path)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "run",
+            "pipeline",
+            "sentiment",
+            "--set",
+            "train.distribute=multi_worker",
+            *outputs(tmp_path),
+        ],
+    )
     assert result.exit_code == 2, result.output
-    assert result.stderr.startswith("error: train.distribute: multi_worker needs the TF_CONFIG "
-                                    "environment variable")
+    assert result.stderr.startswith(
+        "error: train.distribute: multi_worker needs the TF_CONFIG environment variable"
+    )
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.output
     assert not (tmp_path / "runs").exists()  # checked before anything runs
 
 
 def test_unknown_strategy_is_a_config_error(tmp_path):
-    result = CliRunner().invoke(main, ["run", "pipeline", "sentiment", "--dry-run", "--set",
-                                       "train.distribute=horovod"])
+    result = CliRunner().invoke(
+        main, ["run", "pipeline", "sentiment", "--dry-run", "--set", "train.distribute=horovod"]
+    )
     assert result.exit_code == 2
     assert "train.distribute" in result.stderr and "mirrored" in result.stderr
 
 
-@pytest.mark.parametrize("tf_config, expected", [
-    ("{not json", "TF_CONFIG is not valid JSON"),
-    ('{"cluster": {"worker": ["a:1"]}}', 'TF_CONFIG needs "cluster" and "task"'),
-    ('{"cluster": {"worker": ["a:1"], "ps": ["b:1"]}, "task": {"type": "worker", "index": 0}}',
-     "jobs ps are not supported"),
-    ('{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
-     "is not in the cluster"),
-])
+@pytest.mark.parametrize(
+    "tf_config, expected",
+    [
+        ("{not json", "TF_CONFIG is not valid JSON"),
+        ('{"cluster": {"worker": ["a:1"]}}', 'TF_CONFIG needs "cluster" and "task"'),
+        (
+            '{"cluster": {"worker": ["a:1"], "ps": ["b:1"]}, '
+            '"task": {"type": "worker", "index": 0}}',
+            "jobs ps are not supported",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1"]}, "task": {"type": "worker", "index": 1}}',
+            "is not in the cluster",
+        ),
+    ],
+)
 def test_malformed_tf_config(tf_config, expected):
     with pytest.raises(ConfigError, match=expected):
         distribute.read_tf_config({"TF_CONFIG": tf_config})
@@ -289,7 +363,8 @@ def test_malformed_tf_config(tf_config, expected):
 def test_the_chief_is_the_chief_task_or_worker_0():
     workers = {"worker": ["a:1", "b:1"]}
     task = lambda kind, i, cluster: distribute.read_tf_config(  # noqa: E731
-        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": i}})})
+        {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": kind, "index": i}})}
+    )
     assert task("worker", 0, workers).is_chief and not task("worker", 1, workers).is_chief
     with_chief = {"chief": ["c:1"], **workers}
     assert task("chief", 0, with_chief).is_chief

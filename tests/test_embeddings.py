@@ -1,4 +1,5 @@
-"""Pretrained word vectors: readers of every format, streaming, coverage, config, training, export."""
+"""Pretrained word vectors: readers of every format, streaming, coverage, config, training,
+export."""
 
 from __future__ import annotations
 
@@ -16,8 +17,13 @@ from nlp_rnn.config import load_pipeline
 from nlp_rnn.errors import ConfigError, DataError, UserError
 from tests.file_helpers import write
 
-VECTORS = {"the": [0.1, 0.2, 0.3], "movie": [1.0, -1.0, 0.5], "good": [0.5, 0.5, -0.5],
-           "bad": [-0.5, -0.5, 0.5], "Paris": [2.0, 0.0, 1.0]}
+VECTORS = {
+    "the": [0.1, 0.2, 0.3],
+    "movie": [1.0, -1.0, 0.5],
+    "good": [0.5, 0.5, -0.5],
+    "bad": [-0.5, -0.5, 0.5],
+    "Paris": [2.0, 0.0, 1.0],
+}
 
 
 def glove_text(vectors=VECTORS, header=False) -> str:
@@ -36,9 +42,13 @@ def word2vec_binary(vectors=VECTORS) -> bytes:
 
 
 def settings(path, **kw):
-    return SimpleNamespace(path=str(path), format=kw.get("format", "auto"),
-                           words=kw.get("words"), trainable=kw.get("trainable", True),
-                           vocabulary=kw.get("vocabulary", "train"))
+    return SimpleNamespace(
+        path=str(path),
+        format=kw.get("format", "auto"),
+        words=kw.get("words"),
+        trainable=kw.get("trainable", True),
+        vocabulary=kw.get("vocabulary", "train"),
+    )
 
 
 def read_all(path, format="auto", words=None, normalize=lambda w: w):
@@ -49,16 +59,19 @@ def read_all(path, format="auto", words=None, normalize=lambda w: w):
 # ---- formats -------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name,content,format", [
-    ("v.txt", glove_text(), "auto"),
-    ("v.txt.gz", glove_text(), "glove"),
-    ("w2v.txt", glove_text(header=True), "word2vec"),
-    ("w2v.txt", glove_text(header=True), "auto"),  # header detected in any text file
-    ("wiki.vec", glove_text(header=True), "auto"),
-    ("wiki.vec.gz", glove_text(header=True), "fasttext"),
-    ("v.bin", word2vec_binary(), "auto"),
-    ("v.bin.gz", word2vec_binary(), "word2vec_binary"),
-])
+@pytest.mark.parametrize(
+    "name,content,format",
+    [
+        ("v.txt", glove_text(), "auto"),
+        ("v.txt.gz", glove_text(), "glove"),
+        ("w2v.txt", glove_text(header=True), "word2vec"),
+        ("w2v.txt", glove_text(header=True), "auto"),  # header detected in any text file
+        ("wiki.vec", glove_text(header=True), "auto"),
+        ("wiki.vec.gz", glove_text(header=True), "fasttext"),
+        ("v.bin", word2vec_binary(), "auto"),
+        ("v.bin.gz", word2vec_binary(), "word2vec_binary"),
+    ],
+)
 def test_every_format_reads_the_same_vectors(tmp_path, name, content, format):
     loaded = read_all(write(tmp_path / name, content), format)
     assert loaded.dim == 3 and loaded.rows_read == len(VECTORS)
@@ -87,8 +100,9 @@ def test_npy_matrix_with_a_word_list(tmp_path, word_file):
 
 
 def test_duplicates_first_wins_also_after_normalisation(tmp_path):
-    path = write(tmp_path / "v.txt", "Paris 1 1 1\nparis 2 2 2\nparis 3 3 3\n1996 4 4 4\n"
-                                     "2001 5 5 5\n")
+    path = write(
+        tmp_path / "v.txt", "Paris 1 1 1\nparis 2 2 2\nparis 3 3 3\n1996 4 4 4\n2001 5 5 5\n"
+    )
     source = embeddings.resolve(path)
     exact = embeddings.read_vectors(source, {"paris", "Paris"}, lambda w: w)
     assert exact.vectors["Paris"].tolist() == [1, 1, 1]
@@ -99,15 +113,18 @@ def test_duplicates_first_wins_also_after_normalisation(tmp_path):
     assert folded.vectors["0006"].tolist() == [4, 4, 4]
 
 
-@pytest.mark.parametrize("name,content,line,message", [
-    ("v.txt", "a 1 2 3\nb 1 2\nc 1 2 3\n", 2, "expected a word and 3 numbers"),
-    ("v.txt.gz", "3 2\na 1 2\nb 1 2 3\n", 3, "expected a word and 2 numbers"),
-    ("v.txt", "a 1 2\nthe 1 x\n", 2, "not a number"),  # a kept row's numbers are parsed
-    ("v.txt", "a 1 2\nthe 1 nan\n", 2, "not finite"),
-    ("v.txt", b"a 1 2\nthe\xff 1 2\n", 2, "invalid UTF-8"),
-    ("v.bin", word2vec_binary()[:-7], len(VECTORS) + 1, "ends inside the vector"),
-    ("v.bin", b"not a header\n", 1, "first line must be 'COUNT DIM'"),
-])
+@pytest.mark.parametrize(
+    "name,content,line,message",
+    [
+        ("v.txt", "a 1 2 3\nb 1 2\nc 1 2 3\n", 2, "expected a word and 3 numbers"),
+        ("v.txt.gz", "3 2\na 1 2\nb 1 2 3\n", 3, "expected a word and 2 numbers"),
+        ("v.txt", "a 1 2\nthe 1 x\n", 2, "not a number"),  # a kept row's numbers are parsed
+        ("v.txt", "a 1 2\nthe 1 nan\n", 2, "not finite"),
+        ("v.txt", b"a 1 2\nthe\xff 1 2\n", 2, "invalid UTF-8"),
+        ("v.bin", word2vec_binary()[:-7], len(VECTORS) + 1, "ends inside the vector"),
+        ("v.bin", b"not a header\n", 1, "first line must be 'COUNT DIM'"),
+    ],
+)
 def test_malformed_rows_name_file_and_line(tmp_path, name, content, line, message):
     path = write(tmp_path / name, content)
     with pytest.raises(DataError) as info:
@@ -157,12 +174,21 @@ def test_streaming_keeps_memory_flat_for_a_file_far_larger_than_the_vocabulary(t
 
 
 def test_train_plus_pretrained_adds_the_most_frequent_unseen_reachable_words(tmp_path):
-    path = write(tmp_path / "v.txt", "the 1 0\n, 0 1\ncat 1 1\nu.s. 2 2\nThe 3 3\ndog 4 4\n"
-                                     "emu 5 5\nfox 6 6\n")
+    path = write(
+        tmp_path / "v.txt",
+        "the 1 0\n, 0 1\ncat 1 1\nu.s. 2 2\nThe 3 3\ndog 4 4\nemu 5 5\nfox 6 6\n",
+    )
     vocabulary = ["", "[UNK]", "the", "zebra"]
     extended, embedding = embeddings.prepare(
-        settings(path, vocabulary="train+pretrained"), vocabulary, 2, str.lower, max_tokens=7,
-        seed=0, layer="embedding", reachable=lambda w: "." not in w)
+        settings(path, vocabulary="train+pretrained"),
+        vocabulary,
+        2,
+        str.lower,
+        max_tokens=7,
+        seed=0,
+        layer="embedding",
+        reachable=lambda w: "." not in w,
+    )
     # "the"/"The" are known, "u.s." unreachable: the first 3 others in file order
     assert extended == vocabulary + [",", "cat", "dog"]
     assert embedding.added_words == 3
@@ -170,8 +196,16 @@ def test_train_plus_pretrained_adds_the_most_frequent_unseen_reachable_words(tmp
     assert embedding.found.tolist() == [False, False, True, False, True, True, True]
     same, kept = embeddings.prepare(settings(path), vocabulary, 2, str.lower, 7, 0, "embedding")
     assert same == vocabulary and kept.added_words == 0  # policy "train": never extends
-    resumed, _ = embeddings.prepare(settings(path, vocabulary="train+pretrained"), extended, 2,
-                                    str.lower, 7, 0, "embedding", extend=False)
+    resumed, _ = embeddings.prepare(
+        settings(path, vocabulary="train+pretrained"),
+        extended,
+        2,
+        str.lower,
+        7,
+        0,
+        "embedding",
+        extend=False,
+    )
     assert resumed == extended
 
 
@@ -189,8 +223,9 @@ def test_matrix_rows_padding_zero_missing_random_at_the_vectors_scale(tmp_path):
 
 def test_cased_vocabulary_falls_back_to_the_lower_cased_vector(tmp_path):
     path = write(tmp_path / "v.txt", "paris 1 2\n")
-    _, embedding = embeddings.prepare(settings(path), ["", "[UNK]", "Paris"], 2,
-                                      lambda w: w, 10, 0, "e")
+    _, embedding = embeddings.prepare(
+        settings(path), ["", "[UNK]", "Paris"], 2, lambda w: w, 10, 0, "e"
+    )
     np.testing.assert_array_equal(embedding.matrix[2], [1, 2])
 
 
@@ -212,8 +247,9 @@ def test_coverage_figures_are_exact_on_a_hand_made_case(tmp_path):
 
 def test_markers_do_not_count_as_tokens(tmp_path):
     path = write(tmp_path / "v.txt", "good 1 0\n")
-    _, embedding = embeddings.prepare(settings(path), ["", "[UNK]", "[START]", "[END]", "good"],
-                                      4, str, 10, 0, "target_embedding")
+    _, embedding = embeddings.prepare(
+        settings(path), ["", "[UNK]", "[START]", "[END]", "good"], 4, str, 10, 0, "target_embedding"
+    )
     embedding.count_tokens("dev", [np.array([2, 4, 1, 3])])
     assert embedding.tokens["dev"] == {"found": 1, "total": 2, "share": 0.5}
 
@@ -224,8 +260,10 @@ def test_markers_do_not_count_as_tokens(tmp_path):
 def pipeline_yaml(tmp_path, model: str, task_extra: str = "") -> str:
     train = write(tmp_path / "train.csv", "text,label\ngood movie,pos\nbad movie,neg\n")
     path = tmp_path / "p.yaml"
-    path.write_text(f"name: p\ntask: classification\ndata:\n  train: {train}\n  dev: {train}\n"
-                    f"model:\n{model}{task_extra}")
+    path.write_text(
+        f"name: p\ntask: classification\ndata:\n  train: {train}\n  dev: {train}\n"
+        f"model:\n{model}{task_extra}"
+    )
     return str(path)
 
 
@@ -252,16 +290,28 @@ def test_config_errors_for_missing_vectors_and_char_level_lm(tmp_path):
         load_pipeline(path)
     with pytest.raises(ConfigError, match="character-level language model"):
         load_pipeline("lm", [f"model.pretrained={write(tmp_path / 'v.txt', glove_text())}"])
-    assert load_pipeline("lm", ["vectorize.level=word", f"model.pretrained={tmp_path / 'v.txt'}",
-                                "model.embedding_dim=3"]).model.pretrained is not None
+    assert (
+        load_pipeline(
+            "lm",
+            [
+                "vectorize.level=word",
+                f"model.pretrained={tmp_path / 'v.txt'}",
+                "model.embedding_dim=3",
+            ],
+        ).model.pretrained
+        is not None
+    )
     with pytest.raises(ConfigError, match="format"):
         load_pipeline(pipeline_yaml(tmp_path, "  pretrained: {path: x, format: csv}\n"))
 
 
 def test_glove_without_its_package_is_one_error_naming_the_extra(tmp_path, monkeypatch):
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None
-                        if name == embeddings.GLOVE_PACKAGE else real(name, *a))
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == embeddings.GLOVE_PACKAGE else real(name, *a),
+    )
     from click.testing import CliRunner
 
     from nlp_rnn.cli import main
@@ -279,9 +329,14 @@ def test_every_word_embedding_takes_the_same_shape(tmp_path):
     # the built-in pipelines set their sizes explicitly: a different one must be overridden
     tagging = load_pipeline("ner", [f"model.pretrained={vectors}", "model.word_embedding_dim=3"])
     assert tagging.model.word_embedding_dim == 3
-    translation = load_pipeline("translation", [
-        f"model.target_pretrained.path={vectors}", "model.target_pretrained.trainable=false",
-        "model.target_embedding_dim=3"])
+    translation = load_pipeline(
+        "translation",
+        [
+            f"model.target_pretrained.path={vectors}",
+            "model.target_pretrained.trainable=false",
+            "model.target_embedding_dim=3",
+        ],
+    )
     assert translation.model.target_embedding_dim == 3
     assert translation.model.source_embedding_dim == 32  # no vectors on that side: as set
     assert not translation.model.target_pretrained.trainable
@@ -296,8 +351,9 @@ TRAIN = ["good movie", "great film", "bad movie", "awful film", "not good", "not
 def glove_like(tmp_path_factory):
     """A tiny classification corpus and a vectors file holding its words plus unseen ones."""
     root = tmp_path_factory.mktemp("glove")
-    rows = ["text,label"] + [f"{t},{'pos' if i % 2 == 0 else 'neg'}" for i, t in
-                             enumerate(TRAIN * 8)]
+    rows = ["text,label"] + [
+        f"{t},{'pos' if i % 2 == 0 else 'neg'}" for i, t in enumerate(TRAIN * 8)
+    ]
     write(root / "train.csv", "\n".join(rows) + "\n")
     rng = np.random.default_rng(3)
     words = ["the", "good", "movie", "bad", "excellent", "terrible", "film", "great"]
@@ -314,7 +370,8 @@ def run_glove(root, name, *overrides):
         f"name: {name}\ntask: classification\ndata:\n  train: {root / 'train.csv'}\n"
         f"  dev: {root / 'train.csv'}\nvectorize:\n  max_tokens: 20\n  max_length: 8\n"
         f"model:\n  pretrained:\n    path: {root / 'vectors.txt'}\n  rnn: {{units: 8}}\n"
-        f"train:\n  epochs: 1\n  batch_size: 8\n  learning_rate: 0.05\n")
+        f"train:\n  epochs: 1\n  batch_size: 8\n  learning_rate: 0.05\n"
+    )
     config = load_pipeline(str(path), list(overrides), output_dir=str(root / "runs"))
     lines = []
     return run_pipeline(config, log=lines.append), lines
@@ -325,16 +382,23 @@ def embedding_rows(result):
 
     vocab = (result.run_dir / "vocab" / "vocab.txt").read_text().split("\n")[:-1]
     loaded = tf.saved_model.load(str(result.export_path))
-    (matrix,) = [v.numpy() for v in loaded.variables if v.shape.rank == 2
-                 and v.shape[0] == len(vocab) + 2 and "embedding" in v.name]
+    (matrix,) = [
+        v.numpy()
+        for v in loaded.variables
+        if v.shape.rank == 2 and v.shape[0] == len(vocab) + 2 and "embedding" in v.name
+    ]
     return {word: matrix[i + 2] for i, word in enumerate(vocab)}, loaded
 
 
 def test_frozen_rows_stay_exactly_as_loaded_and_unseen_words_come_with_the_export(glove_like):
     root, vectors = glove_like
-    result, lines = run_glove(root, "frozen", "model.pretrained.trainable=false",
-                              "model.pretrained.vocabulary=train+pretrained",
-                              f"export.dir={root / 'saved_models'}")
+    result, lines = run_glove(
+        root,
+        "frozen",
+        "model.pretrained.trainable=false",
+        "model.pretrained.vocabulary=train+pretrained",
+        f"export.dir={root / 'saved_models'}",
+    )
     rows, loaded = embedding_rows(result)
     for word in ("good", "movie", "film"):  # trained on, frozen
         np.testing.assert_allclose(rows[word], vectors[word], rtol=1e-6)
@@ -356,8 +420,7 @@ def test_frozen_rows_stay_exactly_as_loaded_and_unseen_words_come_with_the_expor
     assert any("pretrained embedding:" in line and "frozen" in line for line in lines)
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(result.run_dir / "logs" / "train"),
-                              size_guidance={"tensors": 0})
+    events = EventAccumulator(str(result.run_dir / "logs" / "train"), size_guidance={"tensors": 0})
     events.Reload()
     assert "pretrained_coverage" in events.Tags()["tensors"]
 
@@ -368,8 +431,9 @@ def test_frozen_rows_never_move_and_fine_tuned_rows_do(tmp_path, trainable):
 
     path = write(tmp_path / "v.txt", "good 1 0 0 1\nbad 0 1 1 0\nmovie 1 1 0 0\n")
     vocabulary = ["", "[UNK]", "good", "bad", "movie", "plot"]
-    _, embedding = embeddings.prepare(settings(path, trainable=trainable), vocabulary, 2, str,
-                                      10, 0, "embedding")
+    _, embedding = embeddings.prepare(
+        settings(path, trainable=trainable), vocabulary, 2, str, 10, 0, "embedding"
+    )
     # the smallest model with an embedding layer named as the task's; the task models
     # themselves go through load_into in the pipeline test
     tokens_in = keras.Input((None,), dtype="int64")
@@ -399,27 +463,40 @@ def test_offline_glove_package(tmp_path):
     assert loaded.added == [",", ".", "of"] and loaded.rows_read == 400_000
 
 
-@pytest.mark.parametrize("pipeline,overrides,layers", [
-    ("translation", ["source_pretrained", "target_pretrained"],
-     ["source_embedding", "target_embedding"]),
-    ("lm", ["pretrained"], ["embedding"]),
-])
+@pytest.mark.parametrize(
+    "pipeline,overrides,layers",
+    [
+        (
+            "translation",
+            ["source_pretrained", "target_pretrained"],
+            ["source_embedding", "target_embedding"],
+        ),
+        ("lm", ["pretrained"], ["embedding"]),
+    ],
+)
 def test_translation_sides_and_word_lm_load_their_vectors(tmp_path, pipeline, overrides, layers):
     """The task modules' wiring without training: vocabulary, matrix and the model's layers
     (the target embedding sits inside the translation decoder)."""
     from nlp_rnn.tasks import TASKS
 
     # words of the built-in corpora (English -> Spanish dates; reviews), at 4 dimensions
-    vectors = write(tmp_path / "v.txt", "the 1 0 0 0\nde 0 1 0 0\nel 0 0 1 0\n"
-                                        "monday 1 1 0 0\nzebra 0 0 0 1\n")
+    vectors = write(
+        tmp_path / "v.txt", "the 1 0 0 0\nde 0 1 0 0\nel 0 0 1 0\nmonday 1 1 0 0\nzebra 0 0 0 1\n"
+    )
     sets = [f"model.{o}.path={vectors}" for o in overrides]
     sets += [f"model.{o}.vocabulary=train+pretrained" for o in overrides]
     if pipeline == "lm":
         sets += ["vectorize.level=word", "model.embedding_dim=4", "vectorize.max_tokens=200"]
     else:
-        sets += ["model.source_embedding_dim=4", "model.target_embedding_dim=4",
-                 "vectorize.source_max_tokens=400", "vectorize.target_max_tokens=400",
-                 "model.encoder.units=8", "model.decoder.units=8", "model.attention_units=8"]
+        sets += [
+            "model.source_embedding_dim=4",
+            "model.target_embedding_dim=4",
+            "vectorize.source_max_tokens=400",
+            "vectorize.target_max_tokens=400",
+            "model.encoder.units=8",
+            "model.decoder.units=8",
+            "model.attention_units=8",
+        ]
     config = load_pipeline(pipeline, sets)
     task = TASKS[config.task]
     data = task.load_data(config)

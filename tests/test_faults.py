@@ -40,23 +40,50 @@ def write_data(folder: Path) -> tuple[Path, Path]:
     paths = []
     for split, n in (("train", 200), ("dev", 100)):
         path = folder / f"{split}.jsonl"
-        path.write_text("".join(json.dumps({"text": t, "label": label}) + "\n"
-                                for t, label in sentiment_examples(split)[:n]))
+        path.write_text(
+            "".join(
+                json.dumps({"text": t, "label": label}) + "\n"
+                for t, label in sentiment_examples(split)[:n]
+            )
+        )
         paths.append(path)
     return paths[0], paths[1]
 
 
-def command(tmp: Path, runs: Path | None = None, exports: Path | None = None,
-            data: Path | None = None, epochs: int = EPOCHS) -> list[str]:
+def command(
+    tmp: Path,
+    runs: Path | None = None,
+    exports: Path | None = None,
+    data: Path | None = None,
+    epochs: int = EPOCHS,
+) -> list[str]:
     train, dev = ((data or tmp / "data") / "train.jsonl", (data or tmp / "data") / "dev.jsonl")
     if not train.exists():
         write_data(train.parent)
-    return [sys.executable, "-m", "nlp_rnn.cli", "run", "pipeline", "sentiment",
-            "--output-dir", str(runs or tmp / "runs"),
-            "--set", f"data.train={train}", "--set", f"data.dev={dev}",
-            "--set", f"train.epochs={epochs}", "--set", "train.early_stopping_patience=null",
-            "--set", "model.rnn.units=8", "--set", "model.embedding_dim=8",
-            "--set", f"export.dir={exports or tmp / 'saved_models'}"]
+    return [
+        sys.executable,
+        "-m",
+        "nlp_rnn.cli",
+        "run",
+        "pipeline",
+        "sentiment",
+        "--output-dir",
+        str(runs or tmp / "runs"),
+        "--set",
+        f"data.train={train}",
+        "--set",
+        f"data.dev={dev}",
+        "--set",
+        f"train.epochs={epochs}",
+        "--set",
+        "train.early_stopping_patience=null",
+        "--set",
+        "model.rnn.units=8",
+        "--set",
+        "model.embedding_dim=8",
+        "--set",
+        f"export.dir={exports or tmp / 'saved_models'}",
+    ]
 
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
@@ -79,8 +106,14 @@ def no_process_left_behind():
 
 
 def start(cmd: list[str], **env) -> subprocess.Popen:
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**ENV, **env}, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**ENV, **env},
+        start_new_session=True,
+    )
     STARTED.append(proc)
     return proc
 
@@ -128,8 +161,9 @@ def epochs_done(runs: Path) -> int:
 def wait_for(condition, proc: subprocess.Popen, what: str) -> None:
     deadline = time.monotonic() + WAIT
     while not condition():
-        assert proc.poll() is None, f"exited before {what}: " + proc.stdout.read()[-2000:] + \
-            proc.stderr.read()[-2000:]
+        assert proc.poll() is None, (
+            f"exited before {what}: " + proc.stdout.read()[-2000:] + proc.stderr.read()[-2000:]
+        )
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(0.02)
 
@@ -156,11 +190,15 @@ def predicts(version_dir: Path) -> None:
 def tmpfs(path: Path, size: str):
     """A small file system to fill; skips the test where mounting is not permitted."""
     path.mkdir(parents=True, exist_ok=True)
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
-                             capture_output=True, text=True)
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+        capture_output=True,
+        text=True,
+    )
     if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root and mount permission): "
-                    f"{mounted.stderr.strip()}")
+        pytest.skip(
+            f"cannot mount a tmpfs here (needs root and mount permission): {mounted.stderr.strip()}"
+        )
     try:
         yield path
     finally:
@@ -182,8 +220,7 @@ def fill(folder: Path) -> Path:
 
 
 @pytest.mark.acceptance  # a real `nlp-rnn run` process
-def test_sigkill_inside_checkpoint_write_then_torn_files_are_set_aside_and_run_resumes(
-        tmp_path):
+def test_sigkill_inside_checkpoint_write_then_torn_files_are_set_aside_and_run_resumes(tmp_path):
     # write 3 is epoch 2's backup: epoch 1's backup and best checkpoint are already on disk
     proc = start(command(tmp_path), NLP_RNN_TEST_PAUSE="checkpoint_write:3")
     for line in proc.stdout:
@@ -314,15 +351,16 @@ def test_full_disk_during_training_fails_with_one_line_then_resumes(tmp_path):
 def test_two_runs_of_one_config_started_together_get_their_own_folders(tmp_path):
     cmd = command(tmp_path)
     procs = [start(cmd), start(cmd)]
-    results = [subprocess.CompletedProcess(p.args, p.wait(WAIT), *p.communicate())
-               for p in procs]
+    results = [subprocess.CompletedProcess(p.args, p.wait(WAIT), *p.communicate()) for p in procs]
     for result in results:
         finished(result)
     folders = run_dirs(tmp_path / "runs")
     assert len(folders) == 2
     for run_dir in folders:
         lines = (run_dir / "history.csv").read_text().splitlines()
-        assert lines[0].startswith("epoch,") and sum(line.startswith("epoch,") for line in lines) == 1
+        assert (
+            lines[0].startswith("epoch,") and sum(line.startswith("epoch,") for line in lines) == 1
+        )
         assert history_epochs(run_dir) == list(range(EPOCHS))  # no duplicated rows
         assert status(run_dir)["status"] == "completed"
     assert inference.versions(tmp_path / "saved_models" / "sentiment") == [1, 2]
@@ -336,8 +374,7 @@ def test_live_run_folder_is_never_resumed(tmp_path):
     said = []
     second, resumed, second_lock, _ = resume.prepare_run_dir(config, said.append)
     assert second != first and not resumed
-    assert said == [f"[sentiment] {first} belongs to a live run (pid ?); "
-                    "starting a new run folder"]
+    assert said == [f"[sentiment] {first} belongs to a live run (pid ?); starting a new run folder"]
     second_lock.release()
     lock.release()  # both "died": the newest unfinished folder is resumed
     again, resumed, again_lock, _ = resume.prepare_run_dir(config, print)
@@ -359,12 +396,16 @@ def test_sigterm_marks_run_interrupted_and_changed_data_starts_a_new_folder(tmp_
     assert status(first)["status"] == "interrupted"
 
     with train.open("a") as f:  # a third label appears in the training data
-        f.writelines(json.dumps({"text": t, "label": "neutral"}) + "\n"
-                     for t in ["it was a film", "there were actors", "it had a plot"] * 10)
+        f.writelines(
+            json.dumps({"text": t, "label": "neutral"}) + "\n"
+            for t in ["it was a film", "there were actors", "it had a plot"] * 10
+        )
     rerun = run(command(tmp_path))
     finished(rerun)
-    assert f"not resuming {first}: {train} changed since the run started; starting a new " \
-           "run folder" in rerun.stdout
+    assert (
+        f"not resuming {first}: {train} changed since the run started; starting a new "
+        "run folder" in rerun.stdout
+    )
     folders = run_dirs(tmp_path / "runs")
     assert len(folders) == 2 and status(folders[1])["status"] == "completed"
     assert status(first)["status"] == "interrupted"  # kept as it was
@@ -397,7 +438,8 @@ def test_unwritable_export_dir_fails_before_training(tmp_path):
 
 def test_history_with_a_torn_row_and_a_second_header_reads(tmp_path):
     history = tmp_path / "history.csv"
-    history.write_text("epoch,loss,val_accuracy\n0,0.7,0.5\nepoch,loss,val_accuracy\n"
-                       "1,0.6,0.75\n2,0.5")
+    history.write_text(
+        "epoch,loss,val_accuracy\n0,0.7,0.5\nepoch,loss,val_accuracy\n1,0.6,0.75\n2,0.5"
+    )
     assert [row["epoch"] for row in resume.read_history(history)] == [0, 1]
     assert resume.best_so_far(history, "val_accuracy", "max") == 0.75

@@ -31,7 +31,7 @@ def _batch(lengths, width):
     tokens = np.zeros((len(lengths), width), np.int64)
     for i, n in enumerate(lengths):
         tokens[i, :n] = rng.integers(2, 20, n)
-    return tf.constant(tokens), tf.constant([0, 1, 2, 1][:len(lengths)])
+    return tf.constant(tokens), tf.constant([0, 1, 2, 1][: len(lengths)])
 
 
 def test_without_recurrence_only_the_final_step_gets_gradient():
@@ -39,8 +39,10 @@ def test_without_recurrence_only_the_final_step_gets_gradient():
     # prediction depends on the final token alone, so every earlier step's gradient is 0.
     model = _model("simple_rnn", zero_recurrence=True)
     norms, counts = gradients.step_gradient_norms(
-        model, token_sequence_probe(model, keras.losses.SparseCategoricalCrossentropy()),
-        [_batch([6, 6, 6], 6)])
+        model,
+        token_sequence_probe(model, keras.losses.SparseCategoricalCrossentropy()),
+        [_batch([6, 6, 6], 6)],
+    )
     assert norms[0] > 1e-4 and np.all(norms[1:] == 0)
     assert list(counts) == [3] * 6
 
@@ -52,9 +54,10 @@ def test_rows_are_aligned_at_their_final_token_and_padding_is_ignored():
     assert list(counts) == [3, 3, 3, 2, 2, 1, 1]  # 7 distances; 9 - 7 padding columns unused
     # the same rows one at a time, unpadded, give the same mean per distance
     tokens, labels = _batch([3, 7, 5], 9)
-    singles = [gradients.step_gradient_norms(model, probe, [(tokens[i:i + 1, :n],
-                                                            labels[i:i + 1])])[0]
-               for i, n in enumerate([3, 7, 5])]
+    singles = [
+        gradients.step_gradient_norms(model, probe, [(tokens[i : i + 1, :n], labels[i : i + 1])])[0]
+        for i, n in enumerate([3, 7, 5])
+    ]
     expected = [np.mean([s[k] for s in singles if k < len(s)]) for k in range(7)]
     np.testing.assert_allclose(norms, expected, rtol=1e-4)
     assert "call" not in vars(probe.layer)  # the probe is removed
@@ -67,8 +70,9 @@ def test_reach_is_the_first_distance_below_the_threshold():
 
 def test_diagnose_a_trained_language_model_run_through_the_cli(trained_lm):
     _, result = trained_lm
-    out = CliRunner().invoke(main, ["diagnose", "gradients", str(result.run_dir.parent),
-                                    "--batches", "2"])
+    out = CliRunner().invoke(
+        main, ["diagnose", "gradients", str(result.run_dir.parent), "--batches", "2"]
+    )
     assert out.exit_code == 0, out.output
     folder = result.run_dir / "diagnostics" / "gradients"
     assert "Reach (first k" in out.output and (folder / "gradient_norms.png").stat().st_size > 0

@@ -12,9 +12,16 @@ def test_a_process_started_by_a_test_is_found_until_it_is_gone():
     start = time.time() - 0.5
     # its own session and an orphaned grandchild: found by the inherited marker, not by parentage
     child = subprocess.Popen(
-        [sys.executable, "-c", "import subprocess, sys; print(subprocess.Popen([sys.executable,"
-         " '-c', 'import time; time.sleep(60)']).pid, flush=True)"],
-        stdout=subprocess.PIPE, text=True, start_new_session=True)
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys; print(subprocess.Popen([sys.executable,"
+            " '-c', 'import time; time.sleep(60)']).pid, flush=True)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     grandchild = int(child.stdout.readline())
     child.wait(timeout=30)
     try:

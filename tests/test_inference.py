@@ -48,15 +48,29 @@ def test_newest_complete_version_is_resolved(tmp_path):
     assert inference.resolve_model_dir(str(root / "3")) == root / "3"  # a version given: as is
 
 
-@pytest.mark.parametrize("make, folder, words", [
-    (lambda p: None, "m", ["not a SavedModel (no such folder)", "saved_models/NAME"]),
-    (lambda p: p.write_text(""), "m", ["not a SavedModel (a file)"]),
-    (lambda p: p.mkdir(), "m", ["not a SavedModel (no saved_model.pb, no version folders)"]),
-    (lambda p: write_parts(p / "1", ("saved_model.pb",)), "m/1",
-     ["an empty or partly copied version folder", "variables/variables.index", "finish copying"]),
-    (lambda p: write_parts(p / "1", COMPLETE_VERSION[:2]), "m/1",
-     ["not exported by nlp-rnn (missing assets.extra/nlp_rnn.json)", "no version of"]),
-], ids=["missing", "a file", "empty", "partly copied", "not nlp-rnn's"])
+@pytest.mark.parametrize(
+    "make, folder, words",
+    [
+        (lambda p: None, "m", ["not a SavedModel (no such folder)", "saved_models/NAME"]),
+        (lambda p: p.write_text(""), "m", ["not a SavedModel (a file)"]),
+        (lambda p: p.mkdir(), "m", ["not a SavedModel (no saved_model.pb, no version folders)"]),
+        (
+            lambda p: write_parts(p / "1", ("saved_model.pb",)),
+            "m/1",
+            [
+                "an empty or partly copied version folder",
+                "variables/variables.index",
+                "finish copying",
+            ],
+        ),
+        (
+            lambda p: write_parts(p / "1", COMPLETE_VERSION[:2]),
+            "m/1",
+            ["not exported by nlp-rnn (missing assets.extra/nlp_rnn.json)", "no version of"],
+        ),
+    ],
+    ids=["missing", "a file", "empty", "partly copied", "not nlp-rnn's"],
+)
 def test_an_unusable_folder_is_one_export_error(tmp_path, make, folder, words):
     make(tmp_path / "m")
     with pytest.raises(ExportError) as excinfo:
@@ -64,13 +78,17 @@ def test_an_unusable_folder_is_one_export_error(tmp_path, make, folder, words):
     assert_export_error(excinfo, tmp_path / folder, *words)
 
 
-@pytest.mark.parametrize("text, words", [
-    ('{"task": "classification", ', "invalid JSON (Expecting"),
-    ("[1, 2]", "expected a JSON object"),
-    ('{"labels": []}', "no 'task' key"),
-    ("[" * 100_000, "invalid JSON"),
-    (None, "invalid UTF-8 at byte 0"),
-], ids=["torn", "not an object", "no task", "nested", "not UTF-8"])
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ('{"task": "classification", ', "invalid JSON (Expecting"),
+        ("[1, 2]", "expected a JSON object"),
+        ('{"labels": []}', "no 'task' key"),
+        ("[" * 100_000, "invalid JSON"),
+        (None, "invalid UTF-8 at byte 0"),
+    ],
+    ids=["torn", "not an object", "no task", "nested", "not UTF-8"],
+)
 def test_damaged_metadata_is_an_export_error(tmp_path, text, words):
     version = write_parts(tmp_path / "m" / "1")
     (version / METADATA_FILE).write_bytes(b"\xff{}" if text is None else text.encode())
@@ -93,9 +111,11 @@ def test_a_key_the_metadata_lacks_and_an_unknown_task_name_the_folder(tmp_path):
 
 def test_reading_exports_needs_no_tensorflow(tmp_path):
     write_parts(tmp_path / "m" / "1", metadata='{"task": "classification"}')
-    code = ("import sys; from nlp_rnn import inference; "
-            f"inference.exported_metadata({str(tmp_path / 'm')!r}); "
-            "assert 'tensorflow' not in sys.modules, 'tensorflow imported'")
+    code = (
+        "import sys; from nlp_rnn import inference; "
+        f"inference.exported_metadata({str(tmp_path / 'm')!r}); "
+        "assert 'tensorflow' not in sys.modules, 'tensorflow imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -127,8 +147,9 @@ def test_a_loaded_export_calls_its_signatures_and_names_a_missing_one(echo_expor
     assert export.signature()(text=tf.constant(["ab", ""]))["length"].numpy().tolist() == [2, 0]
     with pytest.raises(ExportError) as excinfo:
         export.signature("translate")
-    assert_export_error(excinfo, echo_export, "no 'translate' signature (it has: "
-                        "serving_default)", "re-export")
+    assert_export_error(
+        excinfo, echo_export, "no 'translate' signature (it has: serving_default)", "re-export"
+    )
 
 
 @pytest.fixture
@@ -145,8 +166,9 @@ def broken_copy(echo_export, tmp_path) -> Path:
 def test_a_damaged_saved_model_is_an_export_error_with_tensorflows_cause(broken_copy):
     with pytest.raises(ExportError) as excinfo:
         inference.load_export(broken_copy)
-    assert_export_error(excinfo, broken_copy, "damaged SavedModel, cannot load it (",
-                        "older version folder")
+    assert_export_error(
+        excinfo, broken_copy, "damaged SavedModel, cannot load it (", "older version folder"
+    )
     assert excinfo.value.__cause__ is not None
 
 

@@ -20,10 +20,22 @@ EPOCHS = 5
 
 
 def command(tmp_path: Path) -> list[str]:
-    return [sys.executable, "-m", "nlp_rnn.cli", "run", "pipeline", "sentiment",
-            "--output-dir", str(tmp_path / "runs"),
-            "--set", f"train.epochs={EPOCHS}", "--set", "train.early_stopping_patience=null",
-            "--set", f"export.dir={tmp_path / 'saved_models'}"]
+    return [
+        sys.executable,
+        "-m",
+        "nlp_rnn.cli",
+        "run",
+        "pipeline",
+        "sentiment",
+        "--output-dir",
+        str(tmp_path / "runs"),
+        "--set",
+        f"train.epochs={EPOCHS}",
+        "--set",
+        "train.early_stopping_patience=null",
+        "--set",
+        f"export.dir={tmp_path / 'saved_models'}",
+    ]
 
 
 def completed_epochs(run_dir: Path) -> list[int]:
@@ -39,8 +51,9 @@ def kill_mid_run_then_rerun(command: list[str], root: Path, epochs: int) -> Path
     rerun resumed the same folder at the next epoch and ran every epoch once. Returns the run
     folder."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            env=env, start_new_session=True)
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True
+    )
     deadline = time.monotonic() + 240
     run_dir = None
     while time.monotonic() < deadline:  # wait until two epochs are complete, then kill at once
@@ -71,8 +84,9 @@ def kill_mid_run_then_rerun(command: list[str], root: Path, epochs: int) -> Path
 def test_sigkill_mid_epoch_then_rerun_resumes_and_exports(tmp_path):
     kill_mid_run_then_rerun(command(tmp_path), tmp_path / "runs" / "sentiment", EPOCHS)
 
-    classify = tf.saved_model.load(str(tmp_path / "saved_models" / "sentiment" / "1")
-                                   ).signatures["serving_default"]
+    classify = tf.saved_model.load(str(tmp_path / "saved_models" / "sentiment" / "1")).signatures[
+        "serving_default"
+    ]
     dev = sentiment_examples("dev")[:200]
     out = classify(text=tf.constant([text for text, _ in dev]))
     predicted = [label.decode() for label in out["label"].numpy()]
@@ -88,21 +102,33 @@ def test_sigkill_during_pretraining_then_the_same_command_finishes(tmp_path):
 
     from nlp_rnn import inference
 
-    pipeline = lm_pipeline(tmp_path, write_corpus(tmp_path, unlabelled=2000),
-                           model={"embedding_dim": 16, "rnn": {"units": 32},
-                                  "softmax": {"type": "sampled", "num_sampled": 20,
-                                              "tie_embeddings": True}},
-                           train={"epochs": 5, "steps_per_epoch": 40, "batch_size": 16,
-                                  "learning_rate": 0.005, "early_stopping_patience": None})
+    pipeline = lm_pipeline(
+        tmp_path,
+        write_corpus(tmp_path, unlabelled=2000),
+        model={
+            "embedding_dim": 16,
+            "rnn": {"units": 32},
+            "softmax": {"type": "sampled", "num_sampled": 20, "tie_embeddings": True},
+        },
+        train={
+            "epochs": 5,
+            "steps_per_epoch": 40,
+            "batch_size": 16,
+            "learning_rate": 0.005,
+            "early_stopping_patience": None,
+        },
+    )
     run_dir = kill_mid_run_then_rerun(
         [sys.executable, "-m", "nlp_rnn.cli", "run", "pipeline", str(pipeline)],
-        tmp_path / "runs" / "polarity_lm", 5)
+        tmp_path / "runs" / "polarity_lm",
+        5,
+    )
     export = tmp_path / "saved_models" / "polarity_lm"
     dev = json.loads((run_dir / "metrics.json").read_text())["dev"]
-    scored = inference.evaluate(str(export), str(tmp_path / "unlabelled.csv"), "auto", None,
-                                None)
+    scored = inference.evaluate(str(export), str(tmp_path / "unlabelled.csv"), "auto", None, None)
     # learned: far below a uniform guess over its vocabulary of 50-odd words
     assert dev["perplexity"] < 25 and scored["perplexity"] < 25
-    (row,) = inference.predict(str(export), ["the movie was"],
-                               generation={"temperature": 0.0, "max_length": 3})
+    (row,) = inference.predict(
+        str(export), ["the movie was"], generation={"temperature": 0.0, "max_length": 3}
+    )
     assert len(row["continuation"].split()) == 3

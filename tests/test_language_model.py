@@ -64,8 +64,9 @@ def test_perplexity_falls_far_below_a_unigram_model(trained):
     config, result = trained
     train, held_out = plain_texts(config.data.train, config.data.dev)
     counts = {c: train.count(c) for c in set(train)}
-    unigram = math.exp(-sum(math.log(counts.get(c, 1) / len(train)) for c in held_out)
-                       / len(held_out))
+    unigram = math.exp(
+        -sum(math.log(counts.get(c, 1) / len(train)) for c in held_out) / len(held_out)
+    )
     assert unigram > 10  # the corpus is not trivially predictable character by character
     assert result.metrics["perplexity"] < 3.0
 
@@ -75,8 +76,12 @@ def test_exported_generator_continues_raw_prompts(trained):
     generate = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
 
     def call(prompts, n=30, temperature=0.0, top_k=0):
-        return generate(prompt=tf.constant(prompts, tf.string), max_length=tf.constant(n),
-                        temperature=tf.constant(temperature), top_k=tf.constant(top_k))
+        return generate(
+            prompt=tf.constant(prompts, tf.string),
+            max_length=tf.constant(n),
+            temperature=tf.constant(temperature),
+            top_k=tf.constant(top_k),
+        )
 
     out = call(["the movie was ", "", "😀 日本"])
     continuations = [c.decode() for c in out["continuation"].numpy()]
@@ -111,11 +116,15 @@ def test_evaluating_a_language_model_needs_plain_text_without_columns():
 
 @pytest.mark.parametrize("cell, layers", [("lstm", 2), ("gru", 1), ("simple_rnn", 1)])
 def test_stepwise_generation_state_equals_running_the_whole_sequence(cell, layers):
-    config = load_pipeline("lm", [f"model.rnn.cell={cell}", f"model.rnn.layers={layers}",
-                                  "model.rnn.units=16"])
+    config = load_pipeline(
+        "lm", [f"model.rnn.cell={cell}", f"model.rnn.layers={layers}", "model.rnn.units=16"]
+    )
     tokens = ["", "[UNK]"] + list("abcdefgh")
-    vecs = lm.Vectorizers(tokens, tf.keras.layers.StringLookup(
-        vocabulary=tokens[2:], mask_token="", num_oov_indices=1), "char")
+    vecs = lm.Vectorizers(
+        tokens,
+        tf.keras.layers.StringLookup(vocabulary=tokens[2:], mask_token="", num_oov_indices=1),
+        "char",
+    )
     model = lm.build_model(config, vecs)
     ids = tf.constant(np.random.default_rng(0).integers(2, 10, (3, 12)), tf.int64)
     full = model(ids, training=False).numpy()

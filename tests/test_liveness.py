@@ -15,8 +15,9 @@ import pytest
 from nlp_rnn import liveness
 from nlp_rnn.export import TMP_EXPORT, WRITER_FILE, remove_stale_exports
 
-needs_proc = pytest.mark.skipif(not Path("/proc/self/stat").exists(),
-                                reason="start times are read from /proc")
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="start times are read from /proc"
+)
 
 
 def token_of(pid: int) -> dict:
@@ -108,15 +109,17 @@ def test_stale_exports_are_removed_by_their_writers_token(tmp_path, sleeper):
     live = tmp_export(tmp_path, f"{os.getpid()}-live", me)
     other_host = tmp_export(tmp_path, "1-remote", {**me, "host": "elsewhere", "pid": 1})
     dead = tmp_export(tmp_path, f"{sleeper.pid}-dead", token_of(sleeper.pid))
-    reused = tmp_export(tmp_path, f"{os.getpid()}-reused",
-                        {**me, "started": str(int(me["started"]) + 1)})
+    reused = tmp_export(
+        tmp_path, f"{os.getpid()}-reused", {**me, "started": str(int(me["started"]) + 1)}
+    )
     sleeper.kill()
     sleeper.wait()
     said = []
     remove_stale_exports(tmp_path, said.append)
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([live.name, other_host.name])
-    assert sorted(said) == sorted(f"removed {p}, an export a killed process left unfinished"
-                                  for p in (dead, reused))
+    assert sorted(said) == sorted(
+        f"removed {p}, an export a killed process left unfinished" for p in (dead, reused)
+    )
 
 
 @needs_proc

@@ -3,13 +3,12 @@ with tiny models (no timing is asserted)."""
 
 from __future__ import annotations
 
-import pytest
-
 import csv
 import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = str(Path(__file__).resolve().parents[1])
 if ROOT not in sys.path:  # benchmarks/ is not an installed package
@@ -22,12 +21,12 @@ def test_flops_per_token_count_the_lstm_and_the_output_layers_real_work():
     sizes = bench.LMSizes()  # vocab 30k, embedding 256, LSTM 512, 1,024 samples, tied
     lstm = 2 * 4 * (256 + 512) * 512
     assert bench.training_flops(sizes, sampled=False) == 3 * (lstm + 2 * 512 * 30_000)
-    assert bench.training_flops(sizes, sampled=True) == 3 * (lstm + 2 * 512 * 256
-                                                             + 2 * 256 * 1025)
+    assert bench.training_flops(sizes, sampled=True) == 3 * (lstm + 2 * 512 * 256 + 2 * 256 * 1025)
     untied = bench.LMSizes(tied=False)
     assert bench.training_flops(untied, sampled=True) == 3 * (lstm + 2 * 512 * 1025)
-    assert bench.training_flops(sizes, sampled=False) / bench.training_flops(
-        sizes, sampled=True) > 8  # the full softmax is ~90% of the reference's work
+    assert (
+        bench.training_flops(sizes, sampled=False) / bench.training_flops(sizes, sampled=True) > 8
+    )  # the full softmax is ~90% of the reference's work
 
 
 @pytest.mark.acceptance  # a benchmark section end to end (two child processes)
@@ -39,10 +38,12 @@ def test_section_runs_end_to_end_on_a_tiny_corpus(tmp_path):
         writer = csv.writer(f)
         writer.writerow(["text", "label"])
         writer.writerows([" ".join(rng.choice(words, 40)), "1"] for _ in range(120))
-    sizes = bench.LMSizes(vocab=20, embedding=8, units=16, batch=4, length=5, num_sampled=6,
-                          pretraining_batch=8)
-    plan = bench.LMPlan(reps=1, sampled_steps=1, fit_steps=3, vocabulary_documents=30,
-                        memory_documents=25)
+    sizes = bench.LMSizes(
+        vocab=20, embedding=8, units=16, batch=4, length=5, num_sampled=6, pretraining_batch=8
+    )
+    plan = bench.LMPlan(
+        reps=1, sampled_steps=1, fit_steps=3, vocabulary_documents=30, memory_documents=25
+    )
     result = bench.run([corpus], tmp_path / "work", lambda line: None, sizes=sizes, plan=plan)
     (_, throughput), (_, memory) = result.tables
     assert [r["batch"] for r in throughput] == ["4 × 5", "4 × 5", "8 × 5", "8 × 5"]

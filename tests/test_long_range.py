@@ -97,9 +97,11 @@ def test_at_init_keras_gate_biases_vanish_and_chrono_biases_do_not():
     (chrono); GRU 1e-21..5e-19 (Keras) vs 0.1..0.2 (chrono).
     """
     x, y = lr.adding_task(64, 100, seed=0)
-    ratios = {(cell, bias): lr.ratio(lr.gradient_norms(model_at_init(cell, 100, gate_bias=bias),
-                                                       x, y))
-              for cell in ("lstm", "gru") for bias in ("keras", "chrono")}
+    ratios = {
+        (cell, bias): lr.ratio(lr.gradient_norms(model_at_init(cell, 100, gate_bias=bias), x, y))
+        for cell in ("lstm", "gru")
+        for bias in ("keras", "chrono")
+    }
     assert ratios["lstm", "keras"] < 1e-6 and ratios["gru", "keras"] < 1e-12
     assert ratios["lstm", "chrono"] > 1e3 * ratios["lstm", "keras"]
     assert ratios["gru", "chrono"] > 1e-2
@@ -112,8 +114,9 @@ def test_at_init_simple_rnn_does_not_vanish_on_recall_but_default_lstm_does():
     """
     x, y = lr.recall_task(64, 100, seed=0)
     simple = lr.ratio(lr.gradient_norms(model_at_init("simple_rnn", 100, task="recall"), x, y))
-    lstm = lr.ratio(lr.gradient_norms(
-        model_at_init("lstm", 100, task="recall", gate_bias="keras"), x, y))
+    lstm = lr.ratio(
+        lr.gradient_norms(model_at_init("lstm", 100, task="recall", gate_bias="keras"), x, y)
+    )
     assert simple > 0.05 and lstm < 1e-6
 
 
@@ -144,8 +147,13 @@ def test_quick_run_writes_tables_figures_and_tensorboard(tmp_path):
     lines = []
     result = lr.run_long_range(tmp_path / "out", quick=True, log=lines.append)
     out = tmp_path / "out"
-    for name in ("table.md", "table.csv", "accuracy_vs_length.png", "gradient_norms.png",
-                 "gradient_norms.csv"):
+    for name in (
+        "table.md",
+        "table.csv",
+        "accuracy_vs_length.png",
+        "gradient_norms.png",
+        "gradient_norms.csv",
+    ):
         assert (out / name).is_file(), name
     for name in ("accuracy_vs_length.png", "gradient_norms.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -156,8 +164,8 @@ def test_quick_run_writes_tables_figures_and_tensorboard(tmp_path):
     assert tuple(rows[0]) == lr.TABLE_COLUMNS
     # 3 cells x 2 lengths with clipping, then 3 cells at the longest length without
     assert [(r["cell"], r["length"], r["clipnorm"]) for r in rows] == [
-        (c, str(n), "1") for n in lr.QUICK_LENGTHS for c in CELLS] + [
-        (c, str(lr.QUICK_LENGTHS[-1]), "none") for c in CELLS]
+        (c, str(n), "1") for n in lr.QUICK_LENGTHS for c in CELLS
+    ] + [(c, str(lr.QUICK_LENGTHS[-1]), "none") for c in CELLS]
     assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in rows)
     assert len(lines) == 1 + len(rows) + 1 and lines[1].startswith("[1/9] simple_rnn")
 
@@ -170,13 +178,21 @@ def test_quick_run_writes_tables_figures_and_tensorboard(tmp_path):
 
     assert result["longest"] == 20 and result["files"]["table.md"] == str(out / "table.md")
     for cell in CELLS:
-        assert set(result["gradient_ratios"][cell]) == {"init", "trained_clipnorm_1",
-                                                         "trained_no_clip"}
+        assert set(result["gradient_ratios"][cell]) == {
+            "init",
+            "trained_clipnorm_1",
+            "trained_no_clip",
+        }
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"cells": ["rnn"]}, "unknown cell"), ({"lengths": [1, 10]}, "at least 2"),
-    ({"task": "copy"}, "unknown task")])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"cells": ["rnn"]}, "unknown cell"),
+        ({"lengths": [1, 10]}, "at least 2"),
+        ({"task": "copy"}, "unknown task"),
+    ],
+)
 def test_bad_grid_is_a_user_error_before_any_training(tmp_path, kwargs, message):
     with pytest.raises(UserError, match=message):
         lr.run_long_range(tmp_path, **kwargs)

@@ -10,20 +10,30 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from file_helpers import error_of, write
 
-from nlp_rnn.data.builtin import (BUILTIN_CORPORA, BUILTIN_PARALLEL_CORPORA,
-                                  BUILTIN_TAGGED_CORPORA, builtin_parallel, date_pairs)
-from nlp_rnn.data.parallel import (ParallelStats, read_aligned_pairs, read_parallel,
-                                   read_tsv_pairs, scan_parallel)
+from nlp_rnn.data.builtin import (
+    BUILTIN_CORPORA,
+    BUILTIN_PARALLEL_CORPORA,
+    BUILTIN_TAGGED_CORPORA,
+    builtin_parallel,
+    date_pairs,
+)
+from nlp_rnn.data.parallel import (
+    ParallelStats,
+    read_aligned_pairs,
+    read_parallel,
+    read_tsv_pairs,
+    scan_parallel,
+)
 from nlp_rnn.data.sources import PAIR_SIGNATURE, ParallelSource, parallel_source
 from nlp_rnn.errors import DataError
-
-from file_helpers import error_of, write
 
 SPA_ENG_DEV = Path(__file__).resolve().parents[1].parent / "shared/data/spa-eng/dev.txt"
 
 
 # --- TSV ------------------------------------------------------------------------------------------
+
 
 def test_tsv_default_columns_read_the_second_column_as_source(tmp_path):
     path = write(tmp_path / "p.tsv", "Go.\tVe.\nI ran.\tCorrí.\tCC-BY 2.0 (France) #1\n")
@@ -47,11 +57,17 @@ def test_tsv_too_few_columns_names_the_line(tmp_path):
     path = write(tmp_path / "p.tsv", "a\tb\n\nonly one column\n")
     err = error_of(read_tsv_pairs, path)
     assert (err.file, err.line) == (path, 3)
-    assert str(err) == (f"{path}:3: expected at least 2 tab-separated columns (source in "
-                        "column 2, target in column 1), found 1")
+    assert str(err) == (
+        f"{path}:3: expected at least 2 tab-separated columns (source in "
+        "column 2, target in column 1), found 1"
+    )
     err = error_of(read_tsv_pairs, path, source_column=3, target_column=-1)
-    assert "expected at least 4 tab-separated columns (source in column 4, target in the " \
-           "last column), found 2" in str(err) and err.line == 1
+    assert (
+        "expected at least 4 tab-separated columns (source in column 4, target in the "
+        "last column), found 2"
+        in str(err)
+        and err.line == 1
+    )
 
 
 def test_tsv_empty_side_names_line_and_column(tmp_path):
@@ -99,8 +115,10 @@ def test_missing_files_fail_at_once(tmp_path):
 
 # --- aligned files ------------------------------------------------------------------------------
 
-def aligned(tmp_path: Path, source: str | bytes, target: str | bytes,
-            names=("source.es", "target.en")) -> tuple[str, str]:
+
+def aligned(
+    tmp_path: Path, source: str | bytes, target: str | bytes, names=("source.es", "target.en")
+) -> tuple[str, str]:
     return write(tmp_path / names[0], source), write(tmp_path / names[1], target)
 
 
@@ -112,8 +130,9 @@ def test_aligned_pairs_skip_lines_blank_on_both_sides(tmp_path):
 def test_aligned_shorter_file_is_named_where_it_ends(tmp_path):
     source, target = aligned(tmp_path, "a\nb\nc\nd\n", "A\nB\nC\n")
     err = error_of(read_aligned_pairs, source, target)
-    assert str(err) == (f"{target}:4: file ends here but {source} has more lines "
-                        "(misaligned files)")
+    assert str(err) == (
+        f"{target}:4: file ends here but {source} has more lines (misaligned files)"
+    )
     err = error_of(read_aligned_pairs, target, source)  # swapped roles, same shorter file
     assert (err.file, err.line) == (target, 4)
 
@@ -137,8 +156,7 @@ def test_aligned_line_empty_on_one_side_names_that_file(tmp_path):
 
 
 def test_aligned_bom_crlf_gzip_invalid_utf8(tmp_path):
-    paths = aligned(tmp_path, "\ufeffhola\r\nadiós\r\n", "hello\nbye\n",
-                    names=("s.es.gz", "t.en"))
+    paths = aligned(tmp_path, "\ufeffhola\r\nadiós\r\n", "hello\nbye\n", names=("s.es.gz", "t.en"))
     assert list(read_aligned_pairs(*paths)) == [("hola", "hello"), ("adiós", "bye")]
     source, target = aligned(tmp_path, "a\nb\n", b"A\n\xffB\n")
     err = error_of(read_aligned_pairs, source, target)
@@ -146,6 +164,7 @@ def test_aligned_bom_crlf_gzip_invalid_utf8(tmp_path):
 
 
 # --- read_parallel and stats -------------------------------------------------------------------
+
 
 def test_read_parallel_dispatches_on_the_spec(tmp_path):
     tsv = write(tmp_path / "p.txt", "Go.\tVe.\n")
@@ -156,15 +175,18 @@ def test_read_parallel_dispatches_on_the_spec(tmp_path):
     assert list(read_parallel((Path(source), Path(target)), "aligned")) == [("Ve.", "Go.")]
 
 
-@pytest.mark.parametrize("spec, fmt, message", [
-    ("p.tsv", "csv", "unknown parallel format 'csv'"),
-    (["a", "b"], "tsv", "format 'tsv' reads one file"),
-    ("p.tsv", "aligned", "format 'aligned' needs a list of two files"),
-    (["a", "b", "c"], "auto", "exactly two files [source, target], got 3"),
-    (["a"], "aligned", "exactly two files [source, target], got 1"),
-    ([1, 2], "auto", "needs two file paths"),
-    (7, "auto", "expected a file path or a list of two files"),
-])
+@pytest.mark.parametrize(
+    "spec, fmt, message",
+    [
+        ("p.tsv", "csv", "unknown parallel format 'csv'"),
+        (["a", "b"], "tsv", "format 'tsv' reads one file"),
+        ("p.tsv", "aligned", "format 'aligned' needs a list of two files"),
+        (["a", "b", "c"], "auto", "exactly two files [source, target], got 3"),
+        (["a"], "aligned", "exactly two files [source, target], got 1"),
+        ([1, 2], "auto", "needs two file paths"),
+        (7, "auto", "expected a file path or a list of two files"),
+    ],
+)
 def test_read_parallel_spec_and_format_mismatches(spec, fmt, message):
     with pytest.raises(DataError) as info:
         read_parallel(spec, fmt)
@@ -183,12 +205,14 @@ def test_empty_file_has_no_pairs_and_the_source_says_so(tmp_path):
 
 def test_scan_parallel_counts_whitespace_tokens():
     stats = scan_parallel([("a b c", "x"), ("d", "y  z\tw"), ("e f", "v")])
-    assert stats == ParallelStats(count=3, source_tokens=6, target_tokens=5,
-                                  max_source_tokens=3, max_target_tokens=3)
+    assert stats == ParallelStats(
+        count=3, source_tokens=6, target_tokens=5, max_source_tokens=3, max_target_tokens=3
+    )
     assert scan_parallel([]) == ParallelStats(0, 0, 0, 0, 0)
 
 
 # --- sources ------------------------------------------------------------------------------------
+
 
 def test_file_source_validates_everything_first_then_streams(tmp_path):
     path = write(tmp_path / "p.tsv", "Go.\tVe.\nI ran.\tCorrí.\n")
@@ -225,14 +249,19 @@ def test_builtin_source_defaults_to_the_role_split():
         parallel_source("builtin:dates:valid", "train")
 
 
-TED = [("olá mundo", "hello world"), ("  obrigado ", "thank you"), ("", "dropped: empty pt"),
-       ("bom dia", "good morning")]
+TED = [
+    ("olá mundo", "hello world"),
+    ("  obrigado ", "thank you"),
+    ("", "dropped: empty pt"),
+    ("bom dia", "good morning"),
+]
 
 
 def ted_as_dataset(self, *args, **kwargs):
     """Mocked ted_hrlr_translate/pt_to_en examples: {'pt': str, 'en': str} dicts."""
-    return tf.data.Dataset.from_tensor_slices({"pt": [pt for pt, _ in TED],
-                                               "en": [en for _, en in TED]})
+    return tf.data.Dataset.from_tensor_slices(
+        {"pt": [pt for pt, _ in TED], "en": [en for _, en in TED]}
+    )
 
 
 def ted_pairs(**kwargs) -> tuple[ParallelSource, list[tuple[str, str]]]:
@@ -244,8 +273,11 @@ def ted_pairs(**kwargs) -> tuple[ParallelSource, list[tuple[str, str]]]:
 def test_tfds_source_uses_the_supervised_keys():
     source, pairs = ted_pairs()
     assert source.stats is None and source.dataset().element_spec == PAIR_SIGNATURE
-    assert pairs == [("olá mundo", "hello world"), ("obrigado", "thank you"),
-                     ("bom dia", "good morning")]  # sides stripped, empty pairs dropped
+    assert pairs == [
+        ("olá mundo", "hello world"),
+        ("obrigado", "thank you"),
+        ("bom dia", "good morning"),
+    ]  # sides stripped, empty pairs dropped
 
 
 def test_tfds_source_with_named_languages():
@@ -278,21 +310,60 @@ def test_tfds_source_default_splits_and_random_mock_data():
 
 # --- built-in "dates" corpus --------------------------------------------------------------------
 
-_EN_MONTHS = ("january", "february", "march", "april", "may", "june", "july", "august",
-              "september", "october", "november", "december")
+_EN_MONTHS = (
+    "january",
+    "february",
+    "march",
+    "april",
+    "may",
+    "june",
+    "july",
+    "august",
+    "september",
+    "october",
+    "november",
+    "december",
+)
 _EN_WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
-_ES_MONTHS = ("enero", "febrero", "marzo", "abril", "mayo", "junio", "julio", "agosto",
-              "septiembre", "octubre", "noviembre", "diciembre")
+_ES_MONTHS = (
+    "enero",
+    "febrero",
+    "marzo",
+    "abril",
+    "mayo",
+    "junio",
+    "julio",
+    "agosto",
+    "septiembre",
+    "octubre",
+    "noviembre",
+    "diciembre",
+)
 _ES_WEEKDAYS = ("lunes", "martes", "miércoles", "jueves", "viernes", "sábado", "domingo")
-_NUMBERS = {word: n for n, word in enumerate(
-    "oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen".split())}
-_NUMBERS.update({word: 10 * n for n, word in enumerate(
-    "twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2)})
-_ORDINALS = {word: n for n, word in enumerate(
-    "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "
-    "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"
-    .split(), start=1)}
+_NUMBERS = {
+    word: n
+    for n, word in enumerate(
+        "oh one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+        "fifteen sixteen seventeen eighteen nineteen".split()
+    )
+}
+_NUMBERS.update(
+    {
+        word: 10 * n
+        for n, word in enumerate(
+            "twenty thirty forty fifty sixty seventy eighty ninety".split(), start=2
+        )
+    }
+)
+_ORDINALS = {
+    word: n
+    for n, word in enumerate(
+        "first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth "(
+            "thirteenth fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth"
+        ).split(),
+        start=1,
+    )
+}
 _ORDINALS["thirtieth"] = 30
 _TARGET = re.compile(r"(?:el (\S+) )?(\d{1,2}) de (\S+) de (\d{4})")
 
@@ -340,16 +411,17 @@ def parse_source(source: str) -> tuple[datetime.date, str | None, bool]:
     if "/" in tokens:
         month, _, day, _, year = tokens
         return datetime.date(int(year), int(month), int(day)), weekday, True
-    months = [i for i, t in enumerate(tokens)
-              if t in _EN_MONTHS or t in [m[:3] for m in _EN_MONTHS]]
+    months = [
+        i for i, t in enumerate(tokens) if t in _EN_MONTHS or t in [m[:3] for m in _EN_MONTHS]
+    ]
     assert len(months) == 1, source
     at = months[0]
     month = [m[:3] for m in _EN_MONTHS].index(tokens[at][:3]) + 1
     if at > 0:  # day first: the day, the month, the year
-        day_tokens, year_tokens = tokens[:at], tokens[at + 1:]
+        day_tokens, year_tokens = tokens[:at], tokens[at + 1 :]
     else:
         length = _day_length(tokens[1:])
-        day_tokens, year_tokens = tokens[1:1 + length], tokens[1 + length:]
+        day_tokens, year_tokens = tokens[1 : 1 + length], tokens[1 + length :]
     date = datetime.date(_year_value(year_tokens), month, _day_value(day_tokens))
     return date, weekday, at == 0
 
@@ -386,7 +458,9 @@ def test_dates_target_is_the_source_date_with_its_true_weekday(date_splits):
         for source, target in pairs:
             date, spanish_weekday = parse_target(target)
             assert parse_source(source)[:2] == (
-                date, None if spanish_weekday is None else _EN_WEEKDAYS[date.weekday()]), source
+                date,
+                None if spanish_weekday is None else _EN_WEEKDAYS[date.weekday()],
+            ), source
             if spanish_weekday is not None:
                 assert spanish_weekday == _ES_WEEKDAYS[date.weekday()], target
             assert source == source.lower() and target == target.lower()
@@ -402,14 +476,24 @@ def test_dates_need_reordering_and_change_length(date_splits):
     assert sum(len(s.split()) != len(t.split()) for s, t in pairs) > 0.6 * len(pairs)
     assert sum(not s.split()[-1].isdigit() for s, _ in pairs) > 0.3 * len(pairs)  # year words
     assert sum(t.startswith("el ") for _, t in pairs) > 0.2 * len(pairs)
-    for style in ("nineteen ninety-", "nineteen ninety ", "two thousand and ", "twenty oh ",
-                  " / ", "the twenty-first", "twenty first", "21st", "nineteen fifty "):
+    for style in (
+        "nineteen ninety-",
+        "nineteen ninety ",
+        "two thousand and ",
+        "twenty oh ",
+        " / ",
+        "the twenty-first",
+        "twenty first",
+        "21st",
+        "nineteen fifty ",
+    ):
         assert any(style in s for s, _ in pairs), style
     assert min(parse_target(t)[0].year for _, t in pairs) == 1950
     assert max(parse_target(t)[0].year for _, t in pairs) == 2049
 
 
 # --- real data ----------------------------------------------------------------------------------
+
 
 @pytest.mark.skipif(not SPA_ENG_DEV.exists(), reason="shared spa-eng data not present")
 def test_real_spa_eng_dev():

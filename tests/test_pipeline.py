@@ -23,9 +23,15 @@ def tensor_tags(path):
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    config = load_pipeline("sentiment", SMALL + ["train.epochs=3",  # dev accuracy 1.0 after 2
-                                                 f"export.dir={root / 'saved_models'}"],
-                           output_dir=str(root / "runs"))
+    config = load_pipeline(
+        "sentiment",
+        SMALL
+        + [
+            "train.epochs=3",  # dev accuracy 1.0 after 2
+            f"export.dir={root / 'saved_models'}",
+        ],
+        output_dir=str(root / "runs"),
+    )
     lines = []
     return run_pipeline(config, log=lines.append), lines
 
@@ -40,8 +46,15 @@ def test_learns_the_word_order_corpus(finished_run):
 def test_run_folder_holds_everything_to_reproduce_and_inspect(finished_run):
     result, lines = finished_run
     run_dir = result.run_dir
-    for name in ("config.yaml", "vocab/vocab.txt", "vocab/labels.txt", "history.csv",
-                 "metrics.json", "confusion_matrix.png", "checkpoints/best.weights.h5"):
+    for name in (
+        "config.yaml",
+        "vocab/vocab.txt",
+        "vocab/labels.txt",
+        "history.csv",
+        "metrics.json",
+        "confusion_matrix.png",
+        "checkpoints/best.weights.h5",
+    ):
         assert (run_dir / name).exists(), name
     assert json.loads((run_dir / "run.json").read_text())["status"] == "completed"
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -84,37 +97,64 @@ class CrashAfterEpoch(keras.callbacks.Callback):
 
 
 def test_rerun_after_crash_resumes_in_the_same_folder(tmp_path, monkeypatch):
-    config = load_pipeline("sentiment", SMALL + ["data.train=builtin:sentiment:test",  # small
-                                                 "train.epochs=3",
-                                                 "train.early_stopping_patience=null",
-                                                 f"export.dir={tmp_path / 'saved_models'}"],
-                           output_dir=str(tmp_path / "runs"))
+    config = load_pipeline(
+        "sentiment",
+        SMALL
+        + [
+            "data.train=builtin:sentiment:test",  # small
+            "train.epochs=3",
+            "train.early_stopping_patience=null",
+            f"export.dir={tmp_path / 'saved_models'}",
+        ],
+        output_dir=str(tmp_path / "runs"),
+    )
     original = training.standard_callbacks
-    monkeypatch.setattr(training, "standard_callbacks",
-                        lambda *a, **k: original(*a, **k) + [CrashAfterEpoch(2)])
+    monkeypatch.setattr(
+        training, "standard_callbacks", lambda *a, **k: original(*a, **k) + [CrashAfterEpoch(2)]
+    )
     with pytest.raises(KeyboardInterrupt):
         run_pipeline(config, log=lambda line: None)
     [run_dir] = list((tmp_path / "runs" / "sentiment").iterdir())
-    assert json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"  # Ctrl-C, not a failure
+    assert (
+        json.loads((run_dir / "run.json").read_text())["status"] == "interrupted"
+    )  # Ctrl-C, not a failure
 
     monkeypatch.setattr(training, "standard_callbacks", original)
     epochs_started = []
-    monkeypatch.setattr(training, "standard_callbacks", lambda *a, **k: original(*a, **k) + [
-        keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: epochs_started.append(e))])
+    monkeypatch.setattr(
+        training,
+        "standard_callbacks",
+        lambda *a, **k: (
+            original(*a, **k)
+            + [
+                keras.callbacks.LambdaCallback(
+                    on_epoch_begin=lambda e, logs: epochs_started.append(e)
+                )
+            ]
+        ),
+    )
     result = run_pipeline(config, log=lambda line: None)
     assert result.run_dir == run_dir and result.resumed
     assert epochs_started == [2]  # epochs 0 and 1 were not repeated
-    assert [int(row["epoch"]) for row in json.loads(
-        (run_dir / "metrics.json").read_text())["history"]] == [0, 1, 2]
+    assert [
+        int(row["epoch"]) for row in json.loads((run_dir / "metrics.json").read_text())["history"]
+    ] == [0, 1, 2]
 
 
 def test_lr_decay_is_applied_per_epoch_and_logged(tmp_path):
-    config = load_pipeline("sentiment", SMALL + ["data.train=builtin:sentiment:test",  # small
-                                                 "train.epochs=3", "train.lr_decay=0.5",
-                                                 "train.learning_rate=0.004",
-                                                 "train.early_stopping_patience=null",
-                                                 "export.enabled=false"],
-                           output_dir=str(tmp_path / "runs"))
+    config = load_pipeline(
+        "sentiment",
+        SMALL
+        + [
+            "data.train=builtin:sentiment:test",  # small
+            "train.epochs=3",
+            "train.lr_decay=0.5",
+            "train.learning_rate=0.004",
+            "train.early_stopping_patience=null",
+            "export.enabled=false",
+        ],
+        output_dir=str(tmp_path / "runs"),
+    )
     result = run_pipeline(config, log=lambda line: None)
     history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
     assert [row["learning_rate"] for row in history] == pytest.approx([0.004, 0.002, 0.001])

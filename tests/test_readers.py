@@ -1,28 +1,35 @@
-"""Tests for nlp_rnn.data.readers: tiny files written into tmp_path, plus a check on the real data."""
+"""Tests for nlp_rnn.data.readers: tiny files written into tmp_path, plus a check on the real
+data."""
 
 from __future__ import annotations
 
-import gzip
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from nlp_rnn.data.readers import (ExampleStats, delimiter_for, open_text, read_class_folders,
-                                  read_delimited, read_examples, read_jsonl, read_lines,
-                                  scan_examples, sort_labels)
-from nlp_rnn.errors import DataError
-
 from file_helpers import error_of, write
+
+from nlp_rnn.data.readers import (
+    ExampleStats,
+    delimiter_for,
+    open_text,
+    read_class_folders,
+    read_delimited,
+    read_examples,
+    read_jsonl,
+    read_lines,
+    scan_examples,
+    sort_labels,
+)
+from nlp_rnn.errors import DataError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
-
-
 # --- open_text ----------------------------------------------------------------------------------
+
 
 def test_open_text_gunzips_and_strips_bom(tmp_path):
     path = write(tmp_path / "a.txt.gz", "\ufefffirst\r\nsecond\n")
@@ -59,9 +66,12 @@ def test_delimiter_for():
 
 # --- read_delimited -----------------------------------------------------------------------------
 
+
 def test_csv_quoted_commas_quotes_and_newlines_keep_line_numbers(tmp_path):
-    path = write(tmp_path / "d.csv", 'text,label\n"a, b",1\n"say ""hi""\nover two lines",0\n'
-                                     "plain,1\nbroken,1,extra\n")
+    path = write(
+        tmp_path / "d.csv",
+        'text,label\n"a, b",1\n"say ""hi""\nover two lines",0\nplain,1\nbroken,1,extra\n',
+    )
     rows = read_delimited(path, "text", "label")
     assert next(rows) == ("a, b", "1")
     assert next(rows) == ('say "hi"\nover two lines', "0")
@@ -80,7 +90,9 @@ def test_bad_multiline_record_reports_its_first_line(tmp_path):
 
 def test_tsv_keeps_quotes_literally(tmp_path):
     path = write(tmp_path / "s.tsv", 'sentence\tlabel\n"quoted" start and a " lone one\t1\n')
-    assert list(read_delimited(path, "sentence", "label")) == [('"quoted" start and a " lone one', "1")]
+    assert list(read_delimited(path, "sentence", "label")) == [
+        ('"quoted" start and a " lone one', "1")
+    ]
 
 
 def test_gz_bom_crlf_and_blank_lines(tmp_path):
@@ -143,6 +155,7 @@ def test_read_delimited_is_lazy(tmp_path):
 
 # --- read_jsonl ---------------------------------------------------------------------------------
 
+
 def test_jsonl_int_and_string_labels(tmp_path):
     lines = [{"text": "a", "label": 1}, {"text": "b", "label": "pos"}, {"text": "c", "label": 0}]
     path = write(tmp_path / "d.jsonl", "\n".join(map(json.dumps, lines)) + "\n\n")
@@ -150,16 +163,19 @@ def test_jsonl_int_and_string_labels(tmp_path):
     assert list(read_jsonl(path, "text", None)) == [("a", None), ("b", None), ("c", None)]
 
 
-@pytest.mark.parametrize("bad_line, message", [
-    ('{"text": "x", "label": 1', "invalid JSON"),
-    ('["x", 1]', "expected a JSON object, found list"),
-    ('{"label": 1}', "no key 'text'"),
-    ('{"text": "x"}', "no key 'label'"),
-    ('{"text": 3, "label": 1}', "'text' must be a string"),
-    ('{"text": "x", "label": true}', "must be a string or an integer, found true"),
-    ('{"text": "x", "label": 1.0}', "must be a string or an integer, found 1.0"),
-    ('{"text": "x", "label": " "}', "empty label"),
-])
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [
+        ('{"text": "x", "label": 1', "invalid JSON"),
+        ('["x", 1]', "expected a JSON object, found list"),
+        ('{"label": 1}', "no key 'text'"),
+        ('{"text": "x"}', "no key 'label'"),
+        ('{"text": 3, "label": 1}', "'text' must be a string"),
+        ('{"text": "x", "label": true}', "must be a string or an integer, found true"),
+        ('{"text": "x", "label": 1.0}', "must be a string or an integer, found 1.0"),
+        ('{"text": "x", "label": " "}', "empty label"),
+    ],
+)
 def test_jsonl_errors_name_the_line(tmp_path, bad_line, message):
     path = write(tmp_path / "d.jsonl", '{"text": "ok", "label": 0}\n\n' + bad_line + "\n")
     err = error_of(read_jsonl, path, "text", "label")
@@ -168,16 +184,24 @@ def test_jsonl_errors_name_the_line(tmp_path, bad_line, message):
 
 # --- read_class_folders / read_lines ------------------------------------------------------------
 
+
 def test_class_folders(tmp_path):
-    for label, name, text in [("pos", "2_9.txt", "great\nfun\n"), ("pos", "10_8.txt", "good"),
-                              ("neg", "1_1.txt", "awful\r\n"), ("neg", "notes.md", "skip"),
-                              ("neg", ".hidden.txt", "skip")]:
+    for label, name, text in [
+        ("pos", "2_9.txt", "great\nfun\n"),
+        ("pos", "10_8.txt", "good"),
+        ("neg", "1_1.txt", "awful\r\n"),
+        ("neg", "notes.md", "skip"),
+        ("neg", ".hidden.txt", "skip"),
+    ]:
         (tmp_path / label).mkdir(exist_ok=True)
         write(tmp_path / label / name, text)
     (tmp_path / ".git").mkdir()
     write(tmp_path / "README.txt", "not a class")
     assert list(read_class_folders(str(tmp_path))) == [
-        ("awful", "neg"), ("good", "pos"), ("great fun", "pos")]
+        ("awful", "neg"),
+        ("good", "pos"),
+        ("great fun", "pos"),
+    ]
 
 
 def test_class_folders_errors(tmp_path):
@@ -196,10 +220,12 @@ def test_read_lines_skips_blank_lines(tmp_path):
 
 # --- read_examples ------------------------------------------------------------------------------
 
+
 def test_read_examples_dispatch(tmp_path):
     write(tmp_path / "a.tsv.gz", "sentence\ty\nhi\t1\n")
-    assert list(read_examples(str(tmp_path / "a.tsv.gz"), text_column="sentence",
-                              label_column="y")) == [("hi", "1")]
+    assert list(
+        read_examples(str(tmp_path / "a.tsv.gz"), text_column="sentence", label_column="y")
+    ) == [("hi", "1")]
     write(tmp_path / "b.json", '{"text": "x", "label": 2}\n')
     assert list(read_examples(str(tmp_path / "b.json"))) == [("x", "2")]
     write(tmp_path / "c.txt", "one\ntwo\n")
@@ -224,6 +250,7 @@ def test_read_examples_missing_file_and_unknown_extension(tmp_path):
 
 # --- labels and stats ---------------------------------------------------------------------------
 
+
 def test_sort_labels():
     assert sort_labels(["10", "2", "1"]) == ("1", "2", "10")
     assert sort_labels(["pos", "neg", "pos"]) == ("neg", "pos")
@@ -233,8 +260,9 @@ def test_sort_labels():
 
 def test_scan_examples():
     stats = scan_examples(iter([("a", "10"), (" ", "2"), ("b", "10"), ("", "2"), ("c", "1")]))
-    assert stats == ExampleStats(count=5, labels=("1", "2", "10"), empty_texts=2,
-                                 label_counts={"1": 1, "2": 2, "10": 2})
+    assert stats == ExampleStats(
+        count=5, labels=("1", "2", "10"), empty_texts=2, label_counts={"1": 1, "2": 2, "10": 2}
+    )
     assert scan_examples([("a", None)]).labels == ()
     with pytest.raises(AttributeError):
         stats.count = 0  # frozen
@@ -242,12 +270,18 @@ def test_scan_examples():
 
 def test_module_does_not_import_tensorflow():
     code = "import sys, nlp_rnn.data.readers; print('tensorflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         cwd=Path(__file__).resolve().parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parents[1],
+    )
     assert out.stdout.strip() == "False"
 
 
 # --- the real data ------------------------------------------------------------------------------
+
 
 def test_real_data():
     if not SHARED_DATA.is_dir():
@@ -256,8 +290,8 @@ def test_real_data():
     first = [next(imdb) for _ in range(5)]
     assert all(text and label in ("0", "1") for text, label in first)
     imdb.close()
-    stats = scan_examples(read_examples(str(SHARED_DATA / "sst2" / "dev.tsv"),
-                                        text_column="sentence"))
+    stats = scan_examples(
+        read_examples(str(SHARED_DATA / "sst2" / "dev.tsv"), text_column="sentence")
+    )
     assert stats.count == 872 and stats.labels == ("0", "1")
     assert stats.label_counts == {"0": 428, "1": 444}
-

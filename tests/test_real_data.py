@@ -26,22 +26,27 @@ def run_and_evaluate(tmp_path, monkeypatch, pipeline, dev_file, overrides=()):
     assert result.exit_code == 0, result.output
     [metrics_file] = Path("runs").glob("*/*/metrics.json")
     metrics = json.loads(metrics_file.read_text())
-    evaluated = CliRunner().invoke(main, ["evaluate", metrics["export_path"], "--data",
-                                          str(dev_file), "--json"], catch_exceptions=False)
+    evaluated = CliRunner().invoke(
+        main,
+        ["evaluate", metrics["export_path"], "--data", str(dev_file), "--json"],
+        catch_exceptions=False,
+    )
     assert evaluated.exit_code == 0, evaluated.output
     return metrics, json.loads(evaluated.output)
 
 
 def test_imdb_reaches_89_percent_dev_accuracy(tmp_path, monkeypatch):
-    metrics, evaluated = run_and_evaluate(tmp_path, monkeypatch, "imdb.yaml",
-                                          SHARED / "imdb" / "dev.csv.gz")
+    metrics, evaluated = run_and_evaluate(
+        tmp_path, monkeypatch, "imdb.yaml", SHARED / "imdb" / "dev.csv.gz"
+    )
     assert metrics["dev"]["accuracy"] >= 0.89
     assert evaluated["accuracy"] == pytest.approx(metrics["dev"]["accuracy"], abs=1e-9)
 
 
 def test_sst2_learns(tmp_path, monkeypatch):
-    metrics, evaluated = run_and_evaluate(tmp_path, monkeypatch, "sst2.yaml",
-                                          SHARED / "sst2" / "dev.tsv", ["train.epochs=2"])
+    metrics, evaluated = run_and_evaluate(
+        tmp_path, monkeypatch, "sst2.yaml", SHARED / "sst2" / "dev.tsv", ["train.epochs=2"]
+    )
     assert metrics["dev"]["accuracy"] >= 0.80
     assert evaluated["accuracy"] == pytest.approx(metrics["dev"]["accuracy"], abs=1e-9)
 

@@ -9,8 +9,13 @@ import pytest
 from nlp_rnn.config import BUILTIN_PIPELINES, load_pipeline, shipped_pipelines
 from nlp_rnn.data import vectorize
 from nlp_rnn.layers.pooling import SequencePooling
-from nlp_rnn.layers.rnn import (cudnn_report, describe_cudnn, keras_cudnn_args_ok,
-                                recurrent_layers, rnn_stack)
+from nlp_rnn.layers.rnn import (
+    cudnn_report,
+    describe_cudnn,
+    keras_cudnn_args_ok,
+    recurrent_layers,
+    rnn_stack,
+)
 from nlp_rnn.tasks import TASKS
 from nlp_rnn.tasks.classification import task as classification
 
@@ -43,8 +48,16 @@ def shipped_configs():
 def test_rnn_stack_shapes(cell, bidirectional):
     inputs = keras.Input((None, 6))
     seq = rnn_stack(inputs, cell=cell, units=5, layers=2, bidirectional=bidirectional)
-    last, states = rnn_stack(inputs, cell=cell, units=5, layers=2, bidirectional=bidirectional,
-                             return_sequences=False, return_state=True, name="b")
+    last, states = rnn_stack(
+        inputs,
+        cell=cell,
+        units=5,
+        layers=2,
+        bidirectional=bidirectional,
+        return_sequences=False,
+        return_state=True,
+        name="b",
+    )
     width = 10 if bidirectional else 5
     assert tuple(seq.shape) == (None, None, width)
     assert tuple(last.shape) == (None, width)
@@ -59,25 +72,38 @@ def tiny_vectorizers_for(task):
         from nlp_rnn.tasks.language_model import task as language_model
 
         tokens = ["", "[UNK]", "a", "b"]
-        return language_model.Vectorizers(tokens, keras.layers.StringLookup(
-            vocabulary=tokens[2:], mask_token="", num_oov_indices=1), "char")
+        return language_model.Vectorizers(
+            tokens,
+            keras.layers.StringLookup(vocabulary=tokens[2:], mask_token="", num_oov_indices=1),
+            "char",
+        )
     if task == "tagging":
         from nlp_rnn.data.vectorize import build_label_lookup
         from nlp_rnn.tasks.tagging import task as tagging
 
         lookup = lambda vocab: keras.layers.StringLookup(  # noqa: E731
-            vocabulary=vocab, mask_token="", num_oov_indices=1)
+            vocabulary=vocab, mask_token="", num_oov_indices=1
+        )
         tags = ["O"] + [f"{p}-{t}" for t in ("LOC", "MISC", "ORG", "PER") for p in "BIES"]
-        return tagging.Vectorizers(["", "[UNK]", "a"], ["", "[UNK]", "a"], tags, "bioes",
-                                   lookup(["a"]), lookup(["a"]), build_label_lookup(tags))
+        return tagging.Vectorizers(
+            ["", "[UNK]", "a"],
+            ["", "[UNK]", "a"],
+            tags,
+            "bioes",
+            lookup(["a"]),
+            lookup(["a"]),
+            build_label_lookup(tags),
+        )
     if task == "translation":
         from nlp_rnn.data.vectorize import build_text_vectorizer
         from nlp_rnn.tasks.translation import task as translation
 
         target = [translation.START, translation.END, "a"]
-        return translation.Vectorizers(build_text_vectorizer("none", 10, ["a", "b"]),
-                                       build_text_vectorizer("none", 10, target),
-                                       ["", "[UNK]"] + target)
+        return translation.Vectorizers(
+            build_text_vectorizer("none", 10, ["a", "b"]),
+            build_text_vectorizer("none", 10, target),
+            ["", "[UNK]"] + target,
+        )
     return tiny_vectorizers()
 
 
@@ -96,8 +122,7 @@ def test_every_shipped_pipeline_builds_cudnn_eligible_layers():
 
 
 def test_report_names_the_layer_and_reason_when_config_breaks_cudnn():
-    config = load_pipeline("sentiment", ["model.rnn.recurrent_dropout=0.2",
-                                         "model.rnn.layers=2"])
+    config = load_pipeline("sentiment", ["model.rnn.recurrent_dropout=0.2", "model.rnn.layers=2"])
     report = cudnn_report(classification.build_model(config, tiny_vectorizers()))
     assert report and not any(s.eligible for s in report)
     text = describe_cudnn(report)
@@ -128,9 +153,14 @@ def test_pooling_ignores_padding(mode):
 
 @pytest.mark.parametrize("pooling", ["last", "attention"])
 def test_classifier_variants_build_and_serialize(pooling):
-    overrides = [f"model.pooling={pooling}", "model.conv.filters=8", "model.conv.kernel_size=3",
-                 "model.conv.pool_size=2",
-                 "model.hidden_units=4", "model.rnn.cell=gru"]
+    overrides = [
+        f"model.pooling={pooling}",
+        "model.conv.filters=8",
+        "model.conv.kernel_size=3",
+        "model.conv.pool_size=2",
+        "model.hidden_units=4",
+        "model.rnn.cell=gru",
+    ]
     config = load_pipeline("sentiment", overrides)
     model = classification.build_model(config, tiny_vectorizers(["a", "b", "c"]))
     out = model(np.array([[2, 3, 4, 0], [4, 0, 0, 0]]))
@@ -148,8 +178,10 @@ def test_conv_front_ignores_padding_and_pools_the_mask(pool_size):
     from nlp_rnn.layers.rnn import cudnn_mask_ok
     from nlp_rnn.tasks.classification.model import conv_front
 
-    config = load_pipeline("sentiment", ["model.conv.filters=6", "model.conv.kernel_size=3",
-                                         f"model.conv.pool_size={pool_size}"])
+    config = load_pipeline(
+        "sentiment",
+        ["model.conv.filters=6", "model.conv.kernel_size=3", f"model.conv.pool_size={pool_size}"],
+    )
     model = classification.build_model(config, tiny_vectorizers(["a", "b", "c"]))
     rows = [[2, 3, 4, 2, 3, 4, 2], [4], [2, 2, 3, 3]]
     padded = np.array([r + [0] * (12 - len(r)) for r in rows])
@@ -174,8 +206,11 @@ def builtin_batches(request, tmp_path_factory):
     return config, task, vectorizers, train, dev
 
 
-MASKED_INPUT = {"classification": lambda x: x, "tagging": lambda x: x["words"],
-                "translation": lambda x: x["source"]}
+MASKED_INPUT = {
+    "classification": lambda x: x,
+    "tagging": lambda x: x["words"],
+    "translation": lambda x: x["source"],
+}
 
 
 def test_real_batches_of_every_task_pass_the_cudnn_mask_check(builtin_batches):
@@ -209,8 +244,9 @@ def test_mixed_float16_builds_and_trains_a_step(builtin_batches):
         before = [w.numpy().copy() for w in model.trainable_weights]
         logs = model.fit(train.take(8), epochs=1, verbose=0)
         assert np.isfinite(logs.history["loss"][0])
-        assert any(not np.array_equal(b, w.numpy()) for b, w in zip(before,
-                                                                   model.trainable_weights))
+        assert any(
+            not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights)
+        )
         assert all(w.dtype == "float32" for w in model.trainable_weights)
         features, _ = next(iter(train.take(1)))
         outputs = model(features, training=False)

@@ -23,8 +23,9 @@ def tiny_lm(tied: bool, num_sampled: int = 6, seed: int = 0) -> keras.Model:
     hidden = keras.layers.GRU(16, return_sequences=True, name="rnn")(embedding(tokens))
     if tied:
         hidden = keras.layers.Dense(WIDTH, name="projection")(hidden)
-    logits = SampledSoftmax(VOCAB, num_sampled, tied_to=embedding if tied else None, seed=seed,
-                            name="logits")(hidden)
+    logits = SampledSoftmax(
+        VOCAB, num_sampled, tied_to=embedding if tied else None, seed=seed, name="logits"
+    )(hidden)
     return keras.Model(tokens, logits, name="tiny_lm")
 
 
@@ -40,8 +41,13 @@ def toy_windows(count: int, length: int = 12, seed: int = 0) -> tuple[np.ndarray
 def exact_nll(lm: keras.Model, inputs, targets) -> float:
     """Mean full-softmax cross-entropy of the next tokens, from the model's logits."""
     logits = lm(tf.constant(inputs), training=False)
-    return float(tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(
-        labels=tf.constant(targets), logits=logits)))
+    return float(
+        tf.reduce_mean(
+            tf.nn.sparse_softmax_cross_entropy_with_logits(
+                labels=tf.constant(targets), logits=logits
+            )
+        )
+    )
 
 
 def test_sampled_loss_approaches_the_full_loss_as_more_classes_are_sampled():
@@ -56,13 +62,20 @@ def test_sampled_loss_approaches_the_full_loss_as_more_classes_are_sampled():
     targets = tf.constant(rng.integers(2, vocab, size=n))
     full = float(tf.reduce_mean(layer(hidden, targets=targets, training=False)))
     logits = layer(hidden)
-    assert full == pytest.approx(float(tf.reduce_mean(
-        tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits))), rel=1e-5)
+    assert full == pytest.approx(
+        float(
+            tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=logits)
+            )
+        ),
+        rel=1e-5,
+    )
     gaps = []
     for num_sampled in (4, 16, 32, 48, vocab - 1):
         layer.num_sampled = num_sampled
-        draws = [float(tf.reduce_mean(layer(hidden, targets=targets, training=True)))
-                 for _ in range(10)]
+        draws = [
+            float(tf.reduce_mean(layer(hidden, targets=targets, training=True))) for _ in range(10)
+        ]
         gaps.append(abs(np.mean(draws) - full) / full)
     assert gaps == sorted(gaps, reverse=True), gaps
     assert gaps[-1] < 0.01 and gaps[0] > 0.2, gaps
@@ -121,8 +134,9 @@ def test_a_tiny_lm_trained_with_sampled_softmax_lowers_full_softmax_perplexity()
     before = exact_nll(lm, *dev)
     dataset = tf.data.Dataset.from_tensor_slices(train).batch(32).map(training_features)
     dev_set = tf.data.Dataset.from_tensor_slices(dev).batch(32).map(training_features)
-    history = trainer.fit(dataset, validation_data=dev_set, epochs=6, shuffle=False,
-                          verbose=0).history
+    history = trainer.fit(
+        dataset, validation_data=dev_set, epochs=6, shuffle=False, verbose=0
+    ).history
     after = exact_nll(lm, *dev)
     assert before > math.log(VOCAB) - 0.5 and math.exp(after) < math.exp(before) / 4
     # val_loss is the exact (full-softmax) cross-entropy: evaluation does not sample
@@ -140,23 +154,23 @@ def test_saved_and_reloaded_model_gives_the_same_full_logits(tmp_path, tied):
 
     lm.save(tmp_path / "lm.keras")
     loaded = keras.saving.load_model(tmp_path / "lm.keras")
-    np.testing.assert_allclose(loaded(tf.constant(inputs)).numpy(), expected, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(loaded(tf.constant(inputs)).numpy(), expected, rtol=1e-5, atol=1e-6)
     if tied:
-        assert loaded.get_layer("logits").output_matrix is \
-            loaded.get_layer("embedding").embeddings
+        assert loaded.get_layer("logits").output_matrix is loaded.get_layer("embedding").embeddings
 
     lm.save_weights(tmp_path / "lm.weights.h5")  # the training checkpoints' format
     rebuilt = tiny_lm(tied=tied, seed=7)
     rebuilt.load_weights(tmp_path / "lm.weights.h5")
-    np.testing.assert_allclose(rebuilt(tf.constant(inputs)).numpy(), expected, rtol=1e-5,
-                               atol=1e-6)
+    np.testing.assert_allclose(rebuilt(tf.constant(inputs)).numpy(), expected, rtol=1e-5, atol=1e-6)
 
     module = tf.Module()  # the export's way: a SavedModel function over the Keras model
     module.lm = lm
-    module.logits = tf.function(lambda tokens: lm(tokens, training=False),
-                                input_signature=[tf.TensorSpec([None, None], tf.int64)])
+    module.logits = tf.function(
+        lambda tokens: lm(tokens, training=False),
+        input_signature=[tf.TensorSpec([None, None], tf.int64)],
+    )
     tf.saved_model.save(module, str(tmp_path / "export"))
     exported = tf.saved_model.load(str(tmp_path / "export"))
-    np.testing.assert_allclose(exported.logits(tf.constant(inputs)).numpy(), expected,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        exported.logits(tf.constant(inputs)).numpy(), expected, rtol=1e-5, atol=1e-6
+    )

@@ -10,13 +10,15 @@ import os
 from pathlib import Path
 
 import pytest
-
 from serve_helpers import NER_TEXT, direct_call
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = [pytest.mark.acceptance,  # a real browser
-              pytest.mark.skipif(not CHROMIUM.exists(),
-                                 reason="no /usr/bin/chromium (apt-get install chromium)")]
+pytestmark = [
+    pytest.mark.acceptance,  # a real browser
+    pytest.mark.skipif(
+        not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"
+    ),
+]
 SCREENSHOTS = os.environ.get("NLP_RNN_SCREENSHOTS")
 
 
@@ -25,8 +27,9 @@ def page(model_server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                    args=["--no-sandbox"])  # CI runs as root
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )  # CI runs as root
         tab = browser.new_page(viewport={"width": 800, "height": 500})
         tab.set_default_timeout(60_000)
         tab.server = model_server
@@ -59,8 +62,9 @@ def test_classification_shows_the_label_and_a_bar_per_class(page, served_models)
     page.fill("#text", "not bad at all , a great film")
     page.click("#run")
     label = page.wait_for_selector("#label").inner_text()
-    expected = direct_call(served_models["sentiment"], "serving_default",
-                           {"text": ["not bad at all , a great film"]})
+    expected = direct_call(
+        served_models["sentiment"], "serving_default", {"text": ["not bad at all , a great film"]}
+    )
     assert label == expected["label"][0]
     bars = page.locator(".bar-row")
     assert bars.count() == len(expected["probabilities"][0])
@@ -78,8 +82,10 @@ def test_tagging_highlights_entities_inline_with_their_type(page, served_models)
     page.wait_for_selector("#entities")
     out = direct_call(served_models["ner"], "serving_default", {"text": [NER_TEXT]})
     tags = [t for t in out["tags"][0] if t]
-    spans = [(m.get_attribute("data-type"), m.evaluate("e => e.firstChild.textContent"))
-             for m in page.locator("mark.entity").all()]
+    spans = [
+        (m.get_attribute("data-type"), m.evaluate("e => e.firstChild.textContent"))
+        for m in page.locator("mark.entity").all()
+    ]
     tokens = NER_TEXT.split()
     expected, i = [], 0
     while i < len(tags):  # the model's IOB2 entities, as text
@@ -105,13 +111,17 @@ def test_translation_shows_the_output_and_the_attention_heatmap(page, served_mod
     page.fill("#beam-width", "3")
     page.click("#run")
     shown = page.wait_for_selector("#translated").text_content()
-    out = direct_call(served_models["translation"], "translate_attention",
-                      {"text": ["3 / 21 / 1999"], "beam_width": 3})
+    out = direct_call(
+        served_models["translation"],
+        "translate_attention",
+        {"text": ["3 / 21 / 1999"], "beam_width": 3},
+    )
     assert shown == out["translation"][0]
     rows = page.locator("#heatmap tbody tr")
     assert rows.count() == sum(1 for t in out["output_tokens"][0] if t)  # tokens + [END]
     assert page.locator("#heatmap thead th").count() == 1 + sum(
-        1 for t in out["source_tokens"][0] if t)
+        1 for t in out["source_tokens"][0] if t
+    )
     finish(page, "translation")
 
 
@@ -122,8 +132,10 @@ def test_language_model_continues_the_prompt(page, served_models):
     page.fill("#length", "15")
     page.click("#run")
     shown = page.wait_for_selector("#continuation").text_content()
-    out = direct_call(served_models["lm"], "serving_default",
-                      {"prompt": ["the movie was "], "max_length": 15, "temperature": 0.0,
-                       "top_k": 0})
+    out = direct_call(
+        served_models["lm"],
+        "serving_default",
+        {"prompt": ["the movie was "], "max_length": 15, "temperature": 0.0, "top_k": 0},
+    )
     assert shown == out["continuation"][0] and len(shown) > 0
     finish(page, "language_model")

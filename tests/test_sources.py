@@ -50,9 +50,17 @@ def test_tfds_pipeline_runs_end_to_end_with_mock_data(tmp_path, monkeypatch):
     from nlp_rnn.pipeline import run_pipeline
 
     monkeypatch.chdir(tmp_path)
-    config = load_pipeline("sentiment", [
-        "data.train=tfds:imdb_reviews:train", "data.dev=tfds:imdb_reviews:test",
-        "train.epochs=1", "model.embedding_dim=8", "model.rnn.units=4"], output_dir="runs")
+    config = load_pipeline(
+        "sentiment",
+        [
+            "data.train=tfds:imdb_reviews:train",
+            "data.dev=tfds:imdb_reviews:test",
+            "train.epochs=1",
+            "model.embedding_dim=8",
+            "model.rnn.units=4",
+        ],
+        output_dir="runs",
+    )
     with tfds.testing.mock_data(num_examples=24):
         result = run_pipeline(config, log=lambda line: None)
     assert result.export_path and (result.export_path / "saved_model.pb").exists()

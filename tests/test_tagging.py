@@ -19,13 +19,34 @@ from nlp_rnn.tasks.tagging import task as tagging
 
 
 def test_casing_classes():
-    tokens = ["1996-08-22", "S-300", ",", "EU", "U.S.", "Peter", "O'Neil", "said", "McDonald",
-              "iPhone", "日本"]
+    tokens = [
+        "1996-08-22",
+        "S-300",
+        ",",
+        "EU",
+        "U.S.",
+        "Peter",
+        "O'Neil",
+        "said",
+        "McDonald",
+        "iPhone",
+        "日本",
+    ]
     ids = tagging.casing_ids(tf.constant(tokens)).numpy()
     names = ["other"] + [name for name, _ in tagging.CASINGS]
     assert [names[i - 1] for i in ids] == [
-        "numeric", "has_digit", "punctuation", "upper", "upper", "title", "mixed", "lower",
-        "mixed", "mixed", "mixed"]  # CJK letters have no case: "letters, not lower/upper"
+        "numeric",
+        "has_digit",
+        "punctuation",
+        "upper",
+        "upper",
+        "title",
+        "mixed",
+        "lower",
+        "mixed",
+        "mixed",
+        "mixed",
+    ]  # CJK letters have no case: "letters, not lower/upper"
 
 
 @pytest.fixture(scope="module")
@@ -61,13 +82,24 @@ def test_padding_and_batch_company_do_not_change_the_tags(ner):
 def test_exported_tagger_on_raw_text_and_odd_inputs(ner):
     _, result, _ = ner
     serve = tf.saved_model.load(str(result.export_path)).signatures["serving_default"]
-    out = serve(text=tf.constant(["Peter Blackburn met Angela Novak in Washington .", "",
-                                  "   ", "😀 日本 \u200b"]))
+    out = serve(
+        text=tf.constant(
+            ["Peter Blackburn met Angela Novak in Washington .", "", "   ", "😀 日本 \u200b"]
+        )
+    )
     assert out["lengths"].numpy().tolist() == [8, 0, 0, 3]  # U+200B is not whitespace
     tokens, tags = out["tokens"].numpy(), out["tags"].numpy()
     assert tokens.shape == tags.shape and tokens.shape[0] == 4
-    assert [t.decode() for t in tags[0]] == ["B-PER", "I-PER", "O", "B-PER", "I-PER", "O",
-                                             "B-LOC", "O"]
+    assert [t.decode() for t in tags[0]] == [
+        "B-PER",
+        "I-PER",
+        "O",
+        "B-PER",
+        "I-PER",
+        "O",
+        "B-LOC",
+        "O",
+    ]
     assert all(t == b"" for t in tags[1]) and all(t == b"" for t in tokens[2])
     empty = serve(text=tf.constant([], tf.string))
     assert empty["tags"].shape[0] == 0
@@ -82,10 +114,20 @@ def test_evaluate_reproduces_the_run_f1_from_a_conll_file(ner, tmp_path):
         f.write("-DOCSTART- -X- -X- O\n\n")
         for tokens, tags in ner_examples("dev"):
             f.write("".join(f"{w} NN O {t}\n" for w, t in zip(tokens, tags)) + "\n")
-    out = CliRunner().invoke(main, ["evaluate", str(root / "saved_models" / "ner"),
-                                    "--data", str(conll), "--format", "conll", "--json"])
+    out = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(root / "saved_models" / "ner"),
+            "--data",
+            str(conll),
+            "--format",
+            "conll",
+            "--json",
+        ],
+    )
     assert out.exit_code == 0, out.output
-    metrics = json.loads(out.output[out.output.index("{"):])
+    metrics = json.loads(out.output[out.output.index("{") :])
     assert metrics["f1"] == pytest.approx(result.metrics["f1"], abs=1e-12)
     assert metrics["sentences"] == 400 and set(metrics["per_type"]) == {"LOC", "MISC", "ORG", "PER"}
 
@@ -94,28 +136,35 @@ def test_evaluate_rejects_entity_types_the_model_never_saw(ner, tmp_path):
     _, _, root = ner
     bad = tmp_path / "bad.conll"
     bad.write_text("Mars B-PLANET\n\n")
-    out = CliRunner().invoke(main, ["evaluate", str(root / "saved_models" / "ner"),
-                                    "--data", str(bad)])
+    out = CliRunner().invoke(
+        main, ["evaluate", str(root / "saved_models" / "ner"), "--data", str(bad)]
+    )
     assert out.exit_code == 2 and f"{bad}:1: entity type 'PLANET' never seen" in out.output
 
 
 def test_predict_prints_entity_spans(ner):
     _, _, root = ner
-    out = CliRunner().invoke(main, ["predict", str(root / "saved_models" / "ner"),
-                                    "Washington Post shares fell in Berlin ."])
+    out = CliRunner().invoke(
+        main,
+        ["predict", str(root / "saved_models" / "ner"), "Washington Post shares fell in Berlin ."],
+    )
     assert out.exit_code == 0, out.output
     row = json.loads(out.output.strip().splitlines()[-1])
     assert {"type": "ORG", "text": "Washington Post", "start": 0, "end": 2} in row["entities"]
     assert {"type": "LOC", "text": "Berlin", "start": 5, "end": 6} in row["entities"]
 
 
-@pytest.mark.parametrize("overrides, recurrent", [
-    (["model.output=softmax", "model.chars.type=bilstm", "vectorize.tag_scheme=iob2"], 4),
-    (["model.chars=null", "model.casing_dim=0", "model.rnn.cell=gru", "model.rnn.layers=2"], 4),
-])
+@pytest.mark.parametrize(
+    "overrides, recurrent",
+    [
+        (["model.output=softmax", "model.chars.type=bilstm", "vectorize.tag_scheme=iob2"], 4),
+        (["model.chars=null", "model.casing_dim=0", "model.rnn.cell=gru", "model.rnn.layers=2"], 4),
+    ],
+)
 def test_variants_train_and_stay_cudnn_eligible(tmp_path, overrides, recurrent):
-    config = load_pipeline("ner", ["train.epochs=1", "export.enabled=false", *overrides],
-                           output_dir=str(tmp_path))
+    config = load_pipeline(
+        "ner", ["train.epochs=1", "export.enabled=false", *overrides], output_dir=str(tmp_path)
+    )
     data = tagging.load_data(config)
     vecs = tagging.build_vectorizers(config, data, tmp_path / "vocab")
     statuses = cudnn_report(tagging.build_model(config, vecs))
@@ -133,22 +182,30 @@ def test_tagging_config_errors_name_the_key():
 
 def test_tfds_conll2003_with_mock_data():
     names = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "B-MISC", "I-MISC"]
-    sentences = [(["Peter", "Blackburn", "visited", "Paris"], ["B-PER", "I-PER", "O", "B-LOC"]),
-                 (["EU", "rejects"], ["B-ORG", "O"])]
+    sentences = [
+        (["Peter", "Blackburn", "visited", "Paris"], ["B-PER", "I-PER", "O", "B-LOC"]),
+        (["EU", "rejects"], ["B-ORG", "O"]),
+    ]
 
     def as_dataset(self, *args, **kwargs):
-        return tf.data.Dataset.from_tensor_slices({
-            "tokens": tf.ragged.constant([t for t, _ in sentences]),
-            "ner": tf.ragged.constant([[names.index(x) for x in tags] for _, tags in sentences],
-                                      dtype=tf.int64)}).map(
-            lambda ex: {k: v if isinstance(v, tf.Tensor) else v.flat_values
-                        for k, v in ex.items()})
+        return tf.data.Dataset.from_tensor_slices(
+            {
+                "tokens": tf.ragged.constant([t for t, _ in sentences]),
+                "ner": tf.ragged.constant(
+                    [[names.index(x) for x in tags] for _, tags in sentences], dtype=tf.int64
+                ),
+            }
+        ).map(
+            lambda ex: {k: v if isinstance(v, tf.Tensor) else v.flat_values for k, v in ex.items()}
+        )
 
     with tfds.testing.mock_data(as_dataset_fn=as_dataset):
         source = tagged_source("tfds:conll2003", "train", target_scheme="bioes")
         read = list(source.sentences())
-    assert read == [(sentences[0][0], ["B-PER", "E-PER", "O", "S-LOC"]),
-                    (sentences[1][0], ["S-ORG", "O"])]
+    assert read == [
+        (sentences[0][0], ["B-PER", "E-PER", "O", "S-LOC"]),
+        (sentences[1][0], ["S-ORG", "O"]),
+    ]
     assert source.stats.entity_counts == {"LOC": 1, "ORG": 1, "PER": 1}
     # random mock examples have token and tag lists of different lengths: a clear error
     with tfds.testing.mock_data(num_examples=4), pytest.raises(DataError, match="tokens but"):
@@ -159,8 +216,9 @@ def test_gradient_diagnosis_works_on_a_tagger_run(ner, tmp_path):
     from nlp_rnn.experiments.gradients import diagnose_gradients
 
     _, result, _ = ner
-    report = diagnose_gradients(result.run_dir, batches=1, output_dir=tmp_path,
-                                log=lambda line: None)
+    report = diagnose_gradients(
+        result.run_dir, batches=1, output_dir=tmp_path, log=lambda line: None
+    )
     assert np.all(np.isfinite(report["trained"])) and report["trained"][0] > 0
     assert (tmp_path / "gradient_norms.png").stat().st_size > 0
 
@@ -171,4 +229,6 @@ def test_an_empty_token_inside_a_pre_tokenized_row_is_a_token_not_padding(ner):
     vecs = tagging.build_vectorizers(config, data, result.run_dir / "vocab")
     features = tagging.featurize(config, vecs, tf.ragged.constant([["Peter", "", "said"]]))
     words = features["words"].to_tensor().numpy()[0]
-    assert words[1] == 1 and cudnn_mask_ok(tf.constant([words]) != 0)  # OOV keeps the mask right-padded
+    assert words[1] == 1 and cudnn_mask_ok(
+        tf.constant([words]) != 0
+    )  # OOV keeps the mask right-padded

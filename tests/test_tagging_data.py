@@ -3,27 +3,40 @@ built-in NER corpus. Fast and TensorFlow-free."""
 
 from __future__ import annotations
 
-import gzip
 import json
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from file_helpers import error_of, write
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nlp_rnn.data.builtin import (BUILTIN_CORPORA, BUILTIN_TAGGED_CORPORA, NER_AMBIGUOUS,
-                                  NER_TYPES, builtin_tagged, ner_examples)
-from nlp_rnn.data.tagging import (SCHEMES, TaggedStats, TagError, convert_tags, detect_scheme,
-                                  entity_spans, read_conll, read_tagged, read_tagged_jsonl,
-                                  scan_tagged, spans_to_tags, validate_tag)
+from nlp_rnn.data.builtin import (
+    BUILTIN_CORPORA,
+    BUILTIN_TAGGED_CORPORA,
+    NER_AMBIGUOUS,
+    NER_TYPES,
+    builtin_tagged,
+    ner_examples,
+)
+from nlp_rnn.data.tagging import (
+    SCHEMES,
+    TagError,
+    TaggedStats,
+    convert_tags,
+    detect_scheme,
+    entity_spans,
+    read_conll,
+    read_tagged,
+    read_tagged_jsonl,
+    scan_tagged,
+    spans_to_tags,
+    validate_tag,
+)
 from nlp_rnn.errors import DataError
 
-from file_helpers import error_of, write
-
 CONLL_DEV = Path(__file__).resolve().parents[1].parent / "shared/data/conll2003/dev.txt"
-
-
 
 
 def conll(tmp_path: Path, text: str, name: str = "data.conll", **kwargs) -> list:
@@ -32,12 +45,16 @@ def conll(tmp_path: Path, text: str, name: str = "data.conll", **kwargs) -> list
 
 # --- CoNLL reader -------------------------------------------------------------------------------
 
+
 def test_conll_docstart_blank_lines_and_no_trailing_blank(tmp_path):
-    text = ("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n\n\n"
-            "-DOCSTART- -X- -X- O\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER")
+    text = (
+        "-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP O\n\n\n\n"
+        "-DOCSTART- -X- -X- O\n\nPeter NNP B-NP B-PER\nBlackburn NNP I-NP I-PER"
+    )
     assert conll(tmp_path, text) == [
         (["EU", "rejects"], ["B-ORG", "O"], 3),
-        (["Peter", "Blackburn"], ["B-PER", "I-PER"], 10)]
+        (["Peter", "Blackburn"], ["B-PER", "I-PER"], 10),
+    ]
 
 
 def test_conll_docstart_without_blank_line_ends_the_sentence(tmp_path):
@@ -47,17 +64,16 @@ def test_conll_docstart_without_blank_line_ends_the_sentence(tmp_path):
 
 def test_conll_crlf_tabs_and_leading_blank_lines(tmp_path):
     text = "\r\n\r\nNew\tB-LOC\r\nYork\tI-LOC\r\n\r\nhi\tO\r\n"
-    assert conll(tmp_path, text) == [(["New", "York"], ["B-LOC", "I-LOC"], 3),
-                                      (["hi"], ["O"], 6)]
+    assert conll(tmp_path, text) == [(["New", "York"], ["B-LOC", "I-LOC"], 3), (["hi"], ["O"], 6)]
 
 
 def test_conll_configurable_columns(tmp_path):
     text = "1 Paris NNP B-LOC x\n2 is VBZ O x\n"
     assert conll(tmp_path, text, token_column=1, tag_column=-2) == [
-        (["Paris", "is"], ["B-LOC", "O"], 1)]
+        (["Paris", "is"], ["B-LOC", "O"], 1)
+    ]
     assert "out of range" in str(error_of(conll, tmp_path, text, tag_column=5))
-    assert "both column 2" in str(error_of(conll, tmp_path, text, token_column=1,
-                                           tag_column=-4))
+    assert "both column 2" in str(error_of(conll, tmp_path, text, token_column=1, tag_column=-4))
 
 
 def test_conll_wrong_column_count_names_the_line(tmp_path):
@@ -80,7 +96,9 @@ def test_conll_bioes_tags_in_a_declared_iob2_file(tmp_path):
     assert err.line == 4 and "not valid in IOB2" in str(err)
     assert conll(tmp_path, text)[1][1] == ["B-LOC", "I-LOC"]  # auto accepts it
     assert conll(tmp_path, text, source_scheme="bioes", target_scheme="bioes")[1][1] == [
-        "B-LOC", "E-LOC"]
+        "B-LOC",
+        "E-LOC",
+    ]
 
 
 def test_conll_strict_sequences_name_the_token_line(tmp_path):
@@ -96,7 +114,12 @@ def test_conll_iob1_is_converted(tmp_path):
     text = "a I-PER\nb I-PER\nc B-PER\nd O\ne I-LOC\n"
     assert conll(tmp_path, text)[0][1] == ["B-PER", "I-PER", "B-PER", "O", "B-LOC"]
     assert conll(tmp_path, text, target_scheme="bioes")[0][1] == [
-        "B-PER", "E-PER", "S-PER", "O", "S-LOC"]
+        "B-PER",
+        "E-PER",
+        "S-PER",
+        "O",
+        "S-LOC",
+    ]
 
 
 def test_conll_gzip_and_empty_and_missing_files(tmp_path):
@@ -131,31 +154,41 @@ def test_read_conll_streams(tmp_path):
 
 # --- JSON Lines reader --------------------------------------------------------------------------
 
+
 def jsonl(tmp_path: Path, *objects, name: str = "d.jsonl", **kwargs) -> list:
     lines = [o if isinstance(o, str) else json.dumps(o) for o in objects]
     return list(read_tagged(write(tmp_path / name, "\n".join(lines) + "\n"), **kwargs))
 
 
 def test_jsonl_reads_and_converts(tmp_path):
-    rows = jsonl(tmp_path, {"tokens": ["New", "York"], "tags": ["I-LOC", "I-LOC"]}, "",
-                 {"tokens": ["hi"], "tags": ["O"], "id": 3}, name="d.json.gz")
+    rows = jsonl(
+        tmp_path,
+        {"tokens": ["New", "York"], "tags": ["I-LOC", "I-LOC"]},
+        "",
+        {"tokens": ["hi"], "tags": ["O"], "id": 3},
+        name="d.json.gz",
+    )
     assert rows == [(["New", "York"], ["B-LOC", "I-LOC"], 1), (["hi"], ["O"], 3)]
-    rows = jsonl(tmp_path, {"w": ["a"], "t": ["S-PER"]}, tokens_key="w", tags_key="t",
-                 target_scheme="iob1")
+    rows = jsonl(
+        tmp_path, {"w": ["a"], "t": ["S-PER"]}, tokens_key="w", tags_key="t", target_scheme="iob1"
+    )
     assert rows == [(["a"], ["I-PER"], 1)]
 
 
-@pytest.mark.parametrize("line, message", [
-    ('{"tokens": ["a"], "tags": ["O"]', "invalid JSON"),
-    ('["a"]', "expected a JSON object"),
-    ('{"tokens": ["a"]}', "no key 'tags'"),
-    ('{"tokens": "a b", "tags": ["O"]}', "'tokens' must be a list of strings"),
-    ('{"tokens": ["a", 1], "tags": ["O", "O"]}', "tokens[1] must be a non-empty string"),
-    ('{"tokens": ["a"], "tags": [null]}', "tags[0] must be a non-empty string"),
-    ('{"tokens": ["a", "b"], "tags": ["O"]}', "2 tokens but 1 tags"),
-    ('{"tokens": [], "tags": []}', "'tokens' is empty"),
-    ('{"tokens": ["a", "b"], "tags": ["O", "Z-PER"]}', "tags[1]: unknown tag 'Z-PER'"),
-])
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ('{"tokens": ["a"], "tags": ["O"]', "invalid JSON"),
+        ('["a"]', "expected a JSON object"),
+        ('{"tokens": ["a"]}', "no key 'tags'"),
+        ('{"tokens": "a b", "tags": ["O"]}', "'tokens' must be a list of strings"),
+        ('{"tokens": ["a", 1], "tags": ["O", "O"]}', "tokens[1] must be a non-empty string"),
+        ('{"tokens": ["a"], "tags": [null]}', "tags[0] must be a non-empty string"),
+        ('{"tokens": ["a", "b"], "tags": ["O"]}', "2 tokens but 1 tags"),
+        ('{"tokens": [], "tags": []}', "'tokens' is empty"),
+        ('{"tokens": ["a", "b"], "tags": ["O", "Z-PER"]}', "tags[1]: unknown tag 'Z-PER'"),
+    ],
+)
 def test_jsonl_errors_name_the_line(tmp_path, line, message):
     err = error_of(jsonl, tmp_path, {"tokens": ["ok"], "tags": ["O"]}, "", line)
     assert err.line == 3 and message in str(err), str(err)
@@ -171,6 +204,7 @@ def test_format_dispatch(tmp_path):
 
 # --- schemes ------------------------------------------------------------------------------------
 
+
 def test_hand_written_conversions():
     iob1 = ["I-PER", "I-PER", "B-PER", "O", "I-LOC", "I-ORG"]
     iob2 = ["B-PER", "I-PER", "B-PER", "O", "B-LOC", "B-ORG"]
@@ -178,12 +212,20 @@ def test_hand_written_conversions():
     assert convert_tags(iob1, "iob1", "iob2") == iob2
     assert convert_tags(iob2, "iob2", "bioes") == bioes
     assert convert_tags(bioes, "bioes", "iob1") == iob1
-    assert entity_spans(bioes, "bioes") == [("PER", 0, 2), ("PER", 2, 3), ("LOC", 4, 5),
-                                             ("ORG", 5, 6)]
+    assert entity_spans(bioes, "bioes") == [
+        ("PER", 0, 2),
+        ("PER", 2, 3),
+        ("LOC", 4, 5),
+        ("ORG", 5, 6),
+    ]
     assert [detect_scheme(t) for t in (iob1, iob2, bioes)] == ["iob1", "iob2", "bioes"]
     # Lenient auto decoding: a stray I- opens an entity, E- closes one.
     assert convert_tags(["B-PER", "I-LOC", "E-LOC", "I-LOC"], "auto", "iob2") == [
-        "B-PER", "B-LOC", "I-LOC", "B-LOC"]
+        "B-PER",
+        "B-LOC",
+        "I-LOC",
+        "B-LOC",
+    ]
 
 
 def test_validate_tag():
@@ -221,12 +263,22 @@ def test_conversion_round_trips(case, source, target):
 
 # --- stats and real data ------------------------------------------------------------------------
 
+
 def test_scan_tagged():
-    stats = scan_tagged([(["a", "b", "c"], ["B-PER", "I-PER", "O"], 1),
-                         (["x"], ["B-LOC"]), (["y", "z"], ["B-PER", "B-PER"])])
-    assert stats == TaggedStats(sentences=3, tokens=6, max_length=3,
-                                tags=("O", "B-LOC", "B-PER", "I-PER"),
-                                entity_counts={"LOC": 1, "PER": 3})
+    stats = scan_tagged(
+        [
+            (["a", "b", "c"], ["B-PER", "I-PER", "O"], 1),
+            (["x"], ["B-LOC"]),
+            (["y", "z"], ["B-PER", "B-PER"]),
+        ]
+    )
+    assert stats == TaggedStats(
+        sentences=3,
+        tokens=6,
+        max_length=3,
+        tags=("O", "B-LOC", "B-PER", "I-PER"),
+        entity_counts={"LOC": 1, "PER": 3},
+    )
     mixed = [(["a"], ["S-ORG"]), (["b"], ["E-ORG"]), (["c"], ["I-ORG"]), (["d"], ["O"])]
     assert scan_tagged(mixed).tags == ("O", "I-ORG", "E-ORG", "S-ORG")
 
@@ -236,13 +288,23 @@ def test_real_conll2003_dev():
     stats = scan_tagged(read_tagged(CONLL_DEV))
     assert (stats.sentences, stats.tokens) == (3250, 51362)
     assert stats.entity_counts == {"LOC": 1837, "MISC": 922, "ORG": 1341, "PER": 1842}
-    assert stats.tags == ("O", "B-LOC", "I-LOC", "B-MISC", "I-MISC", "B-ORG", "I-ORG",
-                          "B-PER", "I-PER")
+    assert stats.tags == (
+        "O",
+        "B-LOC",
+        "I-LOC",
+        "B-MISC",
+        "I-MISC",
+        "B-ORG",
+        "I-ORG",
+        "B-PER",
+        "I-PER",
+    )
     bioes = scan_tagged(read_tagged(CONLL_DEV, target_scheme="bioes"))
     assert bioes.entity_counts == stats.entity_counts and len(bioes.tags) == 17
 
 
 # --- built-in NER corpus ------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def ner_splits() -> dict[str, list]:

@@ -21,6 +21,7 @@ import pytest
 import tensorflow as tf
 import yaml
 from click.testing import CliRunner
+from export_checks import CHECKS, THREADS, assert_same, run_concurrently
 
 from nlp_rnn import inference
 from nlp_rnn.cli import main
@@ -30,12 +31,14 @@ from nlp_rnn.pipeline import run_pipeline
 from nlp_rnn.tasks import TASKS, pipeline_class
 from nlp_rnn.tasks.base import MainMetric, Task
 
-from export_checks import CHECKS, THREADS, assert_same, run_concurrently
-
 # conftest's session fixtures that already train and export a task's built-in pipeline for
 # other tests: (config, RunResult, ...)
-REUSE = {"classification": "trained_sentiment", "language_model": "trained_lm",
-         "tagging": "trained_ner", "translation": "trained_translation"}
+REUSE = {
+    "classification": "trained_sentiment",
+    "language_model": "trained_lm",
+    "tagging": "trained_ner",
+    "translation": "trained_translation",
+}
 # Any other task trains its built-in pipeline for one epoch on the corpus' (smaller) test split,
 # with the smaller model given here.
 TINY = {"classification": ["model.rnn.units=8", "model.embedding_dim=8"]}
@@ -61,9 +64,11 @@ def exported(request, tmp_path_factory):
     pipeline = builtin_pipeline_of(name)
     train = load_pipeline(pipeline).data.train
     smaller = [f"data.train={train.rsplit(':', 1)[0]}:test"] if train.endswith(":train") else []
-    config = load_pipeline(pipeline, ["train.epochs=1", f"export.dir={root / 'saved_models'}",
-                                      *smaller, *TINY.get(name, [])],
-                           output_dir=str(root / "runs"))
+    config = load_pipeline(
+        pipeline,
+        ["train.epochs=1", f"export.dir={root / 'saved_models'}", *smaller, *TINY.get(name, [])],
+        output_dir=str(root / "runs"),
+    )
     return name, config, run_pipeline(config, log=lambda line: None)
 
 
@@ -76,8 +81,9 @@ def export_dir(exported) -> str:
 def test_module_satisfies_the_task_protocol(exported):
     name = exported[0]
     task = TASKS[name]
-    listed = set(Task.__annotations__) | {attr for attr, value in vars(Task).items()
-                                          if callable(value) and not attr.startswith("_")}
+    listed = set(Task.__annotations__) | {
+        attr for attr, value in vars(Task).items() if callable(value) and not attr.startswith("_")
+    }
     missing = sorted(attr for attr in listed if not hasattr(task, attr))
     assert not missing, f"{name} lacks {missing}"
     assert isinstance(task, Task)
@@ -107,11 +113,13 @@ def test_main_metric_declaration_matches_the_run(exported):
     name, config, result = exported
     metric = TASKS[name].METRIC
     assert next(iter(result.metrics)) == metric.name  # the headline leads with it
-    assert result.history and all(metric.monitor in row and metric.log_key in row
-                                  for row in result.history)
+    assert result.history and all(
+        metric.monitor in row and metric.log_key in row for row in result.history
+    )
     # the monitored key orders epochs exactly as the metric itself
-    assert metric.best(result.history)["epoch"] == \
-        metric.best(result.history, metric.log_key)["epoch"]
+    assert (
+        metric.best(result.history)["epoch"] == metric.best(result.history, metric.log_key)["epoch"]
+    )
     assert result.best_epoch == int(metric.best(result.history)["epoch"]) + 1
     summary = json.loads((result.run_dir / "metrics.json").read_text())
     assert summary["headline"][metric.name] == summary["dev"][metric.name]
@@ -127,8 +135,11 @@ def test_predict_through_python_and_cli_give_the_same_json(exported, export_dir)
     assert len(python) == len(TEXTS) and all(isinstance(row, dict) for row in python)
     assert json.loads(json.dumps(python)) == python  # JSON-serialisable, nothing lost
 
-    options = [arg for key, value in generation_for(name).items()
-               for arg in (f"--{key.replace('_', '-')}", str(value))]
+    options = [
+        arg
+        for key, value in generation_for(name).items()
+        for arg in (f"--{key.replace('_', '-')}", str(value))
+    ]
     out = CliRunner().invoke(main, ["predict", export_dir, *TEXTS, *options])
     assert out.exit_code == 0, out.output
     assert [json.loads(line) for line in out.stdout.splitlines() if line.strip()] == python
@@ -148,8 +159,9 @@ def test_evaluate_from_the_export_reproduces_the_runs_dev_metric(exported, expor
     assert metrics["model"] in printed and printed.strip()
 
 
-def test_predict_through_http_gives_the_saved_models_own_outputs(exported, export_dir,
-                                                                 served_models, model_server):
+def test_predict_through_http_gives_the_saved_models_own_outputs(
+    exported, export_dir, served_models, model_server
+):
     """The export's own example request (``example_inputs`` in its metadata), sent in TF
     Serving's columnar form to `nlp-rnn serve`, answers what the signature answers directly."""
     name = Path(export_dir).name
@@ -157,7 +169,8 @@ def test_predict_through_http_gives_the_saved_models_own_outputs(exported, expor
     version_dir = resolve_model_dir(export_dir)
     example = read_metadata(version_dir)["example_inputs"]
     status, body, headers = model_server.predict(
-        name, {"signature_name": "serving_default", "inputs": example})
+        name, {"signature_name": "serving_default", "inputs": example}
+    )
     assert status == 200, body
     assert headers["x-model-version"] == version_dir.name
 
@@ -172,8 +185,9 @@ def test_predict_through_http_gives_the_saved_models_own_outputs(exported, expor
             decoded = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(expected)
             assert np.array(outputs[key], dtype=object).tolist() == decoded.tolist(), key
         else:  # JSON carries float32 values exactly
-            np.testing.assert_array_equal(np.array(outputs[key], dtype=expected.dtype),
-                                          expected, key)
+            np.testing.assert_array_equal(
+                np.array(outputs[key], dtype=expected.dtype), expected, key
+            )
 
 
 # ---- the export's signatures on odd input, any batch size and concurrent callers -------------
@@ -185,8 +199,9 @@ def serving(exported, export_dir):
     name, config, result = exported
     assert name in CHECKS, f"{name} has no serving checks: add them to tests/export_checks.py"
     version = resolve_model_dir(export_dir)
-    return CHECKS[name](tf.saved_model.load(str(version)), config, read_metadata(version),
-                        result.run_dir)
+    return CHECKS[name](
+        tf.saved_model.load(str(version)), config, read_metadata(version), result.run_dir
+    )
 
 
 def test_export_accepts_odd_text(serving):

@@ -17,8 +17,20 @@ from nlp_rnn.data import text_stream as ts
 from nlp_rnn.errors import DataError
 from tests.file_helpers import write
 
-WORDS = ["the", "a", "film", "plot", "actor", "good", "bad", "scene", "end", "story", "music",
-         "long"]
+WORDS = [
+    "the",
+    "a",
+    "film",
+    "plot",
+    "actor",
+    "good",
+    "bad",
+    "scene",
+    "end",
+    "story",
+    "music",
+    "long",
+]
 
 
 def csv_text(rows: list[str], column: str = "review") -> str:
@@ -36,11 +48,12 @@ def mixed_sources(tmp_path):
     txt_docs = ["story of the end", "music"]
     jsonl_docs = ['the actor said " good "', "long long scene"]
     sources = [
-        ts.TextSource(write(tmp_path / "reviews.csv.gz", csv_text(csv_docs)),
-                      text_column="review"),
+        ts.TextSource(write(tmp_path / "reviews.csv.gz", csv_text(csv_docs)), text_column="review"),
         write(tmp_path / "book.txt", "\n".join(txt_docs[:1]) + "\n\n" + txt_docs[1] + "\n"),
-        write(tmp_path / "more.jsonl", "".join(json.dumps({"text": d, "n": 1}) + "\n"
-                                               for d in jsonl_docs)),
+        write(
+            tmp_path / "more.jsonl",
+            "".join(json.dumps({"text": d, "n": 1}) + "\n" for d in jsonl_docs),
+        ),
     ]
     return sources, csv_docs + txt_docs + jsonl_docs
 
@@ -83,14 +96,22 @@ def test_vocabulary_is_reserved_then_separator_then_words_by_falling_frequency(t
 
 def test_standardisation_is_the_classifiers(tmp_path):
     source = write(tmp_path / "raw.txt", "A GREAT film!<br />Really,great.\n")
-    assert ts.count_tokens([source]) == {"a": 1, "great": 2, "film": 1, "!": 1, "really": 1,
-                                         ",": 1, ".": 1}
+    assert ts.count_tokens([source]) == {
+        "a": 1,
+        "great": 2,
+        "film": 1,
+        "!": 1,
+        "really": 1,
+        ",": 1,
+        ".": 1,
+    }
     assert ts.count_tokens([source], standardize=None)["GREAT"] == 1
 
 
 @pytest.mark.parametrize("backward", [False, True])
 def test_stream_is_each_document_then_the_separator_reversed_per_document_backward(
-        tmp_path, backward):
+    tmp_path, backward
+):
     sources, docs = mixed_sources(tmp_path)
     vocabulary = ts.build_vocabulary(ts.count_tokens(sources), max_tokens=10)  # some OOV
     lookup = ts.vocabulary_lookup(vocabulary)
@@ -99,6 +120,7 @@ def test_stream_is_each_document_then_the_separator_reversed_per_document_backwa
     if backward:
         forward = stream_of(ts.token_stream(sources, lookup, documents_per_chunk=3))
         separator = vocabulary.index(ts.SEPARATOR)
+
         def split(ids):  # the documents of a stream, as strings of ids
             return " ".join(map(str, ids)).split(f" {separator}")
 
@@ -115,11 +137,14 @@ def test_windows_are_contiguous_and_targets_are_the_next_tokens(tmp_path):
     lookup = ts.vocabulary_lookup(ts.build_vocabulary(ts.count_tokens(sources), 50))
     stream = stream_of(ts.token_stream(sources, lookup, documents_per_chunk=2))
     length = 4
-    pairs = list(ts.windows(ts.token_stream(sources, lookup, documents_per_chunk=2), length)
-                 .as_numpy_iterator())
+    pairs = list(
+        ts.windows(
+            ts.token_stream(sources, lookup, documents_per_chunk=2), length
+        ).as_numpy_iterator()
+    )
     assert len(pairs) == len(stream) // (length + 1)
     for k, (inputs, targets) in enumerate(pairs):
-        window = stream[k * (length + 1):(k + 1) * (length + 1)]
+        window = stream[k * (length + 1) : (k + 1) * (length + 1)]
         assert inputs.tolist() == window[:-1] and targets.tolist() == window[1:]
 
 
@@ -127,8 +152,7 @@ def test_batches_have_fixed_shapes_and_shuffling_keeps_every_window(tmp_path):
     sources, _ = mixed_sources(tmp_path)
     lookup = ts.vocabulary_lookup(ts.build_vocabulary(ts.count_tokens(sources), 50))
     fixed = list(ts.lm_batches(sources, lookup, 3, 2).as_numpy_iterator())
-    assert fixed and all(x.shape == y.shape == (2, 3) and x.dtype == np.int64
-                         for x, y in fixed)
+    assert fixed and all(x.shape == y.shape == (2, 3) and x.dtype == np.int64 for x, y in fixed)
 
     def windows(**options) -> list[tuple]:
         batches = ts.lm_batches(sources, lookup, 3, 2, drop_remainder=False, **options)
@@ -158,14 +182,15 @@ def test_streaming_memory_does_not_grow_with_the_corpus(tmp_path):
     (the reader holds a chunk of documents, tf.data a bounded buffer)."""
     rng = np.random.default_rng(0)
     docs = [" ".join(rng.choice(WORDS, size=120)) for _ in range(600)]
-    files = {k: write(tmp_path / f"corpus{k}.csv.gz", csv_text(docs * k, "text"))
-             for k in (1, 4)}
+    files = {k: write(tmp_path / f"corpus{k}.csv.gz", csv_text(docs * k, "text")) for k in (1, 4)}
     lookup = ts.vocabulary_lookup(ts.build_vocabulary(ts.count_tokens([files[1]]), 50))
 
     def peak(path) -> tuple[int, int]:
         tracemalloc.start()
-        tokens = sum(x.size for x, _ in ts.lm_batches([path], lookup, 70, 16,
-                                                      shuffle_buffer=64).as_numpy_iterator())
+        tokens = sum(
+            x.size
+            for x, _ in ts.lm_batches([path], lookup, 70, 16, shuffle_buffer=64).as_numpy_iterator()
+        )
         _, top = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         return tokens, top

@@ -38,13 +38,13 @@ class SlowEpochs(keras.callbacks.Callback):
         self.clock.now += self.clock.seconds
 
 
-def fit(limit_minutes: float, history_csv, seconds_per_epoch: float, epochs: int = 10,
-        **options) -> int:
+def fit(
+    limit_minutes: float, history_csv, seconds_per_epoch: float, epochs: int = 10, **options
+) -> int:
     clock = EpochClock(seconds_per_epoch)
     limit = TimeLimit(limit_minutes, history_csv, clock=clock, **options)
     x, y = np.zeros((4, 2)), np.zeros((4, 1))
-    history = tiny_model().fit(x, y, epochs=epochs, verbose=0,
-                               callbacks=[SlowEpochs(clock), limit])
+    history = tiny_model().fit(x, y, epochs=epochs, verbose=0, callbacks=[SlowEpochs(clock), limit])
     return len(history.history["loss"])
 
 

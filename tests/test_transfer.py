@@ -34,9 +34,19 @@ def test_the_fine_tuned_model_starts_with_the_language_models_weights(polarity):
     from nlp_rnn.transfer import LanguageModelStart
 
     folder, corpus, lm = polarity
-    config = load_pipeline(str(classifier_pipeline(
-        folder, corpus, "weights", model={"pretrained_lm": str(lm.run_dir),
-                                          "rnn": {"units": 32, "bidirectional": True}})))
+    config = load_pipeline(
+        str(
+            classifier_pipeline(
+                folder,
+                corpus,
+                "weights",
+                model={
+                    "pretrained_lm": str(lm.run_dir),
+                    "rnn": {"units": 32, "bidirectional": True},
+                },
+            )
+        )
+    )
     start = LanguageModelStart.load(config.model.pretrained_lm)
     task = TASKS["classification"]
     data = task.load_data(config)
@@ -46,32 +56,51 @@ def test_the_fine_tuned_model_starts_with_the_language_models_weights(polarity):
     assert "backward half from scratch" in notes[0]
 
     lm_config = load_pipeline(str(folder / "polarity_lm.yaml"))
-    reference = TASKS["language_model"].build_model(
-        lm_config, SimpleNamespace(tokens=start.tokens))
+    reference = TASKS["language_model"].build_model(lm_config, SimpleNamespace(tokens=start.tokens))
     reference.load_weights(str(lm.run_dir / BEST_WEIGHTS))
     # the vocabulary is the language model's, id for id
     assert vectorizers.text.get_vocabulary() == start.tokens
-    np.testing.assert_array_equal(model.get_layer("embedding").get_weights()[0],
-                                  reference.get_layer("embedding").get_weights()[0])
+    np.testing.assert_array_equal(
+        model.get_layer("embedding").get_weights()[0],
+        reference.get_layer("embedding").get_weights()[0],
+    )
     (bidirectional,) = [layer for layer in model.layers if hasattr(layer, "forward_layer")]
-    for ours, theirs in zip(bidirectional.forward_layer.get_weights(),
-                            reference.get_layer("decoder_lstm_1").get_weights()):
+    for ours, theirs in zip(
+        bidirectional.forward_layer.get_weights(),
+        reference.get_layer("decoder_lstm_1").get_weights(),
+    ):
         np.testing.assert_array_equal(ours, theirs)
     # the backward half was not touched: it is not the forward model's
-    assert not np.array_equal(bidirectional.backward_layer.get_weights()[0],
-                              bidirectional.forward_layer.get_weights()[0])
+    assert not np.array_equal(
+        bidirectional.backward_layer.get_weights()[0], bidirectional.forward_layer.get_weights()[0]
+    )
 
 
 @pytest.fixture(scope="module")
 def few_labels(polarity):
     """(scratch, fine-tuned) RunResults of a classifier on the 32 labelled sentences."""
     folder, corpus, lm = polarity
-    scratch = run_pipeline(load_pipeline(str(classifier_pipeline(folder, corpus, "scratch"))),
-                           log=quiet)
-    tuned = run_pipeline(load_pipeline(str(classifier_pipeline(
-        folder, corpus, "tuned", model={"pretrained_lm": str(lm.run_dir)},
-        train={"schedule": "slanted_triangular", "layer_lr_decay": 2.6,
-               "unfreeze": "gradual"}))), log=quiet)
+    scratch = run_pipeline(
+        load_pipeline(str(classifier_pipeline(folder, corpus, "scratch"))), log=quiet
+    )
+    tuned = run_pipeline(
+        load_pipeline(
+            str(
+                classifier_pipeline(
+                    folder,
+                    corpus,
+                    "tuned",
+                    model={"pretrained_lm": str(lm.run_dir)},
+                    train={
+                        "schedule": "slanted_triangular",
+                        "layer_lr_decay": 2.6,
+                        "unfreeze": "gradual",
+                    },
+                )
+            )
+        ),
+        log=quiet,
+    )
     return scratch, tuned
 
 
@@ -114,37 +143,52 @@ def test_the_newest_finished_run_and_the_export_name_the_same_language_model(pol
     assert language_model_run(str(lm.export_path)) == lm.run_dir
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"vectorize": {"max_tokens": 90}}, "vectorize.max_tokens is 90, but the language model"),
-    ({"model": {"rnn": {"units": 16, "bidirectional": False}}}, "model.rnn.units is 16"),
-    ({"model": {"rnn": {"units": 32, "cell": "gru", "bidirectional": False}}},
-     "model.rnn.cell is 'gru'"),
-    ({"model": {"rnn": {"units": 32, "layers": 2, "bidirectional": False}}},
-     "model.rnn.layers is 2"),
-    ({"model": {"embedding_dim": 8}}, "model.embedding_dim is 8"),
-    ({"vectorize": {"standardize": "lower"}}, "vectorize.standardize is 'lower'"),
-])
-def test_a_model_that_does_not_fit_the_language_model_is_a_config_error(polarity, change,
-                                                                         message):
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"vectorize": {"max_tokens": 90}}, "vectorize.max_tokens is 90, but the language model"),
+        ({"model": {"rnn": {"units": 16, "bidirectional": False}}}, "model.rnn.units is 16"),
+        (
+            {"model": {"rnn": {"units": 32, "cell": "gru", "bidirectional": False}}},
+            "model.rnn.cell is 'gru'",
+        ),
+        (
+            {"model": {"rnn": {"units": 32, "layers": 2, "bidirectional": False}}},
+            "model.rnn.layers is 2",
+        ),
+        ({"model": {"embedding_dim": 8}}, "model.embedding_dim is 8"),
+        ({"vectorize": {"standardize": "lower"}}, "vectorize.standardize is 'lower'"),
+    ],
+)
+def test_a_model_that_does_not_fit_the_language_model_is_a_config_error(polarity, change, message):
     folder, corpus, lm = polarity
     model = {"pretrained_lm": str(lm.run_dir), **change.get("model", {})}
-    pipeline = classifier_pipeline(folder, corpus, "misfit", model=model,
-                                   vectorize=change.get("vectorize", {}))
-    imported = cli_in_fresh_interpreter(folder, [["run", "pipeline", str(pipeline),
-                                                  "--dry-run"]], 2, message)
+    pipeline = classifier_pipeline(
+        folder, corpus, "misfit", model=model, vectorize=change.get("vectorize", {})
+    )
+    imported = cli_in_fresh_interpreter(
+        folder, [["run", "pipeline", str(pipeline), "--dry-run"]], 2, message
+    )
     assert imported is False  # checked before TensorFlow loads
 
 
 def test_what_is_not_a_word_language_model_on_documents_is_a_config_error(
-        polarity, trained_lm, trained_sentiment, tmp_path):
+    polarity, trained_lm, trained_sentiment, tmp_path
+):
     folder, corpus, lm = polarity
     char_lm = trained_lm[1].run_dir  # the built-in character LM
     classifier = trained_sentiment[1].run_dir
-    cases = {str(char_lm): "is a character-level model",
-             str(classifier): "is a classification run, not a language model",
-             str(tmp_path / "missing"): "no such folder",
-             str(tmp_path): "neither a run folder nor a folder of completed runs"}
+    cases = {
+        str(char_lm): "is a character-level model",
+        str(classifier): "is a classification run, not a language model",
+        str(tmp_path / "missing"): "no such folder",
+        str(tmp_path): "neither a run folder nor a folder of completed runs",
+    }
     for path, message in cases.items():
         pipeline = classifier_pipeline(folder, corpus, "misfit", model={"pretrained_lm": path})
-        assert cli_in_fresh_interpreter(folder, [["run", "pipeline", str(pipeline),
-                                                  "--dry-run"]], 2, message) is False
+        assert (
+            cli_in_fresh_interpreter(
+                folder, [["run", "pipeline", str(pipeline), "--dry-run"]], 2, message
+            )
+            is False
+        )

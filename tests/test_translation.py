@@ -29,9 +29,16 @@ def small_config(tmp_path, **overrides):
 def built(tmp_path_factory):
     """A small untrained translator on the built-in corpus (vectorizers adapted)."""
     tmp = tmp_path_factory.mktemp("tr")
-    config = small_config(tmp, **{"model.decoder.cell": "lstm", "model.decoder.layers": 2,
-                                  "model.encoder.cell": "lstm", "model.decoder.units": 24,
-                                  "model.encoder.units": 16})
+    config = small_config(
+        tmp,
+        **{
+            "model.decoder.cell": "lstm",
+            "model.decoder.layers": 2,
+            "model.encoder.cell": "lstm",
+            "model.decoder.units": 24,
+            "model.encoder.units": 16,
+        },
+    )
     data = translation.load_data(config)
     vecs = translation.build_vectorizers(config, data, tmp / "vocab")
     return config, data, vecs, translation.build_model(config, vecs)
@@ -40,12 +47,19 @@ def built(tmp_path_factory):
 def test_data_description_reports_sentence_lengths(tmp_path):
     pairs = tmp_path / "pairs.tsv"
     pairs.write_text("hola mundo\thello world\nuno dos tres\tone two\n", encoding="utf-8")
-    config = load_pipeline("builtin:translation", [f"data.train={pairs}", f"data.dev={pairs}",
-                                                   "data.source_column=0",
-                                                   "data.target_column=1"])
+    config = load_pipeline(
+        "builtin:translation",
+        [
+            f"data.train={pairs}",
+            f"data.dev={pairs}",
+            "data.source_column=0",
+            "data.target_column=1",
+        ],
+    )
     described = translation.load_data(config).describe()
-    assert described.startswith("train 2 sentence pairs (words per sentence: mean 2.5 -> 2.0, "
-                                "longest 3 -> 2) from ")
+    assert described.startswith(
+        "train 2 sentence pairs (words per sentence: mean 2.5 -> 2.0, longest 3 -> 2) from "
+    )
     assert described.endswith(f"; dev 2 from {pairs}")
 
 
@@ -57,7 +71,7 @@ def test_normalize_composes_accents_unifies_quotes_and_splits_punctuation():
     decomposed = unicodedata.normalize("NFD", "¿Dónde está el niño?")
     assert decomposed != "¿Dónde está el niño?"
     out = texts(translation.normalize(tf.constant([decomposed, "Tom’s “big” day."]), True))
-    assert out == ["¿ dónde está el niño ?", "tom's \" big \" day ."]
+    assert out == ["¿ dónde está el niño ?", 'tom\'s " big " day .']
     kept = texts(translation.normalize(tf.constant(["Don't STOP, well-known!"]), False))
     assert kept == ["Don't STOP , well-known !"]
 
@@ -95,8 +109,9 @@ def test_real_batches_pass_the_cudnn_mask_check(built):
             assert features["target_in"].shape == target_out.shape
             seen += 1
         assert seen, name
-    served = batching.pad_batch(translation.source_ids(
-        config, vecs, tf.constant(["", "   ", "the 2nd of may", "¿?"])))
+    served = batching.pad_batch(
+        translation.source_ids(config, vecs, tf.constant(["", "   ", "the 2nd of may", "¿?"]))
+    )
     assert cudnn_mask_ok(served != vectorize.PAD_ID)
 
 
@@ -114,8 +129,14 @@ def test_loss_and_accuracy_ignore_padding(built):
     logits = rng.normal(size=(2, 5, v)).astype("float32") * 10
     logits[0, :3], logits[1] = logits_short, logits_long
     batched = float(model.compute_loss(y=tf.constant(y), y_pred=tf.constant(logits)))
-    per_token = lambda yy, ll: float(model.compute_loss(  # noqa: E731
-        y=tf.constant(yy), y_pred=tf.constant(ll))) * yy.shape[1]
+    per_token = lambda yy, ll: (
+        float(
+            model.compute_loss(  # noqa: E731
+                y=tf.constant(yy), y_pred=tf.constant(ll)
+            )
+        )
+        * yy.shape[1]
+    )
     expected = (per_token(y_short, logits_short) + per_token(y_long, logits_long)) / 8
     assert batched == pytest.approx(expected, rel=1e-5)
 
@@ -154,8 +175,7 @@ def test_decoder_step_equals_full_sequence(built):
     memory, states = model.encode(source)
     context = (memory, model.decoder.attention.project_keys(memory), tf.not_equal(source, 0))
     for t in range(4):
-        log_probs, states = model.decoder.step(tf.cast(target_in[:, t], tf.int32), states,
-                                               context)
+        log_probs, states = model.decoder.step(tf.cast(target_in[:, t], tf.int32), states, context)
         np.testing.assert_allclose(log_probs.numpy(), full[:, t], rtol=1e-4, atol=1e-4)
 
 
@@ -210,29 +230,35 @@ def test_builtin_pipeline_learns_and_exports(trained_translation):
 
     export = result.export_path
     loaded = tf.saved_model.load(str(export))
-    out = loaded.signatures["serving_default"](text=tf.constant(
-        ["the 2nd of august nineteen eighty two", "", "   ", "😀 日本 שלום"]))
+    out = loaded.signatures["serving_default"](
+        text=tf.constant(["the 2nd of august nineteen eighty two", "", "   ", "😀 日本 שלום"])
+    )
     translations = texts(out["translation"])
     assert translations[0] == "2 de agosto de 1982"
     assert len(translations) == 4  # odd input still gives one (possibly odd) string each
     empty = loaded.signatures["serving_default"](text=tf.constant([], tf.string))
     assert empty["translation"].shape == (0,)
-    wide = loaded.signatures["translate"](text=tf.constant(["8 / 2 / 1982"]),
-                                          beam_width=tf.constant(8),
-                                          length_penalty=tf.constant(0.6))
+    wide = loaded.signatures["translate"](
+        text=tf.constant(["8 / 2 / 1982"]),
+        beam_width=tf.constant(8),
+        length_penalty=tf.constant(0.6),
+    )
     assert texts(wide["translation"]) == ["2 de agosto de 1982"]
 
-    result = CliRunner().invoke(main, ["predict", str(export), "8 / 2 / 1982", "--beam-width",
-                                       "1"])
+    result = CliRunner().invoke(main, ["predict", str(export), "8 / 2 / 1982", "--beam-width", "1"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.splitlines()[-1]) == {
-        "text": "8 / 2 / 1982", "translation": "2 de agosto de 1982"}
+        "text": "8 / 2 / 1982",
+        "translation": "2 de agosto de 1982",
+    }
 
 
 def test_bad_translation_config_fails_with_key_and_line(tmp_path):
     config = tmp_path / "bad.yaml"
-    config.write_text("name: t\ntask: translation\ndata:\n  train: builtin:dates\n"
-                      "  dev: builtin:dates:dev\nmodel:\n  attention: dot\n")
+    config.write_text(
+        "name: t\ntask: translation\ndata:\n  train: builtin:dates\n"
+        "  dev: builtin:dates:dev\nmodel:\n  attention: dot\n"
+    )
     result = CliRunner().invoke(main, ["run", "pipeline", str(config), "--dry-run"])
     assert result.exit_code == 2
     assert "bad.yaml:7: model.attention" in result.output

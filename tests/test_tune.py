@@ -17,28 +17,51 @@ import time
 from pathlib import Path
 
 import pytest
+from cli_helpers import cli_in_fresh_interpreter
 from click.testing import CliRunner
 
 from nlp_rnn.cli import main
 from nlp_rnn.errors import ConfigError, UserError
 from nlp_rnn.tune import Dimension, plan_tune
 from nlp_rnn.tune.space import parse_dimension
-from cli_helpers import cli_in_fresh_interpreter
 
 # A model that trains in seconds; early stopping off, so "epochs run" means what the tuner did.
-TINY = ["train.batch_size=128", "model.embedding_dim=8", "model.rnn.bidirectional=false",
-        "train.early_stopping_patience=null", "vectorize.max_tokens=300"]
+TINY = [
+    "train.batch_size=128",
+    "model.embedding_dim=8",
+    "model.rnn.bidirectional=false",
+    "train.early_stopping_patience=null",
+    "vectorize.max_tokens=300",
+]
 # Where only the mechanics count (kill, workers): 800 training examples, short buckets.
 FAST = TINY + ["data.train=builtin:sentiment:dev", "vectorize.max_length=16"]
 # sentiment's own learning rate (0.005) lies inside: trial 0 starts from it
-SPACE = ("model.rnn.units: {int: [4, 8]}\n"
-         "train.learning_rate: {float: [5.0e-3, 3.0e-2], log: true}\n")
+SPACE = (
+    "model.rnn.units: {int: [4, 8]}\ntrain.learning_rate: {float: [5.0e-3, 3.0e-2], log: true}\n"
+)
 
 
-def tune_args(space: Path, output_dir: Path, trials: int, epochs: int, *extra: str,
-              overrides: list[str] = FAST) -> list[str]:
-    args = ["tune", "sentiment", "--space", str(space), "--trials", str(trials),
-            "--output-dir", str(output_dir), "--set", f"train.epochs={epochs}", *extra]
+def tune_args(
+    space: Path,
+    output_dir: Path,
+    trials: int,
+    epochs: int,
+    *extra: str,
+    overrides: list[str] = FAST,
+) -> list[str]:
+    args = [
+        "tune",
+        "sentiment",
+        "--space",
+        str(space),
+        "--trials",
+        str(trials),
+        "--output-dir",
+        str(output_dir),
+        "--set",
+        f"train.epochs={epochs}",
+        *extra,
+    ]
     for override in overrides:
         args += ["--set", override]
     return args
@@ -90,25 +113,38 @@ def space_file(tmp_path):
     return write
 
 
-@pytest.mark.parametrize("text, line, message", [
-    ("model.rnn.cell: [lstm, gru]\nmodel.rnn.cel: [lstm]\n", 2,
-     "model.rnn.cel: unknown key; allowed: cell, units"),
-    ("model.rnn.units: {log: true}\n", 1, "model.rnn.units: expected a list of choices"),
-    ("model.rnn.cell: [lstm, gru]\nmodel.dropout: 1.5\n", 2,
-     "model.dropout: Input should be less than 1"),  # a fixed value is checked too
-    ("model.rnn.units: {int: [256, 32]}\n", 1, "low 256 is above high 32"),
-    ("train.learning_rate: {float: [0.0, 1.0e-2], log: true}\n", 1, "log: true needs low > 0"),
-    ("model.rnn.units: {int: [8, 64], log: true, step: 8}\n", 1, "log and step cannot"),
-    ("model.dropout: {float: [0.0, 0.5], step: 0.2}\n", 1, "not a multiple of step"),
-    ("model.rnn.units: {int: [8, 64], base: 2}\n", 1, "unknown field base"),
-    ("model.rnn.units: {int: [8.5, 64]}\n", 1, "bounds must be integers"),
-    ("model.rnn.units: {float: [8, 64]}\n", 1, "model.rnn.units: Input should be a valid integer"),
-    ("model.dropout: {float: [0.0, 1.0]}\n", 1, "model.dropout: Input should be less than 1"),
-    ("model.rnn.cell: [lstm, tcn]\n", 1, "'tcn'"),
-    ("model.rnn.cell: []\n", 1, "empty list of choices"),
-    ("model.rnn.cell: [lstm, lstm]\n", 1, "listed twice"),
-    ("\n\nexport.enabled: [true, false]\n", 3, "set by the tuner"),
-])
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        (
+            "model.rnn.cell: [lstm, gru]\nmodel.rnn.cel: [lstm]\n",
+            2,
+            "model.rnn.cel: unknown key; allowed: cell, units",
+        ),
+        ("model.rnn.units: {log: true}\n", 1, "model.rnn.units: expected a list of choices"),
+        (
+            "model.rnn.cell: [lstm, gru]\nmodel.dropout: 1.5\n",
+            2,
+            "model.dropout: Input should be less than 1",
+        ),  # a fixed value is checked too
+        ("model.rnn.units: {int: [256, 32]}\n", 1, "low 256 is above high 32"),
+        ("train.learning_rate: {float: [0.0, 1.0e-2], log: true}\n", 1, "log: true needs low > 0"),
+        ("model.rnn.units: {int: [8, 64], log: true, step: 8}\n", 1, "log and step cannot"),
+        ("model.dropout: {float: [0.0, 0.5], step: 0.2}\n", 1, "not a multiple of step"),
+        ("model.rnn.units: {int: [8, 64], base: 2}\n", 1, "unknown field base"),
+        ("model.rnn.units: {int: [8.5, 64]}\n", 1, "bounds must be integers"),
+        (
+            "model.rnn.units: {float: [8, 64]}\n",
+            1,
+            "model.rnn.units: Input should be a valid integer",
+        ),
+        ("model.dropout: {float: [0.0, 1.0]}\n", 1, "model.dropout: Input should be less than 1"),
+        ("model.rnn.cell: [lstm, tcn]\n", 1, "'tcn'"),
+        ("model.rnn.cell: []\n", 1, "empty list of choices"),
+        ("model.rnn.cell: [lstm, lstm]\n", 1, "listed twice"),
+        ("\n\nexport.enabled: [true, false]\n", 3, "set by the tuner"),
+    ],
+)
 def test_space_errors_name_file_line_and_key(space_file, text, line, message):
     path = space_file(text)
     with pytest.raises(ConfigError) as info:
@@ -123,13 +159,17 @@ def test_a_plain_value_is_fixed_for_every_trial_and_set_overrides_it(space_file)
     fixed = plan_tune("sentiment", space_file(SPACE + "train.epochs: 3\n"))
     assert fixed.space.keys == ["model.rnn.units", "train.learning_rate"]
     assert fixed.base.train.epochs == 3
-    assert trial_config(fixed, {"model.rnn.units": 4, "train.learning_rate": 0.01},
-                        7).train.epochs == 3
+    assert (
+        trial_config(fixed, {"model.rnn.units": 4, "train.learning_rate": 0.01}, 7).train.epochs
+        == 3
+    )
     # the same resolved pipeline and searched keys: the same study as with --set
-    assert fixed.study == plan_tune("sentiment", space_file(SPACE),
-                                    overrides=["train.epochs=3"]).study
-    overridden = plan_tune("sentiment", space_file(SPACE + "train.epochs: 3\n"),
-                           overrides=["train.epochs=2"])
+    assert (
+        fixed.study == plan_tune("sentiment", space_file(SPACE), overrides=["train.epochs=3"]).study
+    )
+    overridden = plan_tune(
+        "sentiment", space_file(SPACE + "train.epochs: 3\n"), overrides=["train.epochs=2"]
+    )
     assert overridden.base.train.epochs == 2
 
 
@@ -156,11 +196,16 @@ def test_options_and_storage_url_are_checked(space_file):
 def test_bad_space_fails_fast_without_tensorflow_and_writes_nothing(tmp_path, space_file):
     bad = space_file("model.rnn.units: {int: [8, 64]}\nmodel.rnn.cel: [lstm]\n")
     out = tmp_path / "tunes"
-    imported = cli_in_fresh_interpreter(tmp_path, [
-        ["tune", "sentiment", "--space", bad, "--output-dir", str(out)],
-        ["tune", "sentiment", "--space", str(tmp_path / "missing.yaml")],
-        ["tune", "sentiment", "--space", bad.replace("space", "x"), "--set", "model.x=1"],
-    ], exit_code=2, expect_in_stderr="error: ")
+    imported = cli_in_fresh_interpreter(
+        tmp_path,
+        [
+            ["tune", "sentiment", "--space", bad, "--output-dir", str(out)],
+            ["tune", "sentiment", "--space", str(tmp_path / "missing.yaml")],
+            ["tune", "sentiment", "--space", bad.replace("space", "x"), "--set", "model.x=1"],
+        ],
+        exit_code=2,
+        expect_in_stderr="error: ",
+    )
     assert not imported
     assert not out.exists()
 
@@ -201,21 +246,31 @@ def test_the_plan_a_worker_reads_is_the_plan_its_parent_checked(space_file, tmp_
     from nlp_rnn.tune.plan import read_plan, write_plan
 
     path = space_file(SPACE + "train.epochs: 3\n")
-    plan = plan_tune("sentiment", path, trials=7, timeout_minutes=1.5, workers=2,
-                     pruner="hyperband", sampler="random", startup_trials=2,
-                     overrides=["model.rnn.bidirectional=false"], seed=5,
-                     storage="sqlite:///x.db", output_dir=str(tmp_path / "tunes"))
+    plan = plan_tune(
+        "sentiment",
+        path,
+        trials=7,
+        timeout_minutes=1.5,
+        workers=2,
+        pruner="hyperband",
+        sampler="random",
+        startup_trials=2,
+        overrides=["model.rnn.bidirectional=false"],
+        seed=5,
+        storage="sqlite:///x.db",
+        output_dir=str(tmp_path / "tunes"),
+    )
     write_plan(plan, tmp_path / "plan.json")
     Path(path).write_text("model.rnn.cell: [gru]\n")  # edited meanwhile: the worker keeps
     assert read_plan(tmp_path / "plan.json", plan.storage) == plan  # the parent's plan
-    secret = plan_tune("sentiment", space_file(SPACE),
-                       storage="postgresql://me:hunter2@db.example/tune")
+    secret = plan_tune(
+        "sentiment", space_file(SPACE), storage="postgresql://me:hunter2@db.example/tune"
+    )
     write_plan(secret, tmp_path / "secret.json")
     assert "hunter2" not in (tmp_path / "secret.json").read_text()  # the URL: by environment
 
 
-def test_the_worker_command_is_hidden_and_needs_its_parents_plan(space_file, tmp_path,
-                                                                  monkeypatch):
+def test_the_worker_command_is_hidden_and_needs_its_parents_plan(space_file, tmp_path, monkeypatch):
     from nlp_rnn.tune.plan import write_plan
     from nlp_rnn.tune.run import STORAGE_ENV
 
@@ -241,10 +296,27 @@ def test_pruner_stops_a_clearly_worse_trial_after_one_epoch(tmp_path, space_file
     study.enqueue_trial({"train.learning_rate": 0.03})  # learns
     study.enqueue_trial({"train.learning_rate": 1e-6})  # stays at chance: clearly worse
     path = space_file("train.learning_rate: {float: [1.0e-6, 0.1], log: true}\n")
-    result = CliRunner().invoke(main, tune_args(
-        Path(path), tmp_path / "tunes", 2, 2, "--set", "model.rnn.units=8", "--study", "prune",
-        "--storage", storage, "--pruner", "median", "--startup-trials", "1", overrides=TINY),
-        catch_exceptions=False)
+    result = CliRunner().invoke(
+        main,
+        tune_args(
+            Path(path),
+            tmp_path / "tunes",
+            2,
+            2,
+            "--set",
+            "model.rnn.units=8",
+            "--study",
+            "prune",
+            "--storage",
+            storage,
+            "--pruner",
+            "median",
+            "--startup-trials",
+            "1",
+            overrides=TINY,
+        ),
+        catch_exceptions=False,
+    )
     assert result.exit_code == 0, result.output
     good, bad = trials_of(storage)
     assert good.state.name == "COMPLETE" and len(epochs_in(good.user_attrs["run_dir"])) == 2
@@ -253,8 +325,10 @@ def test_pruner_stops_a_clearly_worse_trial_after_one_epoch(tmp_path, space_file
     assert bad.user_attrs["epochs"] == 1 and bad.user_attrs["max_epochs"] == 2
     assert f"[tune] pruned trial {bad.number} after epoch 1: val_accuracy" in result.output
     # the pruned trial's run folder is complete: metrics and HParams for TensorBoard
-    assert json.loads((Path(bad.user_attrs["run_dir"]) / "run.json").read_text())[
-        "status"] == "completed"
+    assert (
+        json.loads((Path(bad.user_attrs["run_dir"]) / "run.json").read_text())["status"]
+        == "completed"
+    )
     report = (tmp_path / "tunes" / "prune" / "trials.md").read_text()
     assert "Pruning stopped 1 trials early and saved 1 epochs of the 2" in report
     with (tmp_path / "tunes" / "prune" / "trials.csv").open() as f:
@@ -269,8 +343,14 @@ def test_sigkill_mid_trial_then_same_command_completes_the_study(tmp_path, space
     space = Path(space_file(SPACE))
     out = tmp_path / "tunes"
     command = tune_command(*tune_args(space, out, 2, 2, "--pruner", "none"))
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env(),
-                            start_new_session=True, cwd=tmp_path)
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env(),
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # trial 0 finished, trial 1 one epoch in: kill
         second = glob.glob(str(out / "*" / "runs" / "trial-0001" / "*"))
@@ -284,8 +364,9 @@ def test_sigkill_mid_trial_then_same_command_completes_the_study(tmp_path, space
     before = trials_of(sqlite_url(folder))
     assert [t.state.name for t in before] == ["COMPLETE", "RUNNING"]
 
-    rerun = subprocess.run(command, capture_output=True, text=True, env=env(), timeout=600,
-                           cwd=tmp_path)
+    rerun = subprocess.run(
+        command, capture_output=True, text=True, env=env(), timeout=600, cwd=tmp_path
+    )
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     assert "trial 1 was interrupted" in rerun.stdout
     after = trials_of(sqlite_url(folder))
@@ -305,9 +386,16 @@ def two_worker_study(tmp_path_factory):
     root = tmp_path_factory.mktemp("workers")
     (root / "space.yaml").write_text(SPACE)
     out = root / "tunes"
-    done = subprocess.run(tune_command(*tune_args(root / "space.yaml", out, 3, 1, "--workers",
-                                                  "2", "--pruner", "none")),
-                          capture_output=True, text=True, env=env(), timeout=600, cwd=root)
+    done = subprocess.run(
+        tune_command(
+            *tune_args(root / "space.yaml", out, 3, 1, "--workers", "2", "--pruner", "none")
+        ),
+        capture_output=True,
+        text=True,
+        env=env(),
+        timeout=600,
+        cwd=root,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     folder = study_folder(out)
     return folder, trials_of(sqlite_url(folder))
@@ -338,19 +426,23 @@ def test_two_workers_share_one_sqlite_study(two_worker_study):
     with (folder / "trials.csv").open() as f:
         rows = list(csv.DictReader(f))
     assert [int(r["trial"]) for r in rows] == [0, 1, 2]
-    assert {"state", "dev accuracy", "epochs", "seconds", "model.rnn.units",
-            "train.learning_rate"} <= set(rows[0])
-    for name in ("optimization_history.png", "param_importances.png",
-                 "parallel_coordinate.png"):
+    assert {
+        "state",
+        "dev accuracy",
+        "epochs",
+        "seconds",
+        "model.rnn.units",
+        "train.learning_rate",
+    } <= set(rows[0])
+    for name in ("optimization_history.png", "param_importances.png", "parallel_coordinate.png"):
         assert (folder / name).read_bytes()[:4] == b"\x89PNG"
     assert "| trial | state | dev accuracy |" in (folder / "trials.md").read_text()
 
 
 @pytest.mark.acceptance  # the two-worker study's best.yaml
 def test_best_yaml_runs_as_a_pipeline(two_worker_study, tmp_path, monkeypatch):
-    import yaml
-
     import optuna
+    import yaml
 
     folder, trials = two_worker_study
     best = optuna.load_study(study_name=None, storage=sqlite_url(folder)).best_trial
@@ -361,8 +453,9 @@ def test_best_yaml_runs_as_a_pipeline(two_worker_study, tmp_path, monkeypatch):
     assert config["model"]["rnn"]["units"] == best.params["model.rnn.units"]
     assert config["train"]["learning_rate"] == best.params["train.learning_rate"]
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["run", "pipeline", str(folder / "best.yaml")],
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        main, ["run", "pipeline", str(folder / "best.yaml")], catch_exceptions=False
+    )
     assert result.exit_code == 0, result.output
     assert (tmp_path / "saved_models" / "sentiment-tuned" / "1").is_dir()
 
@@ -381,8 +474,10 @@ def postgres_url():
     we are root, as initdb refuses root); stopped and removed afterwards."""
     bin_dir = postgres_bin()
     if bin_dir is None:
-        pytest.skip("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb); "
-                    "apt-get install postgresql")
+        pytest.skip(
+            "PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin/initdb); "
+            "apt-get install postgresql"
+        )
     as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     data = Path(tempfile.mkdtemp(prefix="nlp-rnn-pg-"))
     if as_postgres:
@@ -393,17 +488,42 @@ def postgres_url():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    run = lambda *args: subprocess.run(as_postgres + list(args), check=True,  # noqa: E731
-                                       capture_output=True, timeout=120)
+    run = lambda *args: subprocess.run(
+        as_postgres + list(args),
+        check=True,  # noqa: E731
+        capture_output=True,
+        timeout=120,
+    )
     try:
-        run(str(bin_dir / "initdb"), "-D", str(data / "db"), "-A", "trust", "-U", "postgres",
-            "--no-sync")
-        run(str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-l", str(data / "log"), "-w",
-            "-o", f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+        run(
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data / "db"),
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        )
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data / "db"),
+            "-l",
+            str(data / "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "start",
+        )
         yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(as_postgres + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m",
-                                      "immediate", "stop"], capture_output=True, timeout=60)
+        subprocess.run(
+            as_postgres
+            + [str(bin_dir / "pg_ctl"), "-D", str(data / "db"), "-m", "immediate", "stop"],
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(data, ignore_errors=True)
 
 
@@ -411,10 +531,17 @@ def postgres_url():
 def test_two_machines_share_a_postgresql_study(tmp_path, space_file, postgres_url):
     """Two `nlp-rnn tune` commands as on two machines: one server, each its own folder."""
     space = Path(space_file(SPACE))
-    machines = [subprocess.Popen(
-        tune_command(*tune_args(space, tmp_path / f"machine{i}", 3, 1, "--pruner", "none")),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
-        env={**env(), "NLP_RNN_TUNE_STORAGE": postgres_url}) for i in (0, 1)]
+    machines = [
+        subprocess.Popen(
+            tune_command(*tune_args(space, tmp_path / f"machine{i}", 3, 1, "--pruner", "none")),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=tmp_path,
+            env={**env(), "NLP_RNN_TUNE_STORAGE": postgres_url},
+        )
+        for i in (0, 1)
+    ]
     for proc in machines:
         output, _ = proc.communicate(timeout=600)
         assert proc.returncode == 0, output

@@ -113,7 +113,8 @@ def evaluation_batches(examples: tf.data.Dataset, batch_size: int,
 
 def vectorized_examples(pairs: tf.data.Dataset, tokenize_batch, encode_label,
                         batch_size: int = 512) -> tf.data.Dataset:
-    """Tokenize (text, label) string pairs in batches (faster than one by one), then unbatch and cache.
+    """Tokenize (text, label) string pairs in batches (faster than one by one), then unbatch
+    and cache.
 
     Args:
         pairs: dataset of scalar (text, label) strings.

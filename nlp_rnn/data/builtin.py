@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import random
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 NEGATIVE = "negative"
 POSITIVE = "positive"
@@ -116,7 +116,8 @@ def _plain_pair(rng: random.Random) -> _Pair:
 def _negated_pair(rng: random.Random) -> _Pair:
     """Same negated frame around a positive and a negative adjective: labels flip."""
     if rng.random() < 0.15:
-        filler, subject, end = _maybe(rng, _FILLERS, 0.3), rng.choice(_SUBJECTS), rng.choice(_ENDINGS)
+        filler = _maybe(rng, _FILLERS, 0.3)
+        subject, end = rng.choice(_SUBJECTS), rng.choice(_ENDINGS)
         frame = lambda adj: _sentence(filler, f"i would not call {subject} {adj}", end)
     else:
         statement, prefix = _statement_frame(rng, negated=True), rng.choice(_NEGATION_PREFIXES)

@@ -31,7 +31,8 @@ _FIELD_LIMIT = 2**31 - 1  # csv's default (128 KiB) would reject a long review a
 
 
 class _Utf8LineReader(io.TextIOBase):
-    """Text stream that decodes one physical line at a time, so a bad byte is reported with its line.
+    """Text stream that decodes one physical line at a time, so a bad byte is reported with its
+    line.
 
     Lines keep their terminator ('\\n' or '\\r\\n'), which is what csv expects from newline=''.
     """
@@ -195,7 +196,8 @@ def _column_index(header: list[str], column: str, delimiter: str, path: str, lin
     if header.count(column) > 1:
         raise DataError(f"column '{column}' appears more than once in the header", path, line)
     if column not in header:
-        hint = f" (one column only: is the delimiter {delimiter!r} right?)" if len(header) == 1 else ""
+        hint = (f" (one column only: is the delimiter {delimiter!r} right?)"
+                if len(header) == 1 else "")
         raise DataError(f"no column '{column}'; the header has: {', '.join(header)}{hint}",
                         path, line)
     return header.index(column)
@@ -209,7 +211,8 @@ def unknown_label(label: str, known: Collection[str]) -> str:
 def read_delimited(path: str, text_column: str, label_column: str | None,
                    delimiter: str | None = None,
                    known: Collection[str] | None = None) -> Iterator[tuple[str, str | None]]:
-    """Yield (text, label) from a CSV/TSV file with a header row; label is None without label_column.
+    """Yield (text, label) from a CSV/TSV file with a header row; label is None without
+    label_column.
 
     TSV is read with quoting off because SST-2 text holds literal quote characters; CSV uses
     standard quoting in strict mode, so an unclosed quote is an error instead of swallowing

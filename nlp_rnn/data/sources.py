@@ -1,4 +1,5 @@
-"""Turn a ``data:`` entry (local file, ``tfds:NAME[:SPLIT]``, ``builtin:NAME[:SPLIT]``) into tf.data.
+"""Turn a ``data:`` entry (local file, ``tfds:NAME[:SPLIT]``, ``builtin:NAME[:SPLIT]``) into
+tf.data.
 
 Local files are validated in one streaming Python pass first (so a malformed line fails with
 file:line before any training starts, and the label set is known), then streamed into tf.data
@@ -7,8 +8,8 @@ by a generator: nothing is held in a Python list.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import tensorflow as tf
 

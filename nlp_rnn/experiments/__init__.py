@@ -1,1 +1,2 @@
-"""Self-contained diagnostic experiments (each module is imported only by the command that runs it)."""
+"""Self-contained diagnostic experiments (each module is imported only by the command that
+runs it)."""

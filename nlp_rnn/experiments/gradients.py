@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -81,9 +81,9 @@ def step_gradient_norms(model, probe, batches) -> tuple[np.ndarray, np.ndarray]:
             with tf.GradientTape() as tape:
                 seen = []
 
-                def watched(x, *args, **kwargs):
-                    tape.watch(x)
-                    seen.append(x)
+                def watched(x, *args, **kwargs):  # called within this iteration only
+                    tape.watch(x)  # noqa: B023
+                    seen.append(x)  # noqa: B023
                     return original(x, *args, **kwargs)
 
                 layer.call = watched
@@ -195,8 +195,8 @@ def summary_markdown(name: str, trained: np.ndarray, init: np.ndarray, counts: n
     def said(k):
         return f"{k} steps" if k is not None else f"beyond {len(trained) - 1} steps"
 
-    lines += ["", f"Reach (first k where the ratio < {REACH:g}): trained {said(reaches['trained'])}, "
-              f"initialisation {said(reaches['init'])}."]
+    lines += ["", f"Reach (first k where the ratio < {REACH:g}): trained "
+              f"{said(reaches['trained'])}, initialisation {said(reaches['init'])}."]
     return "\n".join(lines)
 
 

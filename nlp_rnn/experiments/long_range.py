@@ -50,9 +50,9 @@ from __future__ import annotations
 
 import csv
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -684,7 +684,8 @@ def gradient_plot_png(runs: list[dict], length: int, task: str = "adding") -> by
         for r in (r for r in at_t if wanted(r)):
             keras_bias = r["gate_bias"] == "keras" and r["cell"] in GATED
             norms = np.maximum(r[key], 1e-300)  # an exact zero has no place on a log axis
-            label = f"{r['cell']}{', Keras gate bias' if keras_bias else ''}: ratio {ratio(r[key]):.0e}"
+            bias = ", Keras gate bias" if keras_bias else ""
+            label = f"{r['cell']}{bias}: ratio {ratio(r[key]):.0e}"
             if key == "grad_norms_trained":
                 label += f", acc {r['accuracy']:.2f}"
             ax.plot(steps, norms, ls="--" if keras_bias else "-", lw=1.8,

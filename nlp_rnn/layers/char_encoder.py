@@ -1,4 +1,5 @@
-"""Character-level word encoder for taggers: CNN + max-pool or BiLSTM over each token's characters."""
+"""Character-level word encoder for taggers: CNN + max-pool or BiLSTM over each token's
+characters."""
 
 from __future__ import annotations
 

@@ -12,7 +12,8 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="nlp_rnn")
 class TokenDropout(keras.layers.Layer):
-    """int token ids [B, T] -> the same ids with a fraction ``rate`` of real tokens set to ``oov_id``.
+    """int token ids [B, T] -> the same ids with a fraction ``rate`` of real tokens set to
+    ``oov_id``.
 
     Args:
         rate: probability of replacing each non-padding token (training only).

@@ -11,16 +11,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from nlp_rnn.atomic import write_text
-from nlp_rnn.config import (PipelineConfig, apply_overrides, config_to_yaml, load_pipeline,
-                            load_yaml_text, read_pipeline_source, set_key, validate_config)
+from nlp_rnn.config import (
+    PipelineConfig,
+    apply_overrides,
+    config_to_yaml,
+    load_pipeline,
+    load_yaml_text,
+    read_pipeline_source,
+    set_key,
+    validate_config,
+)
 from nlp_rnn.errors import ConfigError, UserError
-from nlp_rnn.tune.space import (Space, check_fixed, check_space, read_space, value_at,
-                                with_values)
+from nlp_rnn.tune.space import Space, check_fixed, check_space, read_space, value_at, with_values
 
 Log = Callable[[str], None]
 

@@ -22,11 +22,15 @@ from pathlib import Path
 
 from nlp_rnn.atomic import write_text
 from nlp_rnn.errors import UserError
-from nlp_rnn.tune.plan import (Log, TunePlan, baseline_params, read_plan, trial_config,
-                               write_plan)
+from nlp_rnn.tune.plan import Log, TunePlan, baseline_params, read_plan, trial_config, write_plan
 from nlp_rnn.tune.report import write_report
-from nlp_rnn.tune.storage import (fail_abandoned_trials, heartbeat, open_storage, record_process,
-                                  study_lock)
+from nlp_rnn.tune.storage import (
+    fail_abandoned_trials,
+    heartbeat,
+    open_storage,
+    record_process,
+    study_lock,
+)
 
 STORAGE_ENV = "NLP_RNN_TUNE_STORAGE"  # how workers get the URL (a password stays out of files)
 FINISHED = ("COMPLETE", "PRUNED")  # what counts toward --trials
@@ -102,6 +106,7 @@ def make_pruner(plan: TunePlan):
 def load_or_create_study(plan: TunePlan, storage, seed_offset: int = 0):
     """The study (created on first use), with a sampler seeded per worker and per restart."""
     import optuna
+
     from nlp_rnn.tasks import TASKS  # imports TensorFlow: the direction is the task's
 
     epoch_key, direction, metric = objective_of(TASKS[plan.base.task])

@@ -24,8 +24,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from nlp_rnn.config import (PipelineConfig, _key_lines, parse_override, read_yaml, set_key,
-                            validate_config)
+from nlp_rnn.config import (
+    PipelineConfig,
+    _key_lines,
+    parse_override,
+    read_yaml,
+    set_key,
+    validate_config,
+)
 from nlp_rnn.errors import ConfigError
 
 # Keys the tuner sets itself for every trial (run folder, no export).
@@ -69,8 +75,7 @@ class Dimension:
 
     def distribution(self):
         """The Optuna distribution (imports Optuna)."""
-        from optuna.distributions import (CategoricalDistribution, FloatDistribution,
-                                          IntDistribution)
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
         if self.kind == "categorical":
             return CategoricalDistribution(list(self.choices))

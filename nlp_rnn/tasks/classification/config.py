@@ -20,7 +20,8 @@ from nlp_rnn.sections import (
 
 
 class ClassificationData(Section):
-    """Where the labelled text comes from: a path, ``tfds:NAME[:SPLIT]`` or ``builtin:NAME[:SPLIT]``."""
+    """Where the labelled text comes from: a path, ``tfds:NAME[:SPLIT]`` or
+    ``builtin:NAME[:SPLIT]``."""
 
     train: str
     dev: str

@@ -218,7 +218,8 @@ def predict_labels(classify, texts: tf.data.Dataset, batch_size: int = 256) -> d
 
 
 def evaluate(classify, pairs: tf.data.Dataset, label_names: list[str]) -> dict:
-    """Accuracy, macro-F1, per-label report and confusion matrix of ``classify`` on (text, label) pairs.
+    """Accuracy, macro-F1, per-label report and confusion matrix of ``classify`` on (text,
+    label) pairs.
 
     The same function scores a run's dev split and an exported model in ``nlp-rnn evaluate``,
     so the two agree by construction.

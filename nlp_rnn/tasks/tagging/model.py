@@ -41,7 +41,7 @@ class TaggerModel(keras.Model):
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         mask = tf.not_equal(x["words"], vectorize.PAD_ID)
-        crf = self.get_layer("crf") if any(l.name == "crf" for l in self.layers) else None
+        crf = self.get_layer("crf") if any(layer.name == "crf" for layer in self.layers) else None
         # divide_no_nan: under a tf.distribute strategy a replica gets an EMPTY share of a
         # global batch smaller than the number of replicas (0 / 0 would make the update NaN)
         if crf is not None:

@@ -5,7 +5,8 @@ TensorFlow-free: validating a pipeline must stay fast.
 
 from __future__ import annotations
 
-from typing import ClassVar, Literal, Optional, Sequence, Union
+from collections.abc import Sequence
+from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 

@@ -157,7 +157,8 @@ def build_encoder(config: TranslationPipeline, vectorizers: Vectorizers) -> kera
     h, c = concat(hidden), concat(cells)
     initial = []
     for i in range(dec.layers):
-        initial.append(keras.layers.Dense(dec.units, activation="tanh", name=f"bridge_h_{i + 1}")(h))
+        bridge = keras.layers.Dense(dec.units, activation="tanh", name=f"bridge_h_{i + 1}")
+        initial.append(bridge(h))
         if dec.cell == "lstm":
             initial.append(keras.layers.Dense(dec.units, name=f"bridge_c_{i + 1}")(c))
     return keras.Model(source, [memory, *initial], name="encoder")

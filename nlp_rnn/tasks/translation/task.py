@@ -230,7 +230,7 @@ def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) 
         column = 0 if name == "source_embedding" else 1
         for split, source in (("train", data.train), ("dev", data.dev)):
             embedding.count_tokens(split, source.dataset().batch(1024).map(
-                lambda *pair: ids(config, vectorizers, pair[column]).flat_values)
+                lambda *pair: ids(config, vectorizers, pair[column]).flat_values)  # noqa: B023
                 .as_numpy_iterator())
     return vectorizers
 
@@ -501,7 +501,7 @@ def attention_maps(model: Seq2SeqModel, vectorizers: Vectorizers, config: Transl
                           length_penalty=tf.constant(config.decoding.length_penalty))
     ragged = source_ids(config, vectorizers, tf.constant(sources))
     maps = []
-    for i, text in enumerate(sources):
+    for i in range(len(sources)):
         n_out = int(result["lengths"][i])
         src = ragged[i].numpy()
         out = target_ids(config, vectorizers, result["translation"][i:i + 1])[0].numpy()
