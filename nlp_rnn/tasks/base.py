@@ -145,7 +145,7 @@ class Task(Protocol):
     def export_metadata(self, config, vectorizers) -> dict:
         """JSON-ready facts ``predict``/``evaluate_export`` need about the export."""
 
-    # ---- using an export (serving.py, cli.py, serve) -----------------------------------
+    # ---- using an export (inference.py, cli.py, serve) ---------------------------------
     def prediction_inputs(self, texts: list[str], metadata: dict, options: dict) -> dict:
         """Keyword tensors for ``PREDICT_SIGNATURE`` on a batch of texts.
 
