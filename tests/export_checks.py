@@ -66,6 +66,12 @@ def decode(values) -> list[str]:
     return [v.decode("utf-8") for v in values]
 
 
+def rows_answered(out: dict) -> int:
+    """How many rows every output of one signature call holds (they must agree)."""
+    sizes = {len(value) for value in out.values()}
+    return sizes.pop() if len(sizes) == 1 else -1
+
+
 def run_concurrently(call, inputs: list) -> tuple[list, float]:
     """Call ``call(inputs[k % len(inputs)])`` THREADS x CALLS_PER_THREAD times from 8 threads;
     ([(k % len(inputs), answer)], seconds)."""
@@ -108,16 +114,19 @@ class ServingChecks:
     def __init__(self, loaded, config, metadata: dict, run_dir: Path):
         self.loaded, self.config, self.metadata, self.run_dir = loaded, config, metadata, run_dir
 
-    def odd_text(self) -> None:
-        """``ODD`` in one batch: well-formed, and each row as the text alone gets it."""
+    def odd_text(self) -> dict:
+        """``ODD`` in one batch: well-formed, and each row as the text alone gets it; returns
+        that batch's outputs (a row per text)."""
         raise NotImplementedError
 
-    def long_input(self) -> None:
-        """A 10,000-token input is cut as configured (a 10,000-character prompt continues)."""
+    def long_input(self) -> tuple[int, dict]:
+        """A 10,000-token input is cut as configured (a 10,000-character prompt continues);
+        returns (inputs in the checked call, its outputs)."""
         raise NotImplementedError
 
-    def batch_of(self, size: int) -> None:
-        """A batch of ``size`` inputs: well-formed, and rows as their texts alone get them."""
+    def batch_of(self, size: int) -> dict:
+        """A batch of ``size`` inputs: well-formed, and rows as their texts alone get them;
+        returns that batch's outputs."""
         raise NotImplementedError
 
     def concurrent_calls(self) -> list[Callable[[], dict]]:
@@ -163,15 +172,16 @@ class ClassificationChecks(ServingChecks):
     def labels(self) -> list[str]:
         return self.metadata["labels"]
 
-    def odd_text(self) -> None:
+    def odd_text(self) -> dict:
         out = classify(self.loaded, ODD)
         check_classifier_output(out, len(ODD), self.labels)
         # empty and whitespace-only texts are one out-of-vocabulary token, so they agree
         for i in (1, 2):
             np.testing.assert_array_equal(out["probabilities"][i], out["probabilities"][0])
         assert_rows_match_alone(self.loaded, ODD, out, range(len(ODD)))
+        return out
 
-    def long_input(self) -> None:
+    def long_input(self) -> tuple[int, dict]:
         text = long_text(words=("good", "bad", "not", "movie", "日本", "!"))  # each one token
         n = self.config.vectorize.max_length
         assert self.config.vectorize.keep == "first"
@@ -180,8 +190,9 @@ class ClassificationChecks(ServingChecks):
         out = classify(self.loaded, [text, first_n, one_token])
         check_classifier_output(out, 3, self.labels)
         np.testing.assert_allclose(out["probabilities"][0], out["probabilities"][1], atol=1e-6)
+        return 3, out
 
-    def batch_of(self, size: int) -> None:
+    def batch_of(self, size: int) -> dict:
         texts = [f"{MIX[i % len(MIX)]} {'not ' * (i % 4)}good" for i in range(size)]
         out = classify(self.loaded, texts)
         check_classifier_output(out, size, self.labels)
@@ -189,6 +200,7 @@ class ClassificationChecks(ServingChecks):
         if size == 1000:  # and a batch of 1,000 identical texts is 1,000 identical answers
             same = classify(self.loaded, [MIX[6]] * size)["probabilities"]
             np.testing.assert_allclose(same, np.broadcast_to(same[0], same.shape), atol=1e-6)
+        return out
 
     def concurrent_calls(self) -> list[Callable[[], dict]]:
         return [(lambda b=b: classify(self.loaded, b)) for b in concurrent_batches(MIX)]
@@ -234,7 +246,7 @@ class TaggingChecks(ServingChecks):
     def check(self, out: dict, sentences: list[list[str]]) -> None:
         check_tagger_output(out, sentences, self.config.vectorize.max_length, self.tag_set)
 
-    def odd_text(self) -> None:
+    def odd_text(self) -> dict:
         sentences = [text.split() for text in ODD]
         assert [len(s) for s in sentences[:3]] == [0, 0, 0]
         out = tag_text(self.loaded, ODD)
@@ -244,8 +256,9 @@ class TaggingChecks(ServingChecks):
             alone = tag_text(self.loaded, [text])
             width = alone["tags"].shape[1]
             np.testing.assert_array_equal(out["tags"][i, :width], alone["tags"][0])
+        return out
 
-    def long_input(self) -> None:
+    def long_input(self) -> tuple[int, dict]:
         n = self.config.vectorize.max_length
         sentence = long_text().split()
         assert len(sentence) == 10_000 and n < 10_000
@@ -258,8 +271,9 @@ class TaggingChecks(ServingChecks):
         )
         long_word = tag_text(self.loaded, ["x" * 10_000 + " Paris"])  # a 10,000-character token
         self.check(long_word, [["x" * 10_000, "Paris"]])
+        return 1, out
 
-    def batch_of(self, size: int) -> None:
+    def batch_of(self, size: int) -> dict:
         texts = [f"{MIX[i % len(MIX)]} {'in Paris ' * (i % 4)}" for i in range(size)]
         sentences = [t.split() for t in texts]
         out = tag_text(self.loaded, texts)
@@ -273,6 +287,7 @@ class TaggingChecks(ServingChecks):
         if size == 0:  # tag_tokens also takes [0, 0] and [0, T] batches
             for width in (0, 5):
                 self.check(tag_tokens(self.loaded, [], width), [])
+        return out
 
     def concurrent_calls(self) -> list[Callable[[], dict]]:
         batches = concurrent_batches(MIX)
@@ -318,7 +333,7 @@ class TranslationChecks(ServingChecks):
         words = vectorize.load_vocabulary(self.run_dir / "vocab" / "target_vocab.txt")
         return set(words) | {"[UNK]"}
 
-    def odd_text(self) -> None:
+    def odd_text(self) -> dict:
         vocab = self.vocab
         for width in self.WIDTHS:
             out = translate(self.loaded, ODD, width)
@@ -327,15 +342,17 @@ class TranslationChecks(ServingChecks):
                 assert (
                     translate(self.loaded, [text], width)["translation"][0] == out["translation"][i]
                 )
+        return out
 
-    def long_input(self) -> None:
+    def long_input(self) -> tuple[int, dict]:
         words = long_text().split()
         out = translate(self.loaded, [" ".join(words)])
         check_translations(out, [" ".join(words)], self.vocab, self.config)
         cut = " ".join(words[: self.config.vectorize.source_max_length])
         assert translate(self.loaded, [cut])["translation"][0] == out["translation"][0]
+        return 1, out
 
-    def batch_of(self, size: int) -> None:
+    def batch_of(self, size: int) -> dict:
         texts = [f"{MIX[i % len(MIX)]} {'the 2nd of may ' * (i % 3)}" for i in range(size)]
         vocab = self.vocab
         for width in self.WIDTHS:
@@ -346,6 +363,7 @@ class TranslationChecks(ServingChecks):
                     translate(self.loaded, [texts[i]], width)["translation"][0]
                     == out["translation"][i]
                 )
+        return out
 
     def concurrent_calls(self) -> list[Callable[[], dict]]:
         return [(lambda b=b: translate(self.loaded, b)) for b in concurrent_batches(MIX)]
@@ -386,20 +404,23 @@ class LanguageModelChecks(ServingChecks):
         assert self.metadata["level"] == "char", "these checks count characters"
         return set(vectorize.load_vocabulary(self.run_dir / "vocab" / "vocab.txt")[2:])
 
-    def odd_text(self) -> None:
+    def odd_text(self) -> dict:
         vocab = self.vocab
         out = generate(self.loaded, ODD)
         check_generation(out, ODD, 8, vocab)
         for i, prompt in enumerate(ODD):  # greedy: the same with or without batch company
             assert generate(self.loaded, [prompt])["continuation"][0] == out["continuation"][i]
         check_generation(generate(self.loaded, ODD, max_length=0), ODD, 0, vocab)
+        return out
 
-    def long_input(self) -> None:
+    def long_input(self) -> tuple[int, dict]:
         prompt = ("the movie was good , " * 500)[:10_000]
         assert len(prompt) == 10_000  # a char LM's tokens are characters
-        check_generation(generate(self.loaded, [prompt], max_length=5), [prompt], 5, self.vocab)
+        out = generate(self.loaded, [prompt], max_length=5)
+        check_generation(out, [prompt], 5, self.vocab)
+        return 1, out
 
-    def batch_of(self, size: int) -> None:
+    def batch_of(self, size: int) -> dict:
         prompts = [f"{MIX[i % len(MIX)]} {'the ' * (i % 4)}" for i in range(size)]
         out = generate(self.loaded, prompts, max_length=5)
         check_generation(out, prompts, 5, self.vocab)
@@ -408,6 +429,7 @@ class LanguageModelChecks(ServingChecks):
                 generate(self.loaded, [prompts[i]], max_length=5)["continuation"][0]
                 == out["continuation"][i]
             )
+        return out
 
     def concurrent_calls(self) -> list[Callable[[], dict]]:
         return [

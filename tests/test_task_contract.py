@@ -21,7 +21,7 @@ import pytest
 import tensorflow as tf
 import yaml
 from click.testing import CliRunner
-from export_checks import CHECKS, THREADS, assert_same, run_concurrently
+from export_checks import CHECKS, ODD, THREADS, assert_same, rows_answered, run_concurrently
 
 from nlp_rnn import inference
 from nlp_rnn.cli import main
@@ -205,17 +205,19 @@ def serving(exported, export_dir):
 
 
 def test_export_accepts_odd_text(serving):
-    """Empty, whitespace-only, emoji, CJK, RTL, zero-width and broken-looking text."""
-    serving.odd_text()
+    """Empty, whitespace-only, emoji, CJK, RTL, zero-width and broken-looking text (the
+    checks in export_checks.py assert each row; here: every text got its row)."""
+    assert rows_answered(serving.odd_text()) == len(ODD)
 
 
 def test_export_cuts_a_10000_token_input_as_configured(serving):
-    serving.long_input()
+    inputs, out = serving.long_input()
+    assert rows_answered(out) == inputs
 
 
 @pytest.mark.parametrize("size", [0, 1, 1000])
 def test_export_takes_batches_of_any_size(serving, size):
-    serving.batch_of(size)
+    assert rows_answered(serving.batch_of(size)) == size
 
 
 def test_export_answers_concurrent_calls_as_sequential_ones(exported, serving):
