@@ -473,8 +473,12 @@ def _check_language_models(config: PipelineBase, file: str, lines: dict[tuple, i
             raise ConfigError(f"{run_dir} reads {spec['direction']}; the {role} language model "
                               f"must read {role} (vectorize.direction)", file, key, line)
         for name, (needed, setting) in fit.items():
-            if spec[name] == needed:
+            if spec[name] == needed or (isinstance(needed, frozenset) and spec[name] in needed):
                 continue
+            if isinstance(needed, frozenset):
+                raise ConfigError(f"the language model {run_dir} has {name} {spec[name]!r}, "
+                                  f"which {setting} does not fit (it needs "
+                                  f"{' or '.join(map(repr, sorted(needed)))})", file, key, line)
             if setting is None:
                 what = {"level": "a character-level model: fine-tuning needs a word-level one",
                         "streamed": "trained on text read whole, with its own normalisation: "

@@ -105,6 +105,30 @@ class PretrainedLmConfig(Section):
         return {"forward": value} if isinstance(value, str) else value
 
 
+def language_model_stack_problem(pretrained_lm: PretrainedLmConfig, rnn: RnnConfig
+                                 ) -> tuple[str, str] | None:
+    """(key, message) when a recurrent stack cannot start from ``pretrained_lm`` (the rules
+    every task fine-tuned from language models shares)."""
+    if rnn.bidirectional and rnn.layers > 1:
+        return ("model.rnn.layers", "a bidirectional stack's upper layers read both "
+                "directions at once, unlike a language model's; with pretrained_lm use "
+                "layers: 1, or bidirectional: false")
+    if pretrained_lm.backward and not rnn.bidirectional:
+        return ("model.pretrained_lm.backward", "a backward language model starts the "
+                "backward half of a bidirectional stack (model.rnn.bidirectional: true)")
+    return None
+
+
+def language_model_stack_fit(rnn: RnnConfig, embedding_dim: int, embedding_key: str
+                             ) -> dict[str, tuple]:
+    """The ``language_model_fit`` entries every task shares: a word-level language model
+    trained on documents whose embedding and recurrent stack have this model's sizes."""
+    return {"level": ("word", None), "streamed": (True, None),
+            "embedding_dim": (embedding_dim, embedding_key),
+            "cell": (rnn.cell, "model.rnn.cell"), "units": (rnn.units, "model.rnn.units"),
+            "layers": (rnn.layers, "model.rnn.layers")}
+
+
 class TrainConfig(Section):
     epochs: int = Field(5, ge=1)
     batch_size: int = Field(64, ge=1)

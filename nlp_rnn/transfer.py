@@ -72,9 +72,10 @@ class LanguageModelStart:
 
     forward: LanguageModelWeights
     backward: LanguageModelWeights | None = None
+    embedding: str = "embedding"  # the task model's layer the embedding goes into
 
     @classmethod
-    def load(cls, settings) -> LanguageModelStart:
+    def load(cls, settings, embedding: str = "embedding") -> LanguageModelStart:
         """From a ``PretrainedLmConfig``; both models must share one vocabulary."""
         forward = LanguageModelWeights.load(settings.forward)
         backward = LanguageModelWeights.load(settings.backward) if settings.backward else None
@@ -82,7 +83,7 @@ class LanguageModelStart:
             raise UserError(f"{backward.run_dir} and {forward.run_dir} have different "
                             "vocabularies: train both on the same documents with the same "
                             "vectorize settings")
-        return cls(forward, backward)
+        return cls(forward, backward, embedding)
 
     @property
     def tokens(self) -> list[str]:
@@ -98,14 +99,17 @@ class LanguageModelStart:
                 for m in (self.forward, self.backward) if m}
 
     def load_into(self, model: keras.Model) -> list[str]:
-        """Copy the embedding and recurrent weights into ``model``'s ``embedding`` layer and
-        its recurrent layers, bottom first; returns notes for the run's output.
+        """Copy the embedding and recurrent weights into ``model``'s embedding layer and its
+        recurrent layers, bottom first; returns notes for the run's output. Where the first
+        recurrent layer reads more than the embedding (a tagger's casing and character
+        features after it), the language model's input weights fill the embedding's rows of
+        its kernel and the other rows keep their fresh initialisation.
 
         Raises:
             ValueError: the model's layers do not have the language model's shapes (config
                 validation makes them match: a bug, not a user error).
         """
-        model.get_layer("embedding").set_weights([self.forward.embedding])
+        model.get_layer(self.embedding).set_weights([self.forward.embedding])
         stack = [layer for layer in model.layers
                  if isinstance(layer, (keras.layers.RNN, keras.layers.Bidirectional))]
         if len(stack) != len(self.forward.recurrent):
@@ -114,16 +118,36 @@ class LanguageModelStart:
         scratch = False
         for i, layer in enumerate(stack):
             if isinstance(layer, keras.layers.Bidirectional):
-                layer.forward_layer.set_weights(self.forward.recurrent[i])
+                _set_weights(layer.forward_layer, self.forward.recurrent[i])
                 if self.backward is not None:
-                    layer.backward_layer.set_weights(self.backward.recurrent[i])
+                    _set_weights(layer.backward_layer, self.backward.recurrent[i])
                 else:
                     scratch = True
             else:
-                layer.set_weights(self.forward.recurrent[i])
+                _set_weights(layer, self.forward.recurrent[i])
         halves = ("forward half from the forward language model, backward half from scratch "
                   "(no pretrained_lm.backward)" if scratch else
                   "forward half from the forward, backward half from the backward language "
                   "model" if self.backward is not None else "from the forward language model")
-        return [f"embedding and {len(stack)} recurrent layer(s) start from pretrained language "
-                f"models: {halves}"]
+        notes = [f"embedding and {len(stack)} recurrent layer(s) start from pretrained "
+                 f"language models: {halves}"]
+        extra = _input_width(stack[0]) - self.forward.embedding.shape[1]
+        if extra:
+            notes.append(f"the first recurrent layer's {extra} other input features (after "
+                         "the embedding) start from scratch")
+        return notes
+
+
+def _input_width(layer) -> int:
+    cell = (layer.forward_layer if isinstance(layer, keras.layers.Bidirectional) else layer).cell
+    return int(cell.kernel.shape[0])
+
+
+def _set_weights(layer, weights: list[np.ndarray]) -> None:
+    """``layer.set_weights(weights)``, where a kernel wider in its input than the language
+    model's keeps its own rows past the language model's input (features it never saw)."""
+    own = layer.get_weights()
+    kernel = weights[0]
+    if own[0].shape[0] > kernel.shape[0]:
+        kernel = np.concatenate([kernel, own[0][kernel.shape[0]:]], axis=0)
+    layer.set_weights([kernel, *weights[1:]])

@@ -117,3 +117,53 @@ def _write_pipeline(path: Path, config: dict, sections: dict) -> Path:
             config[key] = value
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def write_tagged(folder: Path, corpus: dict[str, Path], labelled: int = 32, seed: int = 0) -> None:
+    """few_tags.jsonl / dev_tags.jsonl in ``folder`` (added to ``corpus``): the same sentences
+    as tokens, each adjective tagged with its polarity (B-POS / B-NEG), the rest O; the few
+    training sentences use only the SEEN adjectives, dev only the others."""
+    import json
+
+    rng = random.Random(seed)
+    unseen = [a for a in POSITIVE + NEGATIVE if a not in SEEN]
+    for name, adjectives, n in (("few_tags", SEEN, labelled), ("dev_tags", unseen, 200)):
+        path = folder / f"{name}.jsonl"
+        with path.open("w") as f:
+            for _ in range(n):
+                adjective = rng.choice(adjectives)
+                tokens = _sentence(rng, adjective).split()
+                tags = [
+                    "B-POS" if t in POSITIVE else "B-NEG" if t in NEGATIVE else "O" for t in tokens
+                ]
+                f.write(json.dumps({"tokens": tokens, "tags": tags}) + "\n")
+        corpus[name] = path
+
+
+def tagger_pipeline(folder: Path, corpus: dict[str, Path], name: str, **sections) -> Path:
+    """A tiny tagger pipeline on the few tagged sentences (write_tagged), from scratch unless
+    ``sections`` name a pretrained_lm; casing and character features on, so the first
+    recurrent layer reads more than the language model's embedding."""
+    config = {
+        "name": name,
+        "task": "tagging",
+        "data": {"train": str(corpus["few_tags"]), "dev": str(corpus["dev_tags"])},
+        "vectorize": {"max_tokens": 100, "digits_to_zero": False},
+        "model": {
+            "word_embedding_dim": 16,
+            "casing_dim": 4,
+            "chars": {"embedding_dim": 8, "filters": 8},
+            "embedding_dropout": 0.1,
+            "dropout": 0.1,
+            "rnn": {"units": 32, "bidirectional": False},
+        },
+        "train": {
+            "epochs": 20,
+            "batch_size": 8,
+            "learning_rate": 0.01,
+            "early_stopping_patience": None,
+        },
+        "output_dir": str(folder / "runs"),
+        "export": {"dir": str(folder / "saved_models")},
+    }
+    return _write_pipeline(folder / f"{name}.yaml", config, sections)

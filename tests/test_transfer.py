@@ -192,3 +192,115 @@ def test_what_is_not_a_word_language_model_on_documents_is_a_config_error(
             )
             is False
         )
+
+
+# ---- tagging: the same language model under a tagger with its own casing/character features
+
+
+@pytest.fixture(scope="module")
+def tagged(polarity):
+    from lm_helpers import write_tagged
+
+    folder, corpus, lm = polarity
+    write_tagged(folder, corpus)
+    return folder, corpus, lm
+
+
+def test_the_fine_tuned_tagger_starts_with_the_language_models_weights(tagged):
+    from types import SimpleNamespace
+
+    from lm_helpers import tagger_pipeline
+
+    from nlp_rnn.resume import BEST_WEIGHTS
+    from nlp_rnn.tasks import TASKS
+
+    folder, corpus, lm = tagged
+    config = load_pipeline(
+        str(
+            tagger_pipeline(
+                folder, corpus, "tagger_weights", model={"pretrained_lm": str(lm.run_dir)}
+            )
+        )
+    )
+    task = TASKS["tagging"]
+    vectorizers = task.build_vectorizers(config, task.load_data(config), folder / "tagger-vocab")
+    model = task.build_model(config, vectorizers)
+    (lstm,) = [layer for layer in model.layers if hasattr(layer, "cell")]
+    fresh = lstm.get_weights()
+    notes = vectorizers.pretrained_lm.load_into(model)
+    assert "from the forward language model" in notes[0]
+    assert "other input features" in notes[1]
+
+    lm_config = load_pipeline(str(folder / "polarity_lm.yaml"))
+    start = vectorizers.pretrained_lm
+    reference = TASKS["language_model"].build_model(lm_config, SimpleNamespace(tokens=start.tokens))
+    reference.load_weights(str(lm.run_dir / BEST_WEIGHTS))
+    assert vectorizers.words == start.tokens  # the language model's vocabulary, id for id
+    np.testing.assert_array_equal(
+        model.get_layer("word_embedding").get_weights()[0],
+        reference.get_layer("embedding").get_weights()[0],
+    )
+    kernel, recurrent, bias = lstm.get_weights()
+    lm_kernel, lm_recurrent, lm_bias = reference.get_layer("decoder_lstm_1").get_weights()
+    np.testing.assert_array_equal(kernel[:16], lm_kernel)  # the word embedding's 16 rows
+    np.testing.assert_array_equal(kernel[16:], fresh[0][16:])  # casing + characters: as built
+    assert kernel.shape[0] == 16 + 4 + 8
+    np.testing.assert_array_equal(recurrent, lm_recurrent)
+    np.testing.assert_array_equal(bias, lm_bias)
+
+
+def test_with_few_labels_the_fine_tuned_tagger_beats_one_from_scratch(tagged):
+    """Tag the adjective's polarity: dev adjectives never occur in the 32 tagged sentences,
+    so only the language model can tell a tagger which polarity they carry."""
+    from lm_helpers import tagger_pipeline
+
+    folder, corpus, lm = tagged
+    scratch = run_pipeline(
+        load_pipeline(str(tagger_pipeline(folder, corpus, "tag_scratch"))), log=quiet
+    )
+    tuned = run_pipeline(
+        load_pipeline(
+            str(
+                tagger_pipeline(
+                    folder,
+                    corpus,
+                    "tag_tuned",
+                    model={"pretrained_lm": str(lm.run_dir)},
+                    train={"schedule": "slanted_triangular", "layer_lr_decay": 2.6},
+                )
+            )
+        ),
+        log=quiet,
+    )
+    # from scratch the tagger finds the adjective (its position) but guesses its polarity
+    assert scratch.metrics["f1"] < 0.7
+    assert tuned.metrics["f1"] >= 0.9
+    assert tuned.metrics["f1"] - scratch.metrics["f1"] >= 0.25
+    assert any("other input features" in note for note in tuned.notes)
+
+
+@pytest.mark.parametrize(
+    "vectorize, message",
+    [
+        ({"digits_to_zero": True}, "with pretrained_lm set digits_to_zero: false"),
+        ({"lowercase": False}, "which vectorize.lowercase does not fit"),
+        ({"max_tokens": 90}, "vectorize.max_tokens is 90"),
+    ],
+)
+def test_a_tagger_that_does_not_fit_the_language_model_is_a_config_error(
+    tagged, vectorize, message
+):
+    from lm_helpers import tagger_pipeline
+
+    folder, corpus, lm = tagged
+    pipeline = tagger_pipeline(
+        folder,
+        corpus,
+        "tag_misfit",
+        model={"pretrained_lm": str(lm.run_dir)},
+        vectorize={"max_tokens": 100, "digits_to_zero": False, **vectorize},
+    )
+    imported = cli_in_fresh_interpreter(
+        folder, [["run", "pipeline", str(pipeline), "--dry-run"]], 2, message
+    )
+    assert imported is False  # checked before TensorFlow loads

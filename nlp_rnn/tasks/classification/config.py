@@ -15,6 +15,8 @@ from nlp_rnn.sections import (
     PretrainedLmConfig,
     RnnConfig,
     Section,
+    language_model_stack_fit,
+    language_model_stack_problem,
     rnn_parameters,
 )
 
@@ -87,25 +89,15 @@ class ClassificationPipeline(PipelineBase):
         if m.conv is not None:
             return ("model.conv", "the language model's RNN reads the embeddings directly; a "
                     "Conv1D front in between leaves it nothing it was trained on (conv: null)")
-        if m.rnn.bidirectional and m.rnn.layers > 1:
-            return ("model.rnn.layers", "a bidirectional stack's upper layers read both "
-                    "directions at once, unlike a language model's; with pretrained_lm use "
-                    "layers: 1, or bidirectional: false")
-        if m.pretrained_lm.backward and not m.rnn.bidirectional:
-            return ("model.pretrained_lm.backward", "a backward language model starts the "
-                    "backward half of a bidirectional stack (model.rnn.bidirectional: true)")
-        return None
+        return language_model_stack_problem(m.pretrained_lm, m.rnn)
 
     def language_model_fit(self) -> dict[str, tuple]:
         """{``transfer_spec`` key of a language model: (the value this model needs, the key
         that sets it)} for ``model.pretrained_lm`` (config.py checks them)."""
         m, v = self.model, self.vectorize
-        return {"level": ("word", None), "streamed": (True, None),
+        return {**language_model_stack_fit(m.rnn, m.embedding_dim, "model.embedding_dim"),
                 "standardize": (v.standardize, "vectorize.standardize"),
-                "max_tokens": (v.max_tokens, "vectorize.max_tokens"),
-                "embedding_dim": (m.embedding_dim, "model.embedding_dim"),
-                "cell": (m.rnn.cell, "model.rnn.cell"), "units": (m.rnn.units, "model.rnn.units"),
-                "layers": (m.rnn.layers, "model.rnn.layers")}
+                "max_tokens": (v.max_tokens, "vectorize.max_tokens")}
 
     def parameter_counts(self) -> dict[str, int]:
         m = self.model

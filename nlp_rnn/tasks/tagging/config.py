@@ -10,7 +10,19 @@ from typing import ClassVar, Literal, Optional
 
 from pydantic import Field
 
-from nlp_rnn.sections import PipelineBase, PretrainedConfig, RnnConfig, Section, rnn_parameters
+from nlp_rnn.sections import (
+    PipelineBase,
+    PretrainedConfig,
+    PretrainedLmConfig,
+    RnnConfig,
+    Section,
+    language_model_stack_fit,
+    language_model_stack_problem,
+    rnn_parameters,
+)
+
+# language-model standardisations whose vocabulary is lower-cased (vectorize.lowercase: true)
+LOWERCASING = frozenset({"lower_split_punct", "lower_and_strip_punctuation", "lower"})
 
 
 class TaggingData(Section):
@@ -53,6 +65,9 @@ class TaggingModel(Section):
     # the word embedding's vectors; their words go through the vocabulary's own
     # normalisation (vectorize.lowercase, digits_to_zero) before matching
     pretrained: Optional[PretrainedConfig] = None
+    # the word embedding, the RNN stack and the word vocabulary start from language model(s);
+    # the casing and character features join the first recurrent layer's input from scratch
+    pretrained_lm: Optional[PretrainedLmConfig] = None
     casing_dim: int = Field(8, ge=0, description="casing/shape feature embedding; 0 = off")
     chars: Optional[CharEncoderConfig] = CharEncoderConfig()  # null = no character features
     token_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="word dropout rate (training)")
@@ -71,6 +86,28 @@ class TaggingPipeline(PipelineBase):
     data: TaggingData
     vectorize: TaggingVectorizeConfig = TaggingVectorizeConfig()
     model: TaggingModel = TaggingModel()
+
+    def pretrained_problem(self) -> tuple[str, str] | None:
+        m = self.model
+        if m.pretrained_lm is None:
+            return None
+        if m.pretrained is not None:
+            return ("model.pretrained", "the word embedding starts from the language model "
+                    "(model.pretrained_lm); remove one of the two")
+        if self.vectorize.digits_to_zero:
+            return ("vectorize.digits_to_zero", "a language model's vocabulary keeps its "
+                    "digits; with pretrained_lm set digits_to_zero: false")
+        return language_model_stack_problem(m.pretrained_lm, m.rnn)
+
+    def language_model_fit(self) -> dict[str, tuple]:
+        """{``transfer_spec`` key of a language model: (the value this model needs, the key
+        that sets it)} for ``model.pretrained_lm`` (config.py checks them)."""
+        m, v = self.model, self.vectorize
+        return {**language_model_stack_fit(m.rnn, m.word_embedding_dim,
+                                           "model.word_embedding_dim"),
+                "standardize": (LOWERCASING if v.lowercase else frozenset({"none"}),
+                                "vectorize.lowercase"),
+                "max_tokens": (v.max_tokens, "vectorize.max_tokens")}
 
     def parameter_counts(self) -> dict[str, int]:
         m = self.model

@@ -31,6 +31,7 @@ from nlp_rnn.tasks.tagging.model import CASINGS, decode
 
 # the Task protocol's build_model: the model itself is model.py's
 from nlp_rnn.tasks.tagging.model import build_model as build_model
+from nlp_rnn.transfer import LanguageModelStart
 
 # val_f1 comes from the EntityF1 callback, which runs before checkpointing and early stopping
 METRIC = MainMetric(name="f1", direction="max", monitor="val_f1", shown=("precision", "recall"))
@@ -63,6 +64,9 @@ class Vectorizers:
     tag_lookup: keras.layers.StringLookup
     # layer name -> pretrained starting point (model.pretrained), loaded by the pipeline
     pretrained: dict[str, embeddings.PretrainedEmbedding] = field(default_factory=dict)
+    # language models the word embedding and RNN stack start from (model.pretrained_lm),
+    # loaded by the pipeline after build_model; their vocabulary is this model's
+    pretrained_lm: LanguageModelStart | None = None
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -111,7 +115,9 @@ def build_vectorizers(config: TaggingPipeline, data: Data, vocab_dir: Path) -> V
     """Word and character vocabularies from the training sentences (or reloaded on resume)."""
     files = {name: vocab_dir / f"{name}.txt" for name in ("words", "chars", "tags")}
     resumed = all(f.exists() for f in files.values())
-    pretrained = {}
+    pretrained, start = {}, None
+    if config.model.pretrained_lm is not None:
+        start = LanguageModelStart.load(config.model.pretrained_lm, embedding="word_embedding")
     if resumed:
         words, chars, tags = (vectorize.load_vocabulary(files[n]) for n in files)
     else:
@@ -127,6 +133,8 @@ def build_vectorizers(config: TaggingPipeline, data: Data, vocab_dir: Path) -> V
             counts.items(), key=lambda kv: (-kv[1], kv[0])) if c >= vec.min_count][:n]
         words = list(RESERVED) + [w.decode("utf-8") for w in
                                   frequent(word_counts, vec.max_tokens - len(RESERVED))]
+        if start is not None:  # the language model's words, id for id
+            words = list(start.tokens)
         chars = list(RESERVED) + frequent(char_counts, vec.max_chars - len(RESERVED))
         # every tag the scheme allows for the training types, so dev/serving never meet an
         # unknown tag id, in a fixed order
@@ -143,7 +151,8 @@ def build_vectorizers(config: TaggingPipeline, data: Data, vocab_dir: Path) -> V
     lookup = lambda vocab: keras.layers.StringLookup(  # noqa: E731
         vocabulary=vocab[len(RESERVED):], mask_token="", num_oov_indices=1)
     vectorizers = Vectorizers(words, chars, tags, config.vectorize.tag_scheme, lookup(words),
-                              lookup(chars), vectorize.build_label_lookup(tags), pretrained)
+                              lookup(chars), vectorize.build_label_lookup(tags), pretrained,
+                              start)
     for embedding in pretrained.values():
         for split, source in (("train", data.train), ("dev", data.dev)):
             embedding.count_tokens(split, source.dataset().ragged_batch(1024).map(
