@@ -47,6 +47,10 @@ def test_the_fine_tuned_model_starts_with_the_language_models_weights(polarity):
             )
         )
     )
+    from nlp_rnn.pipeline import flat_hparams
+
+    # TensorBoard's HParams name the language model the run starts from
+    assert flat_hparams(config)["model.pretrained_lm.forward"] == str(lm.run_dir)
     start = LanguageModelStart.load(config.model.pretrained_lm)
     task = TASKS["classification"]
     data = task.load_data(config)
