@@ -165,8 +165,9 @@ def link_check(start: Path, report: Path) -> list[dict]:
     aggregate = director.get_aggregate(config)
     aggregate_url(aggregate, start.as_uri())
     director.check_urls(aggregate)
-    lines = [line for line in report.read_text().splitlines() if not line.startswith("#")]
-    return list(csv.DictReader(lines, delimiter=";"))
+    csv.field_size_limit(2**31 - 1)  # a figure's data: URL is one (long) field
+    with report.open(newline="") as rows:
+        return list(csv.DictReader((r for r in rows if not r.startswith("#")), delimiter=";"))
 
 
 def broken(rows: list[dict]) -> list[str]:
