@@ -68,12 +68,7 @@ def test_shown_outputs_are_compared_by_keys_strings_and_numbers():
 @pytest.fixture(scope="module")
 def key_reference() -> dict[str, str]:
     """The generated pipeline-key page (docs_hooks/reference.py), task -> its section."""
-    spec = importlib.util.spec_from_file_location(
-        "docs_reference_hook", ROOT / "docs_hooks" / "reference.py"
-    )
-    hook = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(hook)
-    page = hook.render()
+    page = load_hook("reference").render()
     parts = re.split(r"^## `task: (\w+)`$", page, flags=re.M)
     return dict(zip(parts[1::2], parts[2::2]))
 
@@ -109,3 +104,31 @@ def test_key_reference_shows_the_sections_own_defaults_types_and_commented_meani
     assert "stop after the epoch past which one more would overrun" in row  # a code comment
     row = next(r for r in classification.splitlines() if r.startswith("| `vectorize.max_tokens"))
     assert "vocabulary size incl. padding and OOV" in row  # a Field description
+
+
+def load_hook(name: str):
+    spec = importlib.util.spec_from_file_location(
+        f"docs_hook_{name}", ROOT / "docs_hooks" / f"{name}.py"
+    )
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    return hook
+
+
+def test_tutorial_links_to_page_sources_point_at_the_built_pages():
+    hook = load_hook("notebook_links")
+
+    class Page:
+        class file:
+            src_uri = "tutorials/long_range.py"
+
+    html = (
+        '<a href="gradients.py">a</a> <a href="../how-to/glove.md#offline">b</a> '
+        '<a href="https://example.org/x.md">c</a> <a href="#top">d</a> <a href="fig.png">e</a>'
+    )
+    assert hook.on_page_content(html, Page, None, None) == (
+        '<a href="gradients.html">a</a> <a href="../how-to/glove.html#offline">b</a> '
+        '<a href="https://example.org/x.md">c</a> <a href="#top">d</a> <a href="fig.png">e</a>'
+    )
+    Page.file.src_uri = "how-to/glove.md"  # Markdown pages: MkDocs resolves their links itself
+    assert hook.on_page_content(html, Page, None, None) == html
