@@ -49,6 +49,8 @@
 import os
 import tempfile
 
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # TensorFlow's C++ log lines would clutter the page
+
 import numpy as np
 from IPython.display import Image, Markdown, display
 
@@ -58,8 +60,14 @@ x, y = long_range.adding_task(3, 10, seed=0)
 for values, target in zip(x, y):
     marked = np.flatnonzero(values[:, 1])
     print("values ", np.round(values[:, 0], 2))
-    print("markers", values[:, 1].astype(int), "-> target", round(float(target), 3),
-          "=", " + ".join(f"{values[i, 0]:.2f}" for i in marked))
+    print(
+        "markers",
+        values[:, 1].astype(int),
+        "-> target",
+        round(float(target), 3),
+        "=",
+        " + ".join(f"{values[i, 0]:.2f}" for i in marked),
+    )
     print()
 
 # %% [markdown]
@@ -78,11 +86,19 @@ for values, target in zip(x, y):
 # %%
 LENGTHS = (10, 30, 60)
 SEED = int(os.environ.get("TUTORIAL_SEED", 42))
-budget = long_range.Budget(batch_size=64, max_steps=1000, eval_every=100, learning_rate=1e-2,
-                           n_val=256, n_test=1000, n_grad=64)
+budget = long_range.Budget(
+    batch_size=64,
+    max_steps=1000,
+    eval_every=100,
+    learning_rate=1e-2,
+    n_val=256,
+    n_test=1000,
+    n_grad=64,
+)
 output_dir = tempfile.mkdtemp(prefix="long-range-")
-result = long_range.run_long_range(output_dir, lengths=LENGTHS, seed=SEED, budget=budget,
-                                   baseline=False, task="adding")
+result = long_range.run_long_range(
+    output_dir, lengths=LENGTHS, seed=SEED, budget=budget, baseline=False, task="adding"
+)
 
 # %% [markdown]
 # ## Accuracy as the distance grows
@@ -99,8 +115,10 @@ display(Markdown(open(result["files"]["table.md"]).read().split("## Gradient rea
 main = {(r["cell"], r["length"]): r for r in result["rows"] if r["clipnorm"] is not None}
 longest = LENGTHS[-1]
 rnn, lstm, gru = (main[(cell, longest)] for cell in ("simple_rnn", "lstm", "gru"))
-print(f"T={longest}: simple_rnn {rnn['accuracy']:.3f}, lstm {lstm['accuracy']:.3f}, "
-      f"gru {gru['accuracy']:.3f} (chance {rnn['chance']:.3f})")
+print(
+    f"T={longest}: simple_rnn {rnn['accuracy']:.3f}, lstm {lstm['accuracy']:.3f}, "
+    f"gru {gru['accuracy']:.3f} (chance {rnn['chance']:.3f})"
+)
 
 # The claims this page makes, checked on this run:
 # 1. at the longest distance the gated cells solve the task and the plain RNN does not;
@@ -119,9 +137,10 @@ assert no_clip["simple_rnn"]["loss"] > 0.5 * rnn["chance_loss"], no_clip["simple
 # a small fraction of the constant answer's (the accuracy threshold of 0.04 is strict, so the
 # loss panel tells the story better). Ten steps is short enough for its gradient to carry the
 # first value to the answer. At the longest distance its error is back near the constant
-# answer's: it no longer learns *which* values to add, because the gradient that would teach it has vanished on its way back through the
-# $\tanh$ Jacobians. The LSTM and GRU, with the same budget, are far more accurate at the longest
-# distance: their additive, gated state keeps the gradient alive.
+# answer's: it no longer learns *which* values to add, because the gradient that would teach
+# it has vanished on its way back through the $\tanh$ Jacobians. The LSTM and GRU, with the
+# same budget, are far more accurate at the longest distance: their additive, gated state keeps
+# the gradient alive.
 #
 # ## The gradient that reaches the first step
 #
