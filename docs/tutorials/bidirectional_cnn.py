@@ -164,10 +164,9 @@ assert bi > uni + 0.3, (uni, bi)
 assert uni < 0.7, uni  # about a third of the types right: the cue comes too late
 
 # %% [markdown]
-# The left-to-right LSTM finds the names (they are the capitalised words in a small vocabulary)
-# but can only guess their type: its entity F1 stays far below the bidirectional model's, which
-# tags almost every entity right, because its backward LSTM has read the cue word before it
-# reaches the name.
+# The left-to-right LSTM can only guess a name's type: its entity F1 stays far below the
+# bidirectional model's, which tags almost every entity right, because its backward LSTM has
+# read the cue word before it reaches the name.
 #
 # ## Task 2: words never seen in training, typed by their spelling
 #
