@@ -104,20 +104,19 @@ def tutorial_pages(site: Path) -> list[str]:
     )
 
 
-def test_a_tutorial_renders_with_the_figures_its_run_made(page, site):
+def test_every_tutorial_renders_with_the_figures_its_run_made(page, site):
     tutorials = tutorial_pages(site)
-    assert tutorials, "the site has no tutorial"
-    chosen = (
-        "tutorials/long_range.html" if "tutorials/long_range.html" in tutorials else tutorials[0]
-    )
-    visit(page, site, chosen)
-    # mkdocs-jupyter renders the notebook executed at build time: its figures are the run's
-    # outputs (inline PNGs), which the .py source does not contain
-    figures = page.locator(".jupyter-wrapper img")
-    assert figures.count() >= 1, f"{chosen}: no figure in the executed tutorial"
-    widths = figures.evaluate_all("els => els.map(e => e.naturalWidth)")
-    assert all(w > 100 for w in widths), widths
-    assert page.evaluate(BROKEN_IMAGES) == []
+    assert "tutorials/long_range.html" in tutorials, tutorials
+    for tutorial in tutorials:
+        visit(page, site, tutorial)
+        # mkdocs-jupyter renders the notebook executed at build time: its figures are the
+        # run's outputs (inline PNGs), which the .py source does not contain
+        figures = page.locator(".jupyter-wrapper img")
+        assert figures.count() >= 1, f"{tutorial}: no figure in the executed tutorial"
+        widths = figures.evaluate_all("els => els.map(e => e.naturalWidth)")
+        assert all(w > 100 for w in widths), (tutorial, widths)
+        assert page.evaluate(BROKEN_IMAGES) == [], tutorial
+        assert page.locator(".jupyter-wrapper .jp-OutputArea-output").count() >= 1, tutorial
 
 
 def commands(group: click.Group, prefix: str) -> list[str]:
