@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 KINDS = ("none", "mirrored", "multi_worker")
 LOGICAL_CPUS_ENV = "NLP_RNN_LOGICAL_CPUS"  # mirrored on a CPU-only machine: N logical CPUs
-README_HINT = "see README.md, 'Multi-GPU and clusters'"
+README_HINT = "see docs/how-to/gpu-and-clusters.md, 'Multi-GPU and clusters'"
 
 
 # ---- the environment (no TensorFlow) -------------------------------------------------------

@@ -53,6 +53,57 @@ class RunResult:
         return sorted(times)[len(times) // 2] if times else float("nan")  # median: robust
 
 
+@dataclass
+class LoadedRun:
+    """A finished run's model rebuilt in this process (see ``load_run``)."""
+
+    run_dir: Path
+    config: PipelineConfig
+    task: Any  # the task module (tasks.base.Task)
+    data: Any
+    vectorizers: Any
+    model: Any  # keras.Model
+    weights: Path  # the best weights file
+
+    def load_weights(self) -> None:
+        self.model.load_weights(str(self.weights))
+
+
+def load_run(run_dir: str | Path, trained: bool = True) -> LoadedRun:
+    """Rebuild a run's data, vocabulary and model from its folder, to look inside the model.
+
+    Args:
+        run_dir: a run folder, ``runs/<name>/<timestamp>`` (``RunResult.run_dir``).
+        trained: load the best weights; False keeps the initial weights the run's seed gives
+            (``LoadedRun.load_weights`` loads them later).
+    Raises:
+        UserError: not a run folder, or it has no best weights yet.
+    """
+    from nlp_rnn import training
+    from nlp_rnn.config import load_pipeline
+    from nlp_rnn.errors import UserError
+    from nlp_rnn.tasks import TASKS
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise UserError(f"{run_dir}: not a run folder (expected config.yaml inside, as written "
+                        "by `nlp-rnn run pipeline` under runs/<name>/<timestamp>/)")
+    config = load_pipeline(str(run_dir / "config.yaml"))
+    weights = run_dir / resume.BEST_WEIGHTS
+    if not weights.exists():
+        raise UserError(f"{run_dir}: no trained weights ({resume.BEST_WEIGHTS}); the run has "
+                        "not finished an epoch")
+    task = TASKS[config.task]
+    data = task.load_data(config)
+    vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
+    training.set_seed(config.seed)
+    model = task.build_model(config, vectorizers)  # initial weights from the run's seed
+    loaded = LoadedRun(run_dir, config, task, data, vectorizers, model, weights)
+    if trained:
+        loaded.load_weights()
+    return loaded
+
+
 # ---- run folders (resume.py: locking, run.json, data fingerprint) ------------------------
 
 

@@ -8,10 +8,18 @@ import numpy as np
 
 
 def pyplot():
-    """matplotlib.pyplot on the headless Agg backend."""
+    """matplotlib.pyplot, on the headless Agg backend unless pyplot is already in use.
+
+    A process that has imported pyplot itself (a notebook with its inline backend, a script
+    showing figures) keeps its backend: switching it to Agg would silently stop that process's
+    own figures from showing. ``figure_png`` renders with any backend.
+    """
+    import sys
+
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "matplotlib.pyplot" not in sys.modules:
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt

@@ -137,7 +137,7 @@ def served_models(request) -> dict:
     trained_translation and trained_lm (trained once, for other tests too).
 
     NLP_RNN_SERVED_MODELS=DIR uses the exports in DIR (DIR/sentiment, DIR/ner, ...) instead,
-    e.g. better-trained ones for the README's screenshots."""
+    e.g. better-trained ones for the site's screenshots."""
     import os
 
     names = {

@@ -9,7 +9,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from nlp_rnn import training
 from nlp_rnn.config import load_pipeline
-from nlp_rnn.pipeline import run_pipeline, summary_table
+from nlp_rnn.errors import UserError
+from nlp_rnn.pipeline import load_run, run_pipeline, summary_table
 
 SMALL = ["model.embedding_dim=16", "model.rnn.units=16", "train.batch_size=64"]
 
@@ -158,3 +159,38 @@ def test_lr_decay_is_applied_per_epoch_and_logged(tmp_path):
     result = run_pipeline(config, log=lambda line: None)
     history = json.loads((result.run_dir / "metrics.json").read_text())["history"]
     assert [row["learning_rate"] for row in history] == pytest.approx([0.004, 0.002, 0.001])
+
+
+def test_load_run_rebuilds_the_trained_model_of_a_run(trained_lm):
+    from nlp_rnn.tasks.language_model.task import perplexity
+
+    _, result = trained_lm
+    run = load_run(result.run_dir)
+    assert run.run_dir == result.run_dir and run.config.task == "language_model"
+    # the rebuilt model scores the dev text exactly as the run's own evaluation did
+    score = run.task.serving_endpoints(run.model, run.vectorizers, run.config)["score"]
+    measured = perplexity(score, [run.data.dev])["perplexity"]
+    assert measured == pytest.approx(result.metrics["perplexity"], rel=1e-4)
+    untrained = load_run(result.run_dir, trained=False)
+    fresh = perplexity(
+        untrained.task.serving_endpoints(untrained.model, untrained.vectorizers, untrained.config)[
+            "score"
+        ],
+        [untrained.data.dev],
+    )["perplexity"]
+    assert fresh > 2 * measured  # initial weights: the run's seed, not the trained ones
+    untrained.load_weights()
+    assert all(
+        (a == b).all()
+        for a, b in zip(untrained.model.get_weights(), run.model.get_weights(), strict=True)
+    )
+
+
+def test_load_run_of_a_folder_without_a_trained_model_fails_cleanly(tmp_path):
+    from nlp_rnn.config import config_to_yaml
+
+    with pytest.raises(UserError, match="not a run folder"):
+        load_run(tmp_path)
+    (tmp_path / "config.yaml").write_text(config_to_yaml(load_pipeline("lm")))
+    with pytest.raises(UserError, match="no trained weights"):
+        load_run(tmp_path)

@@ -125,29 +125,16 @@ def diagnose_gradients(run_dir: str | Path, batches: int = 4, output_dir: str | 
     Returns:
         {"run_dir", "files", "trained", "init", "counts", "reach": {"trained", "init"}}.
     """
-    run_dir = resolve_run_dir(run_dir)
-    from nlp_rnn.config import load_pipeline
-    from nlp_rnn.resume import BEST_WEIGHTS
+    from nlp_rnn.pipeline import load_run
 
-    config = load_pipeline(str(run_dir / "config.yaml"))
-    weights = run_dir / BEST_WEIGHTS
-    if not weights.exists():
-        raise UserError(f"{run_dir}: no trained weights ({BEST_WEIGHTS}); the run has not "
-                        "finished an epoch")
-    from nlp_rnn import training
-    from nlp_rnn.tasks import TASKS
-
-    task = TASKS[config.task]
-    data = task.load_data(config)
-    vectorizers = task.build_vectorizers(config, data, run_dir / "vocab")
-    dev = list(task.dev_batches(config, data, vectorizers).take(batches))
-    training.set_seed(config.seed)
-    model = task.build_model(config, vectorizers)  # initial weights from the run's seed
+    run = load_run(resolve_run_dir(run_dir), trained=False)  # initial weights from the run's seed
+    run_dir, config, task, model = run.run_dir, run.config, run.task, run.model
+    dev = list(task.dev_batches(config, run.data, run.vectorizers).take(batches))
     probe = task.gradient_probe(model, config)
     log(f"[{config.name}] measuring |dL/dx_t| on {len(dev)} dev batches: initial weights ...")
     init, counts = step_gradient_norms(model, probe, dev)
-    model.load_weights(str(weights))
-    log(f"[{config.name}] ... and trained weights ({weights})")
+    run.load_weights()
+    log(f"[{config.name}] ... and trained weights ({run.weights})")
     trained, _ = step_gradient_norms(model, probe, dev)
 
     out = Path(output_dir) if output_dir else run_dir / "diagnostics" / "gradients"
