@@ -5,9 +5,8 @@ job, minutes each; this only reads them)."""
 import ast
 from pathlib import Path
 
+import jupytext  # the test extra installs it
 import pytest
-
-jupytext = pytest.importorskip("jupytext", reason="the docs tools: pip install jupytext")
 
 TUTORIALS = Path(__file__).resolve().parent.parent / "docs" / "tutorials"
 EXPECTED = {
