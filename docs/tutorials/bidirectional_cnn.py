@@ -46,7 +46,10 @@ import os
 import random
 import tempfile
 
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # TensorFlow's C++ log lines would clutter the page
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # and TensorFlow's later C++ log lines
+from nlp_rnn.cli import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow's C++ start-up notes would clutter the page
 
 import matplotlib.pyplot as plt
 

@@ -51,7 +51,10 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # TensorFlow's C++ log lines would clutter the page
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # and TensorFlow's later C++ log lines
+from nlp_rnn.cli import quiet_tensorflow
+
+quiet_tensorflow()  # TensorFlow's C++ start-up notes would clutter the page
 
 import matplotlib.pyplot as plt
 import numpy as np
