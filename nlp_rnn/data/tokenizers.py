@@ -100,13 +100,35 @@ def _vocabulary_error(exc: RuntimeError, vocab_size: int, key: str) -> Exception
     return exc
 
 
+def _named(tokenizer, model: bytes):
+    """``tokenizer`` with its model resource named after the model's content.
+
+    tensorflow-text's SentencePiece resource is kernel-owned and unnamed; a SavedModel holding
+    two of them (a translator's source and target models) restores both as the first one, so
+    the target would be decoded with the source's pieces. A name per model (the same model
+    may share) keeps them apart.
+    """
+    from tensorflow_text.python.ops import sentencepiece_tokenizer as sp_ops
+
+    class NamedModelResource(sp_ops._SentencepieceModelResource):
+        def _create_resource(self):
+            return sp_ops.gen_sentencepiece_tokenizer.sentencepiece_op(
+                model=self._model, shared_name=f"sentencepiece_{digest}")
+
+    import hashlib
+
+    digest = hashlib.sha256(model).hexdigest()[:24]
+    tokenizer._model_resource = NamedModelResource(model, None)
+    return tokenizer
+
+
 class SentencePieceVectorizer(tf.Module):
     """A trained SentencePiece model in the graph, shaped like the ``TextVectorization``
     layers it stands in for (``__call__``, ``get_vocabulary``, ``vocabulary_size``).
 
     Args:
         model: the serialized model (``train_sentencepiece``).
-        path: the file it was read from, copied into an export's assets.
+        path: the file it was read from, copied into an export's ``assets.extra/``.
         standardize: string [B] -> string [B] applied first (None: none), as
             TextVectorization's ``standardize``.
         settings: a ``SentencePieceConfig``; with ``sampling`` the ``training`` call samples
@@ -117,19 +139,21 @@ class SentencePieceVectorizer(tf.Module):
                  name: str = "sentencepiece"):
         super().__init__(name=name)
         self._standardize = standardize
-        # the .model file travels in the export's assets/ (the graph holds its bytes too)
-        self.model_file = tf.saved_model.Asset(str(path)) if path is not None else None
+        # copied beside the export's metadata (export.py) for tools outside the graph; the
+        # graph holds the model's bytes itself
+        self.export_files = (Path(path),) if path is not None else ()
         import sentencepiece as spm
         import tensorflow_text as tf_text
 
         processor = spm.SentencePieceProcessor(model_proto=model)
         self._pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
-        self.tokenizer = tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32)
+        self.tokenizer = _named(tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32),
+                                model)
         self.sampler = None
         if settings.sampling:
-            self.sampler = tf_text.SentencepieceTokenizer(
+            self.sampler = _named(tf_text.SentencepieceTokenizer(
                 model=model, out_type=tf.int32, nbest_size=settings.nbest_size,
-                alpha=settings.alpha)
+                alpha=settings.alpha), model)
 
     def __call__(self, texts: tf.Tensor, training: bool = False) -> tf.RaggedTensor:
         """string [B] -> int64 [B, (T)] piece ids (no start/end pieces)."""
@@ -162,6 +186,12 @@ def detokenizer(tokenizer: str, vectorizer):
     separator = "" if tokenizer == "characters" else " "
     return lambda ids: tf.strings.reduce_join(tf.gather(vocabulary, ids), axis=1,
                                               separator=separator)
+
+
+def shown(vocabulary: list[str]) -> list[str]:
+    """Tokens as attention heatmaps label them: a space (a characters vocabulary's) as "␣";
+    SentencePiece pieces keep their "▁" word-start mark."""
+    return ["\u2423" if token == " " else token for token in vocabulary]
 
 
 def split_of(tokenizer: str) -> str:
