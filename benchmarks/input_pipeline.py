@@ -50,6 +50,18 @@ def run(
         variants.append(
             ("sentencepiece", config.model_copy(update={"vectorize": vectorize}), sentencepiece_dir)
         )
+        # subword regularisation: a new segmentation every epoch, so nothing is cached and
+        # every epoch pulls the cold path
+        sampled = vectorize.model_copy(
+            update={"sentencepiece": vectorize.sentencepiece.model_copy(update={"sampling": True})}
+        )
+        variants.append(
+            (
+                "sentencepiece, sampling",
+                config.model_copy(update={"vectorize": sampled}),
+                sentencepiece_dir,
+            )
+        )
     tables, checks, raw = [], [], {}
     for name, variant, folder in variants:
         rows, headroom, raw[name] = _measure(variant, folder, reps, model_batches, log, name)
@@ -75,7 +87,9 @@ def run(
         + (
             f" The second table is the same config with `vectorize.tokenizer: sentencepiece` "
             f"({sentencepiece_pieces:,} unigram pieces trained on the training reviews; "
-            "tensorflow-text's SentencePiece op in `cold`): its tokens are pieces."
+            "tensorflow-text's SentencePiece op in `cold`): its tokens are pieces. The third "
+            "adds subword regularisation (`sentencepiece.sampling: true`): a segmentation is "
+            "sampled anew each epoch, so nothing is cached and `warm` tokenizes again."
             if sentencepiece_dir is not None
             else ""
         )
