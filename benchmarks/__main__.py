@@ -328,7 +328,14 @@ def run(plan: Plan, args: argparse.Namespace, argv: list[str]) -> dict:
             config = training.nlp_rnn_config(data, workdir / "pipeline", plan.epochs, overrides)
             pair = state["pair"]
             vocab = pair.nlp.result.run_dir / "vocab" if pair else workdir / "pipeline" / "vocab"
-            return input_pipeline.run(config, vocab, plan.pipeline_reps, plan.model_batches, log)
+            return input_pipeline.run(
+                config,
+                vocab,
+                plan.pipeline_reps,
+                plan.model_batches,
+                log,
+                sentencepiece_dir=workdir / "pipeline" / "vocab_sentencepiece",
+            )
 
         def measure_inference():
             if state["pair"] is None:  # latency does not depend on how well they were trained

@@ -27,7 +27,8 @@ def export_saved_model(model, endpoints: dict, trackables: list, export_root: st
     """Write ``endpoints`` (tf.functions with input signatures) as a new SavedModel version.
 
     Args:
-        trackables: layers holding lookup tables the endpoints use (vectorizers).
+        trackables: layers holding lookup tables the endpoints use (vectorizers); the files
+            one lists in an ``export_files`` attribute are copied into ``assets.extra/``.
         sample_inputs: keyword arguments for one check call of ``serving_default``.
         metadata: JSON written to ``assets.extra/nlp_rnn.json`` (task, labels, ...).
     Returns:
@@ -56,6 +57,10 @@ def export_saved_model(model, endpoints: dict, trackables: list, export_root: st
         archive.write_out(str(tmp), verbose=False)
         check_saved_model(tmp, sample_inputs)
         (tmp / METADATA_FILE).parent.mkdir(parents=True, exist_ok=True)
+        for item in trackables:  # e.g. a SentencePiece .model file, for tools outside the graph
+            for file in getattr(item, "export_files", ()):
+                atomic.write_bytes(tmp / METADATA_FILE.rsplit("/", 1)[0] / file.name,
+                                   file.read_bytes())
         # the checked call's inputs, as TF Serving's columnar request form takes them: a ready
         # example for clients, the demo page and the contract test
         metadata = {**metadata, "example_inputs": _as_json(sample_inputs)}

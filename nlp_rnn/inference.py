@@ -23,7 +23,9 @@ from pathlib import Path
 
 from nlp_rnn.errors import ExportError, UserError
 
-METADATA_FILE = "assets.extra/nlp_rnn.json"  # TF Serving ignores assets.extra/
+METADATA_FILE = "assets.extra/nlp_rnn.json"
+# the metadata flag of an export whose graph holds tensorflow-text ops (data/tokenizers.py)
+TENSORFLOW_TEXT_KEY = "requires_tensorflow_text"  # TF Serving ignores assets.extra/
 # what a version folder holds once its rename made it visible; a folder without them is
 # empty or half-copied by hand (an rsync in progress) and never the one `predict NAME` picks
 COMPLETE_VERSION = ("saved_model.pb", "variables/variables.index", METADATA_FILE)
@@ -199,7 +201,20 @@ def load_export(version_dir: Path, metadata: ExportMetadata | None = None) -> Lo
     """Load one version folder: its metadata first (no TensorFlow: fails fast), then the
     SavedModel. Raises ExportError for anything wrong with the folder."""
     metadata = read_metadata(version_dir) if metadata is None else metadata
+    if metadata.get(TENSORFLOW_TEXT_KEY):
+        register_tensorflow_text(version_dir)
     return LoadedExport(version_dir, metadata, load_saved_model(version_dir))
+
+
+def register_tensorflow_text(version_dir: Path) -> None:
+    """Register tensorflow-text's custom ops (a SentencePiece tokenizer in the graph) before
+    a SavedModel that uses them loads; only such exports pay for the import."""
+    try:
+        import tensorflow_text  # noqa: F401  (importing registers the ops)
+    except ImportError:
+        raise ExportError(version_dir, "the export tokenizes with tensorflow-text's "
+                          "SentencePiece ops, and tensorflow-text is not installed",
+                          "pip install tensorflow-text") from None
 
 
 # ---- predict and evaluate ----------------------------------------------------------------------

@@ -271,6 +271,7 @@ class _Run:
     vectorizers: Any = None
     pretrained: dict = field(default_factory=dict)
     pretrained_lm: Any = None  # transfer.LanguageModelStart, when the task starts from one
+    vocabulary: dict = field(default_factory=dict)  # name -> tokenizer statistics on dev
     train_ds: Any = None
     dev_ds: Any = None
     dropped: int = 0
@@ -310,6 +311,7 @@ def _run(config: PipelineConfig, distribution, run_dir: Path, backup_dir: Path, 
 def _read_data(run: _Run) -> None:
     """Data, vocabulary (every worker builds the same, deterministically) and datasets."""
     from nlp_rnn import embeddings
+    from nlp_rnn.data import tokenizers
 
     config, task = run.config, run.task
     run.data = task.load_data(config)
@@ -325,6 +327,12 @@ def _read_data(run: _Run) -> None:
         run.say(line)
     if run.pretrained and run.distribution.is_chief:
         embeddings.write_summary(run.run_dir / "logs", run.pretrained)
+    # dev OOV rates and pieces per word of the task's tokenizers (data/tokenizers.py)
+    run.vocabulary = getattr(run.vectorizers, "statistics", None) or {}
+    for name, stats in run.vocabulary.items():
+        run.say(tokenizers.describe_statistics(name, stats))
+    if run.vocabulary and run.distribution.is_chief:
+        tokenizers.write_statistics(run.run_dir / "logs", run.vocabulary)
     run.say("tokenizing and caching the training data ...")
     train_ds, dev_ds, (run.dropped, run.train_tokens) = task.make_datasets(
         config, run.data, run.vectorizers)
@@ -445,6 +453,7 @@ def _record(run: _Run, metrics: dict, export_path: Path | None, resumed: bool) -
                "params": run.params, "history": run.history,
                "pretrained": {name: e.report() for name, e in run.pretrained.items()},
                "pretrained_lm": run.pretrained_lm.report() if run.pretrained_lm else None,
+               "vocabulary": run.vocabulary,
                "export_path": str(export_path) if export_path else None, "notes": run.notes,
                "distribute": run.distribution.record()}
     atomic.write_text(run.run_dir / "metrics.json", json.dumps(summary, indent=2))

@@ -55,6 +55,35 @@ class PretrainedConfig(Section):
     def _path_shorthand(cls, value):
         return {"path": value} if isinstance(value, str) else value
 
+TokenizerName = Literal["words", "sentencepiece", "characters"]
+
+
+class SentencePieceConfig(Section):
+    """How a ``tokenizer: sentencepiece`` vocabulary is trained (on the training split only, at
+    the start of a run; a resumed run reuses the saved model) and used (data/tokenizers.py).
+    Its vocabulary size is the tokenizer's ``max_tokens`` key (padding and OOV included)."""
+
+    model_type: Literal["unigram", "bpe"] = "unigram"
+    # share of the training characters the pieces must cover (rarer characters are OOV);
+    # 0.9995 suits alphabets, ~1.0 small corpora, ~0.9995-0.99995 Chinese/Japanese
+    character_coverage: float = Field(1.0, gt=0.0, le=1.0)
+    # subword regularisation (Kudo 2018): while training, each example's segmentation is
+    # sampled anew every epoch (unigram: from the nbest_size best, -1 = all, with smoothing
+    # alpha; bpe: BPE-dropout with probability alpha); dev, evaluation and the export always
+    # take the single best segmentation
+    sampling: bool = False
+    alpha: float = Field(0.1, gt=0.0, le=1.0)
+    nbest_size: int = Field(-1, ge=-1)
+    # training sentences read (a random sample of this many; SentencePiece's own cap)
+    input_sentence_size: int = Field(1_000_000, ge=1)
+
+    @model_validator(mode="after")
+    def _sampling_shape(self):
+        if self.sampling and self.model_type == "unigram" and self.nbest_size in (0, 1):
+            raise ValueError("sampling from the unigram model needs nbest_size -1 (all "
+                             "segmentations) or >= 2")
+        return self
+
 class RnnConfig(Section):
     """The shared recurrent stack (layers/rnn.py)."""
 

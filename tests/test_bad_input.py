@@ -556,6 +556,8 @@ def bad_values(field) -> st.SearchStrategy:
             st.lists(st.integers(), min_size=1, max_size=2),
             st.dictionaries(st.just("a"), st.just(1), min_size=1),
         ]
+    elif bool in core:  # Union[bool, Literal[...]]: 0 and 1 are booleans to pydantic
+        choices += [st.integers().filter(lambda n: n not in (0, 1)), NOT_SCALARS]
     else:  # Union[str, list[str]]
         choices += [
             st.integers(),

@@ -318,13 +318,28 @@ def test_input_pipeline_section_on_a_tiny_csv(tiny_review_files: DataFiles, tmp_
         ],
     )
     section = input_pipeline.run(
-        config, tmp_path / "vocab", reps=1, model_batches=2, log=lambda line: None
+        config,
+        tmp_path / "vocab",
+        reps=1,
+        model_batches=2,
+        log=lambda line: None,
+        sentencepiece_dir=tmp_path / "sp",
+        sentencepiece_pieces=32,
     )
-    rates = [row["tokens/s"] for row in section.tables[0][1]]
-    assert len(rates) == 3 and all(rate > 0 for rate in rates)
+    assert [title for title, _ in section.tables] == [
+        "Throughput (words)",
+        "Throughput (sentencepiece)",
+        "Throughput (sentencepiece, sampling)",
+    ]
+    for _, rows in section.tables:
+        rates = [row["tokens/s"] for row in rows]
+        assert len(rates) == 3 and all(rate > 0 for rate in rates)
     assert section.raw["examples"] == 40 and section.raw["model_batches"] == 2
-    assert section.checks[0].passed in (True, False)
+    words, pieces = (section.raw["variants"][k]["tokens"] for k in ("words", "sentencepiece"))
+    assert pieces > words  # subwords: more tokens than words
+    assert [c.passed in (True, False) for c in section.checks] == [True, True, True]
     assert (tmp_path / "vocab" / "vocab.txt").exists()
+    assert (tmp_path / "sp" / "text.sentencepiece.model").exists()
 
 
 @pytest.mark.acceptance  # a benchmark section end to end

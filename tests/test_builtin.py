@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import subprocess
 import sys
 from collections import Counter, defaultdict
@@ -16,6 +17,7 @@ from nlp_rnn.data.builtin import (
     NEGATORS,
     POSITIVE_WORDS,
     builtin_examples,
+    date_pairs,
     sentiment_examples,
 )
 
@@ -162,3 +164,9 @@ def test_import_stays_light():
         "assert 'numpy' not in sys.modules and 'tensorflow' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dates_are_written_with_and_without_spaces_around_slashes():
+    sources = [source for source, _ in date_pairs("train")]
+    assert any(re.search(r"\d / \d", s) for s in sources)
+    assert any(re.search(r"\d/\d+/\d{4}", s) for s in sources)

@@ -489,6 +489,7 @@ def test_translation_sides_and_word_lm_load_their_vectors(tmp_path, pipeline, ov
         sets += ["vectorize.level=word", "model.embedding_dim=4", "vectorize.max_tokens=200"]
     else:
         sets += [
+            "vectorize.source_tokenizer=words",  # the built-in reads characters: no words
             "model.source_embedding_dim=4",
             "model.target_embedding_dim=4",
             "vectorize.source_max_tokens=400",

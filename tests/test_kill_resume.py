@@ -132,3 +132,30 @@ def test_sigkill_during_pretraining_then_the_same_command_finishes(tmp_path):
         str(export), ["the movie was"], generation={"temperature": 0.0, "max_length": 3}
     )
     assert len(row["continuation"].split()) == 3
+
+
+def test_sigkill_then_rerun_reuses_the_trained_sentencepiece_model(tmp_path, monkeypatch):
+    """The SentencePiece model trained at the start of the killed run is the one the resumed
+    run tokenizes with (the same file, never retrained), and the export carries it."""
+    model_file: dict = {}
+    real_run = subprocess.run
+
+    def snapshot_then_run(*args, **kwargs):  # the rerun: what the killed run left
+        (found,) = (tmp_path / "runs" / "sentiment").glob("*/vocab/text.sentencepiece.model")
+        model_file.update(path=found, bytes=found.read_bytes(), mtime=found.stat().st_mtime_ns)
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", snapshot_then_run)
+    run_dir = kill_mid_run_then_rerun(
+        command(tmp_path)
+        + ["--set", "vectorize.tokenizer=sentencepiece", "--set", "vectorize.max_tokens=120"],
+        tmp_path / "runs" / "sentiment",
+        EPOCHS,
+    )
+    assert model_file["path"].parent == run_dir / "vocab"
+    assert model_file["path"].stat().st_mtime_ns == model_file["mtime"]  # not rewritten
+    assert model_file["path"].read_bytes() == model_file["bytes"]
+    export = tmp_path / "saved_models" / "sentiment" / "1"
+    assert (export / "assets.extra" / "text.sentencepiece.model").read_bytes() == (
+        model_file["bytes"]
+    )

@@ -409,6 +409,8 @@ def parse_source(source: str) -> tuple[datetime.date, str | None, bool]:
     """An independent oracle for the English side: (date, weekday or None, month first?)."""
     tokens = [t for t in source.split() if t not in (",", "the", "of", "on")]
     weekday = tokens.pop(0) if tokens[0] in _EN_WEEKDAYS else None
+    if len(tokens) == 1 and tokens[0].count("/") == 2:  # "3/21/1999": one token
+        tokens = " / ".join(tokens[0].split("/")).split()
     if "/" in tokens:
         month, _, day, _, year = tokens
         return datetime.date(int(year), int(month), int(day)), weekday, True

@@ -12,6 +12,7 @@ import pytest
 import tensorflow as tf
 from click.testing import CliRunner
 
+from nlp_rnn import inference
 from nlp_rnn.cli import main
 from nlp_rnn.config import load_pipeline
 from nlp_rnn.data import vectorize
@@ -251,6 +252,28 @@ def test_builtin_pipeline_learns_and_exports(trained_translation):
         "text": "8 / 2 / 1982",
         "translation": "2 de agosto de 1982",
     }
+
+
+def test_builtin_translator_reads_dates_written_with_or_without_spaces(trained_translation):
+    """The built-in source tokenizer is characters: "3/21/1999" is no unknown word (with words
+    it was one, translated as some other date)."""
+    _, result = trained_translation
+    loaded = inference.load_export(result.export_path)
+    assert loaded.metadata["source_tokenizer"] == "characters"
+    dates = {
+        "3/21/1999": "21 de marzo de 1999",
+        "3 / 21 / 1999": "21 de marzo de 1999",
+        "12/25/1999": "25 de diciembre de 1999",
+        "12 / 25 / 1999": "25 de diciembre de 1999",
+        "7/4/2021": "4 de julio de 2021",
+    }
+    out = loaded.signature()(text=tf.constant(list(dates)))
+    assert dict(zip(dates, texts(out["translation"]))) == dates
+    attention = loaded.signature("translate_attention")(
+        text=tf.constant(["3/21/1999"]), beam_width=tf.constant(1)
+    )
+    # the heatmap's source axis: one label per character
+    assert [t.decode() for t in attention["source_tokens"].numpy()[0]] == list("3/21/1999")
 
 
 def test_bad_translation_config_fails_with_key_and_line(tmp_path):

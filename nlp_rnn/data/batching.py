@@ -112,7 +112,7 @@ def evaluation_batches(examples: tf.data.Dataset, batch_size: int,
 
 
 def vectorized_examples(pairs: tf.data.Dataset, tokenize_batch, encode_label,
-                        batch_size: int = 512) -> tf.data.Dataset:
+                        batch_size: int = 512, cache: bool = True) -> tf.data.Dataset:
     """Tokenize (text, label) string pairs in batches (faster than one by one), then unbatch
     and cache.
 
@@ -120,16 +120,17 @@ def vectorized_examples(pairs: tf.data.Dataset, tokenize_batch, encode_label,
         pairs: dataset of scalar (text, label) strings.
         tokenize_batch: string [B] -> ragged int64 [B, (T)].
         encode_label: label strings [B] -> label ids [B].
+        cache: False when ``tokenize_batch`` differs each pass (sampled subwords).
     Returns:
         cached dataset of (int64 [T], int64 []) examples.
     """
-    return (pairs
-            .batch(batch_size)
-            .map(lambda texts, labels: (tokenize_batch(texts), encode_label(labels)),
-                 num_parallel_calls=tf.data.AUTOTUNE)
-            .unbatch()
-            .map(_dense_row, num_parallel_calls=tf.data.AUTOTUNE)
-            .cache())
+    examples = (pairs
+                .batch(batch_size)
+                .map(lambda texts, labels: (tokenize_batch(texts), encode_label(labels)),
+                     num_parallel_calls=tf.data.AUTOTUNE)
+                .unbatch()
+                .map(_dense_row, num_parallel_calls=tf.data.AUTOTUNE))
+    return examples.cache() if cache else examples
 
 
 def _dense_row(tokens, label):
@@ -179,15 +180,16 @@ def flat(x):
 
 
 def encoded_examples(dataset: tf.data.Dataset, encode, finish, batch_size: int = 512,
-                     ragged: bool = False) -> tf.data.Dataset:
+                     ragged: bool = False, cache: bool = True) -> tf.data.Dataset:
     """Examples encoded a batch at a time (one call of the tokenizing ops per batch, not per
     example), then unbatched, each ``finish``-ed, and cached.
 
     Args:
         ragged: batch with ``ragged_batch`` (the examples' shapes differ, e.g. token lists).
+        cache: False when ``encode`` differs each pass (sampled subwords).
     """
     batched = dataset.ragged_batch(batch_size) if ragged else dataset.batch(batch_size)
-    return (batched.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
-            .unbatch()
-            .map(finish, num_parallel_calls=tf.data.AUTOTUNE)
-            .cache())
+    examples = (batched.map(encode, num_parallel_calls=tf.data.AUTOTUNE)
+                .unbatch()
+                .map(finish, num_parallel_calls=tf.data.AUTOTUNE))
+    return examples.cache() if cache else examples

@@ -435,7 +435,9 @@ def builtin_tagged(name: str, split: str, size: int | None = None,
 # the task is genuinely N -> M: month-first styles ("march 21st , 2019") must be reordered,
 # spelled-out numbers ("the twenty-first", "nineteen ninety-nine") collapse into one digit
 # token, commas and "on"/"of"/"the" have no counterpart, and "/"-separated dates are always
-# month/day/year (US order), so even they are unambiguous.
+# month/day/year (US order), so even they are unambiguous. Those come spaced ("3 / 21 / 1999")
+# and as people write them ("3/21/1999"), one whitespace token: the built-in translator
+# reads characters, so it needs no word vocabulary of every date.
 
 DATES_DEFAULT_SIZES = {"train": 6000, "dev": 500, "test": 500}
 DATES_FIRST_YEAR, DATES_LAST_YEAR = 1950, 2049
@@ -523,6 +525,7 @@ def _english_date(date: datetime.date, with_weekday: bool, rng: random.Random) -
         f"{month} the {words_day}{comma} {year}",
         f"{month} {words_day}{comma} {year}",
         f"{date.month} / {date.day} / {date.year}",
+        f"{date.month}/{date.day}/{date.year}",  # as people write it: one "word"
     ))
     if not with_weekday:
         return body

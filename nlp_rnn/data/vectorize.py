@@ -64,16 +64,18 @@ def _standardizer(name: str):
 
 
 def build_text_vectorizer(standardize: str, max_tokens: int,
-                          vocabulary: list[str] | None = None) -> keras.layers.TextVectorization:
+                          vocabulary: list[str] | None = None,
+                          split: str = "whitespace") -> keras.layers.TextVectorization:
     """A TextVectorization layer giving ragged int64 token ids (no padding: batching pads).
 
     Args:
         standardize: a ``VectorizeConfig.standardize`` value.
         max_tokens: vocabulary size including padding (0) and OOV (1).
         vocabulary: tokens to use (without padding/OOV); None = adapt later.
+        split: "whitespace" (words) or "character" (``tf.strings.unicode_split``).
     """
     layer = keras.layers.TextVectorization(
-        max_tokens=max_tokens, standardize=_standardizer(standardize), split="whitespace",
+        max_tokens=max_tokens, standardize=_standardizer(standardize), split=split,
         output_mode="int", ragged=True)
     if vocabulary is not None:
         layer.set_vocabulary(vocabulary)
@@ -106,7 +108,11 @@ def tokenize(layer: keras.layers.TextVectorization, texts: tf.Tensor, max_length
     Returns:
         int64 RaggedTensor [B, (T<=max_length)]; rows may be empty.
     """
-    ids = layer(texts)
+    return truncate(layer(texts), max_length, keep)
+
+
+def truncate(ids: tf.RaggedTensor, max_length: int, keep: str = "first") -> tf.RaggedTensor:
+    """The first (``keep`` "first") or last ``max_length`` ids of each row [B, (T)]."""
     if keep == "last":
         return ids[:, -max_length:]
     return ids[:, :max_length]

@@ -15,6 +15,8 @@ from nlp_rnn.sections import (
     PretrainedLmConfig,
     RnnConfig,
     Section,
+    SentencePieceConfig,
+    TokenizerName,
     language_model_stack_fit,
     language_model_stack_problem,
     rnn_parameters,
@@ -37,8 +39,11 @@ class ClassificationData(Section):
         return self.format in ("auto", "folder")
 
 class VectorizeConfig(Section):
-    """In-graph tokenization: TextVectorization adapted on the training split only."""
+    """In-graph tokenization (data/tokenizers.py): whitespace-separated words, Unicode
+    characters or SentencePiece subwords, the vocabulary built on the training split only."""
 
+    tokenizer: TokenizerName = "words"
+    sentencepiece: SentencePieceConfig = SentencePieceConfig()
     max_tokens: int = Field(20000, ge=3, description="vocabulary size incl. padding and OOV")
     max_length: int = Field(200, ge=1, description="tokens kept per example")
     standardize: Literal["lower_split_punct", "lower_and_strip_punctuation", "lower", "none"] = (
@@ -81,6 +86,12 @@ class ClassificationPipeline(PipelineBase):
 
     def pretrained_problem(self) -> tuple[str, str] | None:
         m = self.model
+        if self.vectorize.tokenizer != "words":
+            for key in ("pretrained", "pretrained_lm"):
+                if getattr(m, key) is not None:
+                    return (f"model.{key}", "pretrained vectors and language models are "
+                            f"word-level; vectorize.tokenizer {self.vectorize.tokenizer} "
+                            "has no words to start from (tokenizer: words)")
         if m.pretrained_lm is None:
             return None
         if m.pretrained is not None:

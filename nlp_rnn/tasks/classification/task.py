@@ -17,9 +17,10 @@ import numpy as np
 import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
-from nlp_rnn.data import batching, vectorize
+from nlp_rnn.data import batching, tokenizers, vectorize
 from nlp_rnn.data.sources import LabelledSource, labelled_source
 from nlp_rnn.errors import DataError
+from nlp_rnn.inference import TENSORFLOW_TEXT_KEY
 from nlp_rnn.tasks.base import MainMetric, per_class_table, token_sequence_probe
 from nlp_rnn.tasks.classification.config import ClassificationPipeline
 
@@ -46,7 +47,8 @@ class Data:
 
 @dataclass
 class Vectorizers:
-    text: keras.layers.TextVectorization
+    # words/characters: a TextVectorization; sentencepiece: tokenizers.SentencePieceVectorizer
+    text: keras.layers.TextVectorization | tokenizers.SentencePieceVectorizer
     labels: list[str]
     label_lookup: keras.layers.StringLookup
     # layer name -> pretrained starting point (model.pretrained), loaded into the model by
@@ -55,6 +57,8 @@ class Vectorizers:
     # language models the embedding and RNN stack start from (model.pretrained_lm), loaded by
     # the pipeline after build_model; their vocabulary is this model's
     pretrained_lm: LanguageModelStart | None = None
+    # "text" -> dev coverage (tokenizers.vocabulary_statistics), which the run reports
+    statistics: dict[str, dict] = field(default_factory=dict)
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -81,9 +85,15 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
     """Adapt the text vectorizer on training text only, or reload it from ``vocab_dir`` (resume)."""
     vec = config.vectorize
     vocab_file, labels_file = vocab_dir / "vocab.txt", vocab_dir / "labels.txt"
+    if vec.tokenizer == "sentencepiece":  # resumed: the model file is there
+        vocab_file = tokenizers.model_path(vocab_dir, "text")
     resumed = vocab_file.exists() and labels_file.exists()
     start = None
-    if config.model.pretrained_lm is not None:
+    if vec.tokenizer == "sentencepiece":
+        text = _sentencepiece(config, data, vocab_file)
+        labels = (vectorize.load_vocabulary(labels_file) if resumed
+                  else list(data.train.labels))
+    elif config.model.pretrained_lm is not None:
         start = LanguageModelStart.load(config.model.pretrained_lm)
         text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens,
                                                start.tokens[2:])
@@ -91,10 +101,12 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
                   else list(data.train.labels))
     elif resumed:
         text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens,
-                                               vectorize.load_vocabulary(vocab_file))
+                                               vectorize.load_vocabulary(vocab_file),
+                                               tokenizers.split_of(vec.tokenizer))
         labels = vectorize.load_vocabulary(labels_file)
     else:
-        text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens)
+        text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens,
+                                               split=tokenizers.split_of(vec.tokenizer))
         vectorize.adapt_text_vectorizer(text, data.train.dataset().map(lambda t, y: t),
                                         source=data.train.spec)
         labels = list(data.train.labels)
@@ -109,16 +121,41 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
             text.set_vocabulary(words[len(reserved):])
     if not resumed:
         vocab_dir.mkdir(parents=True, exist_ok=True)
-        vectorize.save_vocabulary([str(t) for t in vectorize.text_vocabulary(text)], vocab_file)
+        if vec.tokenizer != "sentencepiece":  # its model file is its vocabulary
+            vectorize.save_vocabulary([str(t) for t in vectorize.text_vocabulary(text)],
+                                      vocab_file)
         vectorize.save_vocabulary(labels, labels_file)
     vectorizers = Vectorizers(text, labels, vectorize.build_label_lookup(labels), pretrained,
                               start)
     tokenize = _tokenizer(config, vectorizers)
+    standardize = vectorize.standardize_function(vec.standardize)
+    vectorizers.statistics["text"] = tokenizers.vocabulary_statistics(
+        vec.tokenizer, _texts(data.dev, standardize),
+        tokenizers.word_vocabulary(_texts(data.train, standardize), vec.max_tokens),
+        text)
     for embedding in pretrained.values():
         for split, source in (("train", data.train), ("dev", data.dev)):
             embedding.count_tokens(split, source.dataset().map(lambda t, y: t).batch(1024).map(
                 lambda t: tokenize(t).flat_values).as_numpy_iterator())
     return vectorizers
+
+
+def _texts(source: LabelledSource, standardize) -> list[str]:
+    """A split's texts as the vectorizer standardizes them."""
+    return [t.decode("utf-8") for batch in source.dataset().map(lambda t, y: t).batch(1024)
+            .map(standardize).as_numpy_iterator() for t in batch]
+
+
+def _sentencepiece(config: ClassificationPipeline, data: Data,
+                   path: Path) -> tokenizers.SentencePieceVectorizer:
+    """SentencePiece trained on the standardized training texts (or reloaded: resume)."""
+    vec = config.vectorize
+    standardize = vectorize.standardize_function(vec.standardize)
+    model = tokenizers.train_sentencepiece(
+        (t for t in _texts(data.train, standardize) if t), vec.sentencepiece, vec.max_tokens,
+        path, "vectorize.max_tokens")
+    return tokenizers.SentencePieceVectorizer(model, vec.sentencepiece, path,
+                                              standardize=standardize)
 
 
 def _word_normalizer(standardize: str) -> embeddings.Normalize:
@@ -140,9 +177,20 @@ def _reachable_word(standardize: str):
     return lambda word: pattern.fullmatch(word) is not None
 
 
-def _tokenizer(config: ClassificationPipeline, vectorizers: Vectorizers):
+def _tokenizer(config: ClassificationPipeline, vectorizers: Vectorizers,
+               training: bool = False):
+    """string [B] -> int64 [B, (T <= max_length)]; ``training`` samples SentencePiece
+    segmentations when subword regularisation is on."""
     vec = config.vectorize
+    if training and _sampling(config):
+        return lambda texts: vectorize.truncate(vectorizers.text(texts, training=True),
+                                                vec.max_length, vec.keep)
     return lambda texts: vectorize.tokenize(vectorizers.text, texts, vec.max_length, vec.keep)
+
+
+def _sampling(config: ClassificationPipeline) -> bool:
+    vec = config.vectorize
+    return vec.tokenizer == "sentencepiece" and vec.sentencepiece.sampling
 
 
 def make_datasets(config: ClassificationPipeline, data: Data, vectorizers: Vectorizers):
@@ -151,8 +199,10 @@ def make_datasets(config: ClassificationPipeline, data: Data, vectorizers: Vecto
     Returns:
         (train batches, dev batches, (training examples dropped as empty, training tokens)).
     """
-    tokenize = _tokenizer(config, vectorizers)
-    train = batching.vectorized_examples(data.train.dataset(), tokenize, vectorizers.label_lookup)
+    # sampled segmentations differ every epoch: nothing to cache
+    train = batching.vectorized_examples(data.train.dataset(),
+                                         _tokenizer(config, vectorizers, training=True),
+                                         vectorizers.label_lookup, cache=not _sampling(config))
     dropped, tokens = batching.count_tokens(train)  # also fills the cache
     train = batching.training_batches(batching.drop_empty(train), config.train.batch_size,
                                       config.vectorize.max_length, config.train.shuffle_buffer,
@@ -292,7 +342,10 @@ def export_metadata(config: ClassificationPipeline, vectorizers: Vectorizers) ->
     """What ``nlp-rnn predict/evaluate`` need to know about an exported classifier."""
     return {"labels": vectorizers.labels,
             "text_column": config.data.text_column,
-            "label_column": config.data.label_column, "format": config.data.format}
+            "label_column": config.data.label_column, "format": config.data.format,
+            "tokenizer": config.vectorize.tokenizer,
+            TENSORFLOW_TEXT_KEY: tokenizers.needs_tensorflow_text(
+                config.vectorize.tokenizer)}
 
 
 # ---- using an export -----------------------------------------------------------------------

@@ -10,7 +10,15 @@ from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 
-from nlp_rnn.sections import PipelineBase, PretrainedConfig, RnnConfig, Section, rnn_parameters
+from nlp_rnn.sections import (
+    PipelineBase,
+    PretrainedConfig,
+    RnnConfig,
+    Section,
+    SentencePieceConfig,
+    TokenizerName,
+    rnn_parameters,
+)
 
 
 class ParallelData(Section):
@@ -28,8 +36,13 @@ class ParallelData(Section):
 
 class TranslationVectorizeConfig(Section):
     """One in-graph tokenizer per language: Unicode composition, quotes unified, punctuation
-    split off; the target keeps its case (BLEU is case-sensitive) unless told otherwise."""
+    split off; the target keeps its case (BLEU is case-sensitive) unless told otherwise.
+    Each side is then split into words, Unicode characters or SentencePiece subwords
+    (data/tokenizers.py); the ``*_max_tokens`` keys are the vocabulary sizes either way."""
 
+    source_tokenizer: TokenizerName = "words"
+    target_tokenizer: TokenizerName = "words"
+    sentencepiece: SentencePieceConfig = SentencePieceConfig()  # both sides' subword settings
     source_max_tokens: int = Field(20000, ge=3, description="source vocabulary incl. padding, OOV")
     target_max_tokens: int = Field(12000, ge=5, description="target vocabulary incl. padding, "
                                    "OOV, start and end")
@@ -83,6 +96,14 @@ class TranslationPipeline(PipelineBase):
     vectorize: TranslationVectorizeConfig = TranslationVectorizeConfig()
     model: TranslationModel = TranslationModel()
     decoding: DecodingConfig = DecodingConfig()
+
+    def pretrained_problem(self) -> tuple[str, str] | None:
+        for side in ("source", "target"):
+            tokenizer = getattr(self.vectorize, f"{side}_tokenizer")
+            if tokenizer != "words" and getattr(self.model, f"{side}_pretrained") is not None:
+                return (f"model.{side}_pretrained", "pretrained vectors are word-level; "
+                        f"vectorize.{side}_tokenizer {tokenizer} has no words to start from")
+        return None
 
     def parameter_counts(self) -> dict[str, int]:
         m = self.model

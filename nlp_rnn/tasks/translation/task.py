@@ -26,9 +26,10 @@ import numpy as np
 import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
-from nlp_rnn.data import batching, vectorize
+from nlp_rnn.data import batching, tokenizers, vectorize
 from nlp_rnn.data.sources import ParallelSource, parallel_source
 from nlp_rnn.errors import DataError
+from nlp_rnn.inference import TENSORFLOW_TEXT_KEY
 from nlp_rnn.layers.beam_search import beam_search, greedy_decode
 from nlp_rnn.sections import is_local_path
 from nlp_rnn.tasks.base import (
@@ -79,12 +80,16 @@ def _lengths(stats) -> str:
 
 @dataclass
 class Vectorizers:
-    source: keras.layers.TextVectorization
-    target: keras.layers.TextVectorization
+    # words/characters: a TextVectorization; sentencepiece: tokenizers.SentencePieceVectorizer
+    source: keras.layers.TextVectorization | tokenizers.SentencePieceVectorizer
+    target: keras.layers.TextVectorization | tokenizers.SentencePieceVectorizer
     target_vocab: list[str]  # id -> token, with "", "[UNK]", "[START]", "[END]" first
     # layer name -> pretrained starting point (model.source_/target_pretrained), loaded by
     # the pipeline
     pretrained: dict[str, embeddings.PretrainedEmbedding] = field(default_factory=dict)
+    # "source"/"target" -> dev coverage (tokenizers.vocabulary_statistics), which the run
+    # reports
+    statistics: dict[str, dict] = field(default_factory=dict)
 
 
 def _spec(spec) -> str:
@@ -141,18 +146,27 @@ def detokenize(text: tf.Tensor) -> tf.Tensor:
     return tf.strings.regex_replace(text, r"([(¿¡]) ", r"\1")
 
 
-def source_ids(config: TranslationPipeline, vectorizers: Vectorizers,
-               text: tf.Tensor) -> tf.RaggedTensor:
+def _tokens(vectorizer, text: tf.Tensor, training: bool) -> tf.RaggedTensor:
+    """``training``: a SentencePiece side samples its segmentation (when configured to)."""
+    if training and isinstance(vectorizer, tokenizers.SentencePieceVectorizer):
+        return vectorizer(text, training=True)
+    return vectorizer(text)
+
+
+def source_ids(config: TranslationPipeline, vectorizers: Vectorizers, text: tf.Tensor,
+               training: bool = False) -> tf.RaggedTensor:
     """string [B] -> int64 [B, (S <= source_max_length)]; rows may be empty."""
     vec = config.vectorize
-    return vectorizers.source(normalize(text, vec.lowercase_source))[:, :vec.source_max_length]
+    return _tokens(vectorizers.source, normalize(text, vec.lowercase_source),
+                   training)[:, :vec.source_max_length]
 
 
-def target_ids(config: TranslationPipeline, vectorizers: Vectorizers,
-               text: tf.Tensor) -> tf.RaggedTensor:
+def target_ids(config: TranslationPipeline, vectorizers: Vectorizers, text: tf.Tensor,
+               training: bool = False) -> tf.RaggedTensor:
     """string [B] -> int64 [B, (T + 2)]: [START] tokens (<= target_max_length) [END]."""
     vec = config.vectorize
-    ids = vectorizers.target(normalize(text, vec.lowercase_target))[:, :vec.target_max_length]
+    ids = _tokens(vectorizers.target, normalize(text, vec.lowercase_target),
+                  training)[:, :vec.target_max_length]
     rows = tf.shape(text, out_type=tf.int64)[0]
     start = tf.fill([rows, 1], tf.constant(START_ID, tf.int64))
     end = tf.fill([rows, 1], tf.constant(END_ID, tf.int64))
@@ -174,29 +188,51 @@ def open_pairs(config: TranslationPipeline, role: str) -> ParallelSource:
                            d.source_language, d.target_language)
 
 
-def _adapted_vocabulary(texts: tf.data.Dataset, max_tokens: int) -> list[str]:
-    layer = vectorize.build_text_vectorizer("none", max_tokens)
+def _adapted_vocabulary(texts: tf.data.Dataset, max_tokens: int, tokenizer: str) -> list[str]:
+    layer = vectorize.build_text_vectorizer("none", max_tokens,
+                                            split=tokenizers.split_of(tokenizer))
     vectorize.adapt_text_vectorizer(layer, texts)
     return [str(t) for t in vectorize.text_vocabulary(layer)]
 
 
+def _normalized(source: ParallelSource, column: int, lowercase: bool) -> tf.data.Dataset:
+    """Scalar strings: one side of the pairs, normalized as the vectorizers read it."""
+    return (source.dataset().map(lambda *pair: pair[column]).batch(1024)
+            .map(lambda t: normalize(t, lowercase)).unbatch())
+
+
+def _strings(texts: tf.data.Dataset) -> list[str]:
+    return [t.decode("utf-8") for t in texts.as_numpy_iterator()]
+
+
 def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) -> Vectorizers:
-    """Adapt one vocabulary per language on the training pairs, or reload them (resume)."""
+    """Adapt one vocabulary per language on the training pairs (or train one SentencePiece
+    model per language), or reload them (resume)."""
     vec = config.vectorize
-    source_file, target_file = vocab_dir / "source_vocab.txt", vocab_dir / "target_vocab.txt"
+    sides = {"source": (vec.source_tokenizer, vec.lowercase_source, vec.source_max_tokens, 0),
+             "target": (vec.target_tokenizer, vec.lowercase_target, vec.target_max_tokens, 1)}
+    files = {side: (tokenizers.model_path(vocab_dir, side) if tokenizer == "sentencepiece"
+                    else vocab_dir / f"{side}_vocab.txt")
+             for side, (tokenizer, *_) in sides.items()}
+    source_file, target_file = files["source"], files["target"]
     resumed = source_file.exists() and target_file.exists()
-    if resumed:
+    pieces = {side: _sentencepiece(config, data, side, files[side])
+              for side, (tokenizer, *_) in sides.items() if tokenizer == "sentencepiece"}
+    if "source" in pieces:
+        source_vocab = pieces["source"].get_vocabulary(include_special_tokens=False)
+    elif resumed:
         source_vocab = vectorize.load_vocabulary(source_file)
+    else:
+        source_vocab = _adapted_vocabulary(_normalized(data.train, 0, vec.lowercase_source),
+                                           vec.source_max_tokens, vec.source_tokenizer)
+    if "target" in pieces:
+        target_vocab = pieces["target"].get_vocabulary(include_special_tokens=False)
+    elif resumed:
         target_vocab = vectorize.load_vocabulary(target_file)
     else:
-        pairs = data.train.dataset()
-        source_vocab = _adapted_vocabulary(
-            pairs.map(lambda s, t: s).batch(1024).map(
-                lambda s: normalize(s, vec.lowercase_source)).unbatch(), vec.source_max_tokens)
-        adapted = _adapted_vocabulary(
-            pairs.map(lambda s, t: t).batch(1024).map(
-                lambda t: normalize(t, vec.lowercase_target)).unbatch(),
-            vec.target_max_tokens - 2)  # room for [START] and [END]
+        adapted = _adapted_vocabulary(_normalized(data.train, 1, vec.lowercase_target),
+                                      vec.target_max_tokens - 2,  # room for [START] and [END]
+                                      vec.target_tokenizer)
         target_vocab = [START, END] + [t for t in adapted if t not in (START, END)]
     if not source_vocab or len(target_vocab) <= 2:
         raise DataError("the training pairs have no tokens on one side", _spec(data.train.spec))
@@ -206,7 +242,7 @@ def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) 
              vec.source_max_tokens, ["", "[UNK]"]),
             ("target", config.model.target_pretrained, vec.lowercase_target,
              vec.target_max_tokens, ["", "[UNK]", START, END])):
-        if settings is None:
+        if settings is None:  # config validation: words sides only
             continue
         vocab = source_vocab if side == "source" else target_vocab[2:]
         words, pretrained[f"{side}_embedding"] = embeddings.prepare(
@@ -219,12 +255,19 @@ def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) 
             target_vocab = words[2:]
     if not resumed:
         vocab_dir.mkdir(parents=True, exist_ok=True)
-        vectorize.save_vocabulary(source_vocab, source_file)
-        vectorize.save_vocabulary(target_vocab, target_file)
-    vectorizers = Vectorizers(
-        vectorize.build_text_vectorizer("none", vec.source_max_tokens, source_vocab),
-        vectorize.build_text_vectorizer("none", vec.target_max_tokens, target_vocab),
-        ["", "[UNK]"] + target_vocab, pretrained)
+        for side, vocab in (("source", source_vocab), ("target", target_vocab)):
+            if side not in pieces:  # a SentencePiece model file is its own vocabulary
+                vectorize.save_vocabulary(vocab, files[side])
+    built = {side: pieces.get(side) or vectorize.build_text_vectorizer(
+        "none", max_tokens, source_vocab if side == "source" else target_vocab,
+        tokenizers.split_of(tokenizer)) for side, (tokenizer, _, max_tokens, _) in sides.items()}
+    vectorizers = Vectorizers(built["source"], built["target"],
+                              ["", "[UNK]"] + target_vocab, pretrained)
+    for side, (tokenizer, lowercase, max_tokens, column) in sides.items():
+        vectorizers.statistics[side] = tokenizers.vocabulary_statistics(
+            tokenizer, _strings(_normalized(data.dev, column, lowercase)),
+            tokenizers.word_vocabulary(_strings(_normalized(data.train, column, lowercase)),
+                                       max_tokens), built[side])
     for name, embedding in pretrained.items():
         ids = source_ids if name == "source_embedding" else target_ids
         column = 0 if name == "source_embedding" else 1
@@ -235,23 +278,47 @@ def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) 
     return vectorizers
 
 
+def _sentencepiece(config: TranslationPipeline, data: Data, side: str,
+                   path: Path) -> tokenizers.SentencePieceVectorizer:
+    """One side's SentencePiece model, trained on its normalized training sentences (or
+    reloaded: resume); the target's has [START] and [END] at ids 2 and 3."""
+    vec = config.vectorize
+    column, lowercase = (0, vec.lowercase_source) if side == "source" else \
+        (1, vec.lowercase_target)
+    model = tokenizers.train_sentencepiece(
+        (t for t in _strings(_normalized(data.train, column, lowercase)) if t),
+        vec.sentencepiece, getattr(vec, f"{side}_max_tokens"), path,
+        f"vectorize.{side}_max_tokens", with_start_end=side == "target")
+    return tokenizers.SentencePieceVectorizer(model, vec.sentencepiece, path, name=side)
+
+
 def _pair_length(features, target) -> tf.Tensor:
     return tf.maximum(tf.shape(features["source"])[0], tf.shape(target)[0])
 
 
+def _sampling(config: TranslationPipeline) -> bool:
+    """Whether training samples SentencePiece segmentations (subword regularisation)."""
+    vec = config.vectorize
+    return vec.sentencepiece.sampling and "sentencepiece" in (vec.source_tokenizer,
+                                                              vec.target_tokenizer)
+
+
 def _examples(config: TranslationPipeline, vectorizers: Vectorizers,
-              source: ParallelSource) -> tf.data.Dataset:
+              source: ParallelSource, training: bool = False) -> tf.data.Dataset:
     """Cached ({"source" [S], "target_in" [T]}, target_out [T]) examples (teacher forcing:
-    target_in is [START] w1 .. wn, target_out is w1 .. wn [END])."""
+    target_in is [START] w1 .. wn, target_out is w1 .. wn [END]); sampled segmentations
+    (``training`` with subword regularisation) are drawn anew each epoch, never cached."""
 
     def encode(src, tgt):
-        return source_ids(config, vectorizers, src), target_ids(config, vectorizers, tgt)
+        return (source_ids(config, vectorizers, src, training),
+                target_ids(config, vectorizers, tgt, training))
 
     def shift(src, tgt):
         src, tgt = batching.ensure_nonempty(batching.flat(src)), batching.flat(tgt)
         return {"source": src, "target_in": tgt[:-1]}, tgt[1:]
 
-    return batching.encoded_examples(source.dataset(), encode, shift, 512)
+    return batching.encoded_examples(source.dataset(), encode, shift, 512,
+                                     cache=not (training and _sampling(config)))
 
 
 def _max_pair_length(config: TranslationPipeline) -> int:
@@ -264,7 +331,7 @@ def make_datasets(config: TranslationPipeline, data: Data, vectorizers: Vectoriz
     Returns:
         (train batches, dev batches, (0 dropped, target tokens per epoch)).
     """
-    train = _examples(config, vectorizers, data.train)
+    train = _examples(config, vectorizers, data.train, training=True)
     tokens = int(train.reduce(tf.constant(0, tf.int64), lambda n, ex: n + tf.cast(
         tf.shape(ex[1], out_type=tf.int64)[0], tf.int64)))  # also fills the cache
     batches = batching.training_batches(train, config.train.batch_size, _max_pair_length(config),
@@ -293,7 +360,7 @@ def translator(model: Seq2SeqModel, vectorizers: Vectorizers, config: Translatio
     """A function (text string [B], beam_width int32 [], length_penalty float32 []) ->
     (translation string [B], token ids int32 [B, T], lengths int32 [B]); width 1 = greedy."""
     dec = config.decoding
-    vocab = tf.constant(vectorizers.target_vocab)
+    words = tokenizers.detokenizer(config.vectorize.target_tokenizer, vectorizers.target)
 
     def translate(text, beam_width, length_penalty):
         ragged = source_ids(config, vectorizers, text)
@@ -310,8 +377,8 @@ def translator(model: Seq2SeqModel, vectorizers: Vectorizers, config: Translatio
             lambda: greedy_decode(step, states, context, START_ID, END_ID, max_lengths),
             lambda: beam_search(step, states, context, START_ID, END_ID, max_lengths,
                                 beam_width, length_penalty)[:2])
-        words = tf.RaggedTensor.from_tensor(tf.gather(vocab, ids), lengths=lengths)
-        return detokenize(tf.strings.reduce_join(words, axis=1, separator=" ")), ids, lengths
+        return (detokenize(words(tf.RaggedTensor.from_tensor(ids, lengths=lengths))), ids,
+                lengths)
 
     return translate
 
@@ -323,8 +390,8 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
     length_penalty float32 [] chosen per call."""
     translate = translator(model, vectorizers, config)
     dec = config.decoding
-    vocabularies = (tf.constant(vectorizers.source.get_vocabulary()),
-                    tf.constant(vectorizers.target_vocab))
+    vocabularies = (tf.constant(tokenizers.shown(vectorizers.source.get_vocabulary())),
+                    tf.constant(tokenizers.shown(vectorizers.target_vocab)))
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="text")])
     def serving_default(text):
@@ -507,9 +574,10 @@ def attention_maps(model: Seq2SeqModel, vectorizers: Vectorizers, config: Transl
         out = target_ids(config, vectorizers, result["translation"][i:i + 1])[0].numpy()
         target_in = out[:-1][None, :]  # [START] w1 .. wn, fed back to read the attention
         weights = model.attention_weights(batching.pad_batch(ragged[i:i + 1]), target_in)[0]
-        source_vocab = vectorizers.source.get_vocabulary()
+        source_vocab = tokenizers.shown(vectorizers.source.get_vocabulary())
+        target_vocab = tokenizers.shown(vectorizers.target_vocab)
         maps.append({"source": [source_vocab[t] for t in src] or ["[UNK]"],
-                     "output": [vectorizers.target_vocab[t] for t in out[1:]],
+                     "output": [target_vocab[t] for t in out[1:]],
                      "weights": np.asarray(weights)[:, :max(len(src), 1)].tolist(),
                      "decoded_tokens": n_out})
     return maps
@@ -571,8 +639,12 @@ def trackables(vectorizers: Vectorizers) -> list:
 def export_metadata(config: TranslationPipeline, vectorizers: Vectorizers) -> dict:
     """What ``nlp-rnn predict/evaluate`` need to know about an exported translator."""
     d, dec = config.data, config.decoding
+    vec = config.vectorize
     return {"source_column": d.source_column,
             "target_column": d.target_column,
+            "source_tokenizer": vec.source_tokenizer, "target_tokenizer": vec.target_tokenizer,
+            TENSORFLOW_TEXT_KEY: tokenizers.needs_tensorflow_text(vec.source_tokenizer,
+                                                                  vec.target_tokenizer),
             "beam_width": dec.beam_width, "length_penalty": dec.length_penalty,
             "max_length_ratio": dec.max_length_ratio, "max_length_offset": dec.max_length_offset}
 
