@@ -53,6 +53,23 @@ def test_sentencepiece_ids_pieces_and_detokenize_round_trip(tmp_path):
     assert again.get_vocabulary() == vocabulary
 
 
+def test_statistics_count_the_dev_texts_a_max_length_in_pieces_cuts(tmp_path):
+    """A max_length meant as words cuts subword texts sooner: the run says how many."""
+    texts = [t for t, _ in sentiment_examples("test")]
+    sp = sentencepiece(texts, 120, tmp_path / "m.model")
+    lengths = sp(tf.constant(texts)).row_lengths().numpy()
+    limit = int(np.median(lengths))
+    stats = tokenizers.vocabulary_statistics(
+        "sentencepiece", texts, tokenizers.word_vocabulary(texts, 120), sp, limit
+    )
+    assert stats["cut"] == pytest.approx(float((lengths > limit).mean()))
+    assert 0.0 < stats["cut"] < 1.0
+    line = tokenizers.describe_statistics("text", stats)
+    assert f"{100 * stats['cut']:.1f}% of dev texts are longer than {limit} pieces" in line
+    roomy = tokenizers.vocabulary_statistics("sentencepiece", texts, set(), sp, int(lengths.max()))
+    assert roomy["cut"] == 0.0 and "cut" not in tokenizers.describe_statistics("text", roomy)
+
+
 def test_sampling_varies_the_training_segmentation_only(tmp_path):
     texts = [t for t, _ in sentiment_examples("test")]
     sp = sentencepiece(texts, 150, tmp_path / "m.model", sampling=True, alpha=0.5)

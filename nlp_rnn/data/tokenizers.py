@@ -208,7 +208,7 @@ def needs_tensorflow_text(*tokenizers: str) -> bool:
 
 
 def vocabulary_statistics(tokenizer: str, texts: list[str], word_vocabulary: set[str],
-                          tokenize, oov_id: int = 1) -> dict:
+                          tokenize, max_length: int | None = None, oov_id: int = 1) -> dict:
     """How well the tokenizer covers ``texts`` (dev), against a word vocabulary of the same
     size built on the training split.
 
@@ -217,21 +217,27 @@ def vocabulary_statistics(tokenizer: str, texts: list[str], word_vocabulary: set
         texts: standardized texts (words separated by single spaces).
         word_vocabulary: the words a words tokenizer of the same size would know.
         tokenize: string [B] -> int64 [B, (T)], the chosen tokenizer's ids.
+        max_length: the pieces a sequence keeps (the rest is cut), if any.
     Returns:
-        {"tokenizer", "words", "oov_rate_words", "pieces", "oov_rate", "pieces_per_word"}: the
-        share of dev words a word vocabulary misses, and of the tokenizer's pieces that are
-        OOV.
+        {"tokenizer", "words", "oov_rate_words", "pieces", "oov_rate", "pieces_per_word",
+        "max_length", "cut"}: the share of dev words a word vocabulary misses, of the
+        tokenizer's pieces that are OOV, and of dev texts longer than ``max_length`` pieces
+        (a ``max_length`` counted in words cuts subword texts sooner than it seems).
     """
     words = [w for text in texts for w in text.split()]
     oov_words = sum(1 for w in words if w not in word_vocabulary)
-    pieces = oov = 0
+    pieces = oov = cut = 0
     for start in range(0, len(texts), 1024):
-        ids = tokenize(tf.constant(texts[start:start + 1024])).flat_values.numpy()
+        ragged = tokenize(tf.constant(texts[start:start + 1024]))
+        ids = ragged.flat_values.numpy()
         pieces += int(ids.size)
         oov += int((ids == oov_id).sum())
+        if max_length is not None:
+            cut += int((ragged.row_lengths().numpy() > max_length).sum())
     return {"tokenizer": tokenizer, "words": len(words),
             "oov_rate_words": oov_words / max(len(words), 1), "pieces": pieces,
-            "oov_rate": oov / max(pieces, 1), "pieces_per_word": pieces / max(len(words), 1)}
+            "oov_rate": oov / max(pieces, 1), "pieces_per_word": pieces / max(len(words), 1),
+            "max_length": max_length, "cut": cut / max(len(texts), 1)}
 
 
 def word_vocabulary(texts: Iterable[str], size: int) -> set[str]:
@@ -245,19 +251,25 @@ def word_vocabulary(texts: Iterable[str], size: int) -> set[str]:
 
 def describe_statistics(name: str, stats: dict) -> str:
     """One line of a run's output, e.g. "source vocabulary (sentencepiece): dev OOV 0.12% of
-    pieces (a words vocabulary of the same size: 4.31% of words), 1.42 pieces per word"."""
-    return (f"{name} vocabulary ({stats['tokenizer']}): dev OOV {100 * stats['oov_rate']:.2f}% of "
+    pieces (a words vocabulary of the same size: 4.31% of words), 1.42 pieces per word", and
+    the share of dev texts cut at ``max_length`` when there are any."""
+    line = (f"{name} vocabulary ({stats['tokenizer']}): dev OOV {100 * stats['oov_rate']:.2f}% of "
             f"pieces (a words vocabulary of the same size: {100 * stats['oov_rate_words']:.2f}% "
             f"of words), {stats['pieces_per_word']:.2f} pieces per word")
+    if stats.get("cut"):
+        line += (f"; {100 * stats['cut']:.1f}% of dev texts are longer than "
+                 f"{stats['max_length']} pieces and are cut there")
+    return line
 
 
 def write_statistics(log_dir: Path, statistics: dict[str, dict]) -> None:
     """The run's vocabulary statistics as a TensorBoard text summary (``vocabulary``)."""
     rows = ["| vocabulary | tokenizer | dev OOV (pieces) | dev OOV (words, same size) | "
-            "pieces per word |", "|---|---|---|---|---|"]
+            "pieces per word | dev texts cut at max length |", "|---|---|---|---|---|---|"]
     for name, s in statistics.items():
         rows.append(f"| {name} | {s['tokenizer']} | {s['oov_rate']:.2%} | "
-                    f"{s['oov_rate_words']:.2%} | {s['pieces_per_word']:.2f} |")
+                    f"{s['oov_rate_words']:.2%} | {s['pieces_per_word']:.2f} | "
+                    f"{s.get('cut', 0.0):.1%} |")
     writer = tf.summary.create_file_writer(str(log_dir / "train"))
     with writer.as_default():
         tf.summary.text("vocabulary", "\n".join(rows), step=0)

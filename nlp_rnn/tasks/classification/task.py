@@ -132,7 +132,7 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
     vectorizers.statistics["text"] = tokenizers.vocabulary_statistics(
         vec.tokenizer, _texts(data.dev, standardize),
         tokenizers.word_vocabulary(_texts(data.train, standardize), vec.max_tokens),
-        text)
+        text, vec.max_length)
     for embedding in pretrained.values():
         for split, source in (("train", data.train), ("dev", data.dev)):
             embedding.count_tokens(split, source.dataset().map(lambda t, y: t).batch(1024).map(

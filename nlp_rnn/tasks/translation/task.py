@@ -267,7 +267,8 @@ def build_vectorizers(config: TranslationPipeline, data: Data, vocab_dir: Path) 
         vectorizers.statistics[side] = tokenizers.vocabulary_statistics(
             tokenizer, _strings(_normalized(data.dev, column, lowercase)),
             tokenizers.word_vocabulary(_strings(_normalized(data.train, column, lowercase)),
-                                       max_tokens), built[side])
+                                       max_tokens), built[side],
+            getattr(vec, f"{side}_max_length"))
     for name, embedding in pretrained.items():
         ids = source_ids if name == "source_embedding" else target_ids
         column = 0 if name == "source_embedding" else 1
