@@ -253,6 +253,8 @@ def test_the_fine_tuned_tagger_starts_with_the_language_models_weights(tagged):
     np.testing.assert_array_equal(bias, lm_bias)
 
 
+@pytest.mark.acceptance  # two 20-epoch taggers: ~1-2 minutes on 2 cores; the classifier's
+# few-labels test above keeps the fast tier's proof that fine-tuning pays
 def test_with_few_labels_the_fine_tuned_tagger_beats_one_from_scratch(tagged):
     """Tag the adjective's polarity: dev adjectives never occur in the 32 tagged sentences,
     so only the language model can tell a tagger which polarity they carry."""
