@@ -60,8 +60,9 @@ class TextVectorizeConfig(Section):
         "max_tokens pieces; perplexity is then per piece (docs/how-to/subwords.md)")
     sentencepiece: SentencePieceConfig = Field(
         default_factory=SentencePieceConfig,
-        description="tokenizer sentencepiece: how its model is trained (sampling is not "
-        "supported here: a language model reads the best segmentation)")
+        description="tokenizer sentencepiece: how its model is trained, on the first "
+        "input_sentence_size sentences (256 words at most each) of the training text, read "
+        "lazily; sampling is not supported: a language model reads the best segmentation")
     max_tokens: int = Field(10000, ge=3, description="vocabulary size incl. padding and OOV")
     lowercase: bool = True
     letters_only: bool = False  # d2l-style: every run of non-letters becomes one space
