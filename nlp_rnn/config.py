@@ -481,6 +481,9 @@ def _check_language_models(config: PipelineBase, file: str, lines: dict[tuple, i
                                   f"{' or '.join(map(repr, sorted(needed)))})", file, key, line)
             if setting is None:
                 what = {"level": "a character-level model: fine-tuning needs a word-level one",
+                        "tokenizer": f"a {spec[name]} language model (vectorize.tokenizer): "
+                                     f"this task reads {needed}, so it fine-tunes from a "
+                                     f"vectorize.tokenizer: {needed} one",
                         "streamed": "trained on text read whole, with its own normalisation: "
                                     "fine-tuning needs one trained on documents (CSV/TSV/JSON "
                                     "Lines or data.format)"}.get(name, f"{name} {spec[name]}")

@@ -333,6 +333,9 @@ def _read_data(run: _Run) -> None:
         run.say(tokenizers.describe_statistics(name, stats))
     if run.vocabulary and run.distribution.is_chief:
         tokenizers.write_statistics(run.run_dir / "logs", run.vocabulary)
+    for note in getattr(run.vectorizers, "notes", None) or ():  # e.g. what perplexity is per
+        run.notes.append(note)
+        run.say(note)
     run.say("tokenizing and caching the training data ...")
     train_ds, dev_ds, (run.dropped, run.train_tokens) = task.make_datasets(
         config, run.data, run.vectorizers)

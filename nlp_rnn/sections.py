@@ -115,7 +115,9 @@ def rnn_parameters(rnn: Any, input_dim: int) -> tuple[int, int]:
 
 class PretrainedLmConfig(Section):
     """Start a task's embedding and recurrent stack from word-level language models trained
-    by nlp-rnn on documents (transfer.py), and take their vocabulary.
+    by nlp-rnn on documents (transfer.py), and take their vocabulary (a classifier with
+    ``vectorize.tokenizer: sentencepiece``: a SentencePiece language model's pieces, its model
+    file copied into the run's vocab/).
 
     Each is a language model's run folder (``runs/<name>/<timestamp>``), its pipeline's folder
     (``runs/<name>``: the newest completed run in it) or its export (``saved_models/<name>``).
@@ -151,8 +153,9 @@ def language_model_stack_problem(pretrained_lm: PretrainedLmConfig, rnn: RnnConf
 def language_model_stack_fit(rnn: RnnConfig, embedding_dim: int, embedding_key: str
                              ) -> dict[str, tuple]:
     """The ``language_model_fit`` entries every task shares: a word-level language model
-    trained on documents whose embedding and recurrent stack have this model's sizes."""
-    return {"level": ("word", None), "streamed": (True, None),
+    trained on documents whose embedding and recurrent stack have this model's sizes (and
+    words, unless the task's ``vectorize.tokenizer`` may be sentencepiece: it overrides it)."""
+    return {"level": ("word", None), "tokenizer": ("words", None), "streamed": (True, None),
             "embedding_dim": (embedding_dim, embedding_key),
             "cell": (rnn.cell, "model.rnn.cell"), "units": (rnn.units, "model.rnn.units"),
             "layers": (rnn.layers, "model.rnn.layers")}

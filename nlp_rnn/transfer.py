@@ -32,10 +32,12 @@ class LanguageModelWeights:
 
     run_dir: Path
     direction: str
-    tokens: list[str]  # id -> word ("" padding, "[UNK]", then the model's own)
+    tokens: list[str]  # id -> word or piece ("" padding, "[UNK]", then the model's own)
     embedding: np.ndarray  # float32 [V, E]
     recurrent: list[list[np.ndarray]]  # per recurrent layer, bottom first: its weights
     perplexity: float | None  # the run's held-out perplexity, when it recorded one
+    # vectorize.tokenizer sentencepiece: the run's model file, which defines ``tokens``
+    sentencepiece: Path | None = None
 
     @classmethod
     def load(cls, path: str) -> LanguageModelWeights:
@@ -43,7 +45,16 @@ class LanguageModelWeights:
 
         run_dir = language_model_run(path)
         config = read_run_config(run_dir)
-        tokens = load_vocabulary(run_dir / "vocab" / "vocab.txt")
+        sentencepiece = None
+        if getattr(config.vectorize, "tokenizer", "words") == "sentencepiece":
+            from nlp_rnn.data import tokenizers
+
+            sentencepiece = tokenizers.model_path(run_dir / "vocab", "text")
+            if not sentencepiece.is_file():
+                raise UserError(f"{run_dir}: no SentencePiece model ({sentencepiece})")
+            tokens = tokenizers.vocabulary(sentencepiece.read_bytes())
+        else:
+            tokens = load_vocabulary(run_dir / "vocab" / "vocab.txt")
         model = TASKS[config.task].build_model(config, SimpleNamespace(tokens=tokens))
         weights = run_dir / BEST_WEIGHTS
         if not weights.is_file():
@@ -57,11 +68,12 @@ class LanguageModelWeights:
         return cls(run_dir, config.vectorize.direction, tokens,
                    model.get_layer("embedding").get_weights()[0],
                    [layer.get_weights() for layer in recurrent_layers(model)],
-                   metrics.get("perplexity"))
+                   metrics.get("perplexity"), sentencepiece)
 
     def describe(self) -> str:
         held_out = f", held-out perplexity {self.perplexity:.2f}" if self.perplexity else ""
-        return (f"{self.direction} language model {self.run_dir} ({len(self.tokens):,} words, "
+        unit = "pieces" if self.sentencepiece else "words"
+        return (f"{self.direction} language model {self.run_dir} ({len(self.tokens):,} {unit}, "
                 f"{len(self.recurrent)} recurrent layer(s){held_out})")
 
 
@@ -79,7 +91,9 @@ class LanguageModelStart:
         """From a ``PretrainedLmConfig``; both models must share one vocabulary."""
         forward = LanguageModelWeights.load(settings.forward)
         backward = LanguageModelWeights.load(settings.backward) if settings.backward else None
-        if backward is not None and backward.tokens != forward.tokens:
+        if backward is not None and (backward.tokens != forward.tokens or (
+                forward.sentencepiece and backward.sentencepiece.read_bytes()
+                != forward.sentencepiece.read_bytes())):
             raise UserError(f"{backward.run_dir} and {forward.run_dir} have different "
                             "vocabularies: train both on the same documents with the same "
                             "vectorize settings")

@@ -157,25 +157,34 @@ def reverse_rows(ragged: tf.RaggedTensor) -> tf.RaggedTensor:
     return ragged.with_flat_values(tf.gather(ragged.flat_values, index))
 
 
-def token_stream(sources, lookup: Callable[[tf.Tensor], tf.Tensor],
+def token_stream(sources, lookup: Callable[[tf.Tensor], tf.Tensor] | None,
                  standardize: Standardize = lower_split_punct, backward: bool = False,
-                 separator: str = SEPARATOR, documents_per_chunk: int = 64) -> tf.data.Dataset:
+                 separator: str = SEPARATOR, documents_per_chunk: int = 64, *,
+                 tokenize: Callable[[tf.Tensor], tf.RaggedTensor] | None = None,
+                 separator_id: int | None = None) -> tf.data.Dataset:
     """The corpus as consecutive int64 [None] pieces: each document's ids (reversed when
     ``backward``), then the separator's id, documents in source order.
 
     Args:
         lookup: word string [N] -> id int [N] (e.g. ``vocabulary_lookup(tokens)``).
+        tokenize: string [D] -> int64 ids [D, (n)] of whole documents: a tokenizer that reads
+            raw text itself (SentencePiece), in place of ``standardize``, the whitespace split
+            and ``lookup``; ``separator_id`` is then the id after each document.
     Raises:
         DataError: when ``separator`` is not in the vocabulary.
     """
-    separator_id = int(lookup(tf.constant([separator]))[0])
-    if separator_id == OOV_ID:
-        raise DataError(f"the vocabulary has no document separator {separator!r} "
-                        "(build_vocabulary adds it)")
+    if tokenize is None:
+        separator_id = int(lookup(tf.constant([separator]))[0])
+        if separator_id == OOV_ID:
+            raise DataError(f"the vocabulary has no document separator {separator!r} "
+                            "(build_vocabulary adds it)")
+
+        def tokenize(texts):  # string [D] -> int64 [D, (n)]
+            words = split_words(texts, standardize)
+            return words.with_flat_values(tf.cast(lookup(words.flat_values), tf.int64))
 
     def to_ids(texts):  # string [D] -> int64 [N]
-        words = split_words(texts, standardize)
-        ids = words.with_flat_values(tf.cast(lookup(words.flat_values), tf.int64))
+        ids = tf.cast(tokenize(texts), tf.int64)
         if backward:
             ids = reverse_rows(ids)
         ends = tf.fill([tf.shape(texts)[0], 1], tf.constant(separator_id, tf.int64))
@@ -196,7 +205,9 @@ def windows(stream: tf.data.Dataset, sequence_length: int) -> tf.data.Dataset:
 def lm_batches(sources, lookup: Callable[[tf.Tensor], tf.Tensor], sequence_length: int,
                batch_size: int, *, standardize: Standardize = lower_split_punct,
                backward: bool = False, shuffle_buffer: int | None = None, seed: int = 0,
-               drop_remainder: bool = True) -> tf.data.Dataset:
+               drop_remainder: bool = True,
+               tokenize: Callable[[tf.Tensor], tf.RaggedTensor] | None = None,
+               separator_id: int | None = None) -> tf.data.Dataset:
     """(inputs int64 [B, T], targets int64 [B, T]) language-model batches streamed from
     ``sources``; one pass over the corpus per iteration of the dataset.
 
@@ -204,8 +215,10 @@ def lm_batches(sources, lookup: Callable[[tf.Tensor], tf.Tensor], sequence_lengt
         shuffle_buffer: windows shuffled in a buffer of this many (None: corpus order; for
             held-out data). Memory: about ``shuffle_buffer * (T + 1) * 8`` bytes.
         drop_remainder: drop a last partial batch (fixed shapes for training).
+        tokenize, separator_id: a tokenizer reading raw documents (``token_stream``).
     """
-    data = windows(token_stream(sources, lookup, standardize, backward), sequence_length)
+    data = windows(token_stream(sources, lookup, standardize, backward, tokenize=tokenize,
+                                separator_id=separator_id), sequence_length)
     if shuffle_buffer:
         data = data.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     return data.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -33,6 +33,7 @@ SENTENCEPIECE_OPS = ("SentencepieceOp", "SentencepieceTokenizeOp", "Sentencepiec
 # (a translation target's) start and end
 SPECIAL_PIECES = ("[PAD]", "[UNK]", "[START]", "[END]")
 WORD_BOUNDARY = "\u2581"  # SentencePiece's "▁": a piece that starts a word
+END_ID = 3  # the end piece of a model trained ``with_start_end``
 
 
 def model_path(vocab_dir: Path, name: str) -> Path:
@@ -77,6 +78,28 @@ def train_sentencepiece(texts: Iterable[str], settings, vocab_size: int, path: P
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic.write_bytes(path, model)
     return model
+
+
+def adopt_sentencepiece(source: Path, path: Path) -> bytes:
+    """The serialized SentencePiece model at ``path``, copied there from ``source`` (another
+    run's, e.g. the language model a classifier is fine-tuned from) first if absent: the run
+    folder then holds its own copy, so resuming and exporting never read the other run."""
+    if path.exists():
+        return path.read_bytes()
+    model = Path(source).read_bytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic.write_bytes(path, model)
+    return model
+
+
+def vocabulary(model: bytes) -> list[str]:
+    """id -> piece of a serialized model, "" for padding and "[UNK]" for OOV as
+    TextVectorization has them (the ``sentencepiece`` package only: no tensorflow-text)."""
+    import sentencepiece as spm
+
+    processor = spm.SentencePieceProcessor(model_proto=model)
+    return ["", "[UNK]"] + [processor.id_to_piece(i)
+                            for i in range(2, processor.get_piece_size())]
 
 
 def _vocabulary_error(exc: RuntimeError, vocab_size: int, key: str) -> Exception:
@@ -142,11 +165,9 @@ class SentencePieceVectorizer(tf.Module):
         # copied beside the export's metadata (export.py) for tools outside the graph; the
         # graph holds the model's bytes itself
         self.export_files = (Path(path),) if path is not None else ()
-        import sentencepiece as spm
         import tensorflow_text as tf_text
 
-        processor = spm.SentencePieceProcessor(model_proto=model)
-        self._pieces = [processor.id_to_piece(i) for i in range(processor.get_piece_size())]
+        self._vocabulary = vocabulary(model)
         self.tokenizer = _named(tf_text.SentencepieceTokenizer(model=model, out_type=tf.int32),
                                 model)
         self.sampler = None
@@ -168,11 +189,10 @@ class SentencePieceVectorizer(tf.Module):
 
     def get_vocabulary(self, include_special_tokens: bool = True) -> list[str]:
         """id -> piece, "" for padding and "[UNK]" for OOV as TextVectorization has them."""
-        pieces = ["", "[UNK]"] + self._pieces[2:]
-        return pieces if include_special_tokens else pieces[2:]
+        return list(self._vocabulary if include_special_tokens else self._vocabulary[2:])
 
     def vocabulary_size(self) -> int:
-        return len(self._pieces)
+        return len(self._vocabulary)
 
 
 def detokenizer(tokenizer: str, vectorizer):

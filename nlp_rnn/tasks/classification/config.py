@@ -86,12 +86,14 @@ class ClassificationPipeline(PipelineBase):
 
     def pretrained_problem(self) -> tuple[str, str] | None:
         m = self.model
-        if self.vectorize.tokenizer != "words":
-            for key in ("pretrained", "pretrained_lm"):
-                if getattr(m, key) is not None:
-                    return (f"model.{key}", "pretrained vectors and language models are "
-                            f"word-level; vectorize.tokenizer {self.vectorize.tokenizer} "
-                            "has no words to start from (tokenizer: words)")
+        if self.vectorize.tokenizer != "words" and m.pretrained is not None:
+            return ("model.pretrained", "pretrained vectors are word-level; "
+                    f"vectorize.tokenizer {self.vectorize.tokenizer} has no words to start "
+                    "from (tokenizer: words)")
+        if self.vectorize.tokenizer == "characters" and m.pretrained_lm is not None:
+            return ("model.pretrained_lm", "language models read words or SentencePiece "
+                    "pieces; vectorize.tokenizer characters has neither to start from "
+                    "(tokenizer: words or sentencepiece, as the language model's)")
         if m.pretrained_lm is None:
             return None
         if m.pretrained is not None:
@@ -107,6 +109,7 @@ class ClassificationPipeline(PipelineBase):
         that sets it)} for ``model.pretrained_lm`` (config.py checks them)."""
         m, v = self.model, self.vectorize
         return {**language_model_stack_fit(m.rnn, m.embedding_dim, "model.embedding_dim"),
+                "tokenizer": (v.tokenizer, "vectorize.tokenizer"),
                 "standardize": (v.standardize, "vectorize.standardize"),
                 "max_tokens": (v.max_tokens, "vectorize.max_tokens")}
 

@@ -89,12 +89,13 @@ def build_vectorizers(config: ClassificationPipeline, data: Data,
         vocab_file = tokenizers.model_path(vocab_dir, "text")
     resumed = vocab_file.exists() and labels_file.exists()
     start = None
+    if config.model.pretrained_lm is not None:
+        start = LanguageModelStart.load(config.model.pretrained_lm)
     if vec.tokenizer == "sentencepiece":
-        text = _sentencepiece(config, data, vocab_file)
+        text = _sentencepiece(config, data, vocab_file, start)
         labels = (vectorize.load_vocabulary(labels_file) if resumed
                   else list(data.train.labels))
-    elif config.model.pretrained_lm is not None:
-        start = LanguageModelStart.load(config.model.pretrained_lm)
+    elif start is not None:
         text = vectorize.build_text_vectorizer(vec.standardize, vec.max_tokens,
                                                start.tokens[2:])
         labels = (vectorize.load_vocabulary(labels_file) if resumed
@@ -146,14 +147,19 @@ def _texts(source: LabelledSource, standardize) -> list[str]:
             .map(standardize).as_numpy_iterator() for t in batch]
 
 
-def _sentencepiece(config: ClassificationPipeline, data: Data,
-                   path: Path) -> tokenizers.SentencePieceVectorizer:
-    """SentencePiece trained on the standardized training texts (or reloaded: resume)."""
+def _sentencepiece(config: ClassificationPipeline, data: Data, path: Path,
+                   start: LanguageModelStart | None) -> tokenizers.SentencePieceVectorizer:
+    """SentencePiece trained on the standardized training texts, or the language model's
+    own (``model.pretrained_lm``: its pieces are what its embedding rows mean), copied into
+    the run; reloaded from the run on resume."""
     vec = config.vectorize
     standardize = vectorize.standardize_function(vec.standardize)
-    model = tokenizers.train_sentencepiece(
-        (t for t in _texts(data.train, standardize) if t), vec.sentencepiece, vec.max_tokens,
-        path, "vectorize.max_tokens")
+    if start is not None:  # config validation: a SentencePiece language model
+        model = tokenizers.adopt_sentencepiece(start.forward.sentencepiece, path)
+    else:
+        model = tokenizers.train_sentencepiece(
+            (t for t in _texts(data.train, standardize) if t), vec.sentencepiece,
+            vec.max_tokens, path, "vectorize.max_tokens")
     return tokenizers.SentencePieceVectorizer(model, vec.sentencepiece, path,
                                               standardize=standardize)
 

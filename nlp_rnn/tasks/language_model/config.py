@@ -9,7 +9,14 @@ from typing import ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 
-from nlp_rnn.sections import PipelineBase, PretrainedConfig, RnnConfig, Section, rnn_parameters
+from nlp_rnn.sections import (
+    PipelineBase,
+    PretrainedConfig,
+    RnnConfig,
+    Section,
+    SentencePieceConfig,
+    rnn_parameters,
+)
 
 DOCUMENT_FORMATS = ("csv", "tsv", "jsonl")
 DOCUMENT_SUFFIXES = tuple(f".{f}{gz}" for f in DOCUMENT_FORMATS for gz in ("", ".gz"))
@@ -47,6 +54,15 @@ class TextData(Section):
 
 class TextVectorizeConfig(Section):
     level: Literal["char", "word"] = "char"
+    tokenizer: Literal["words", "sentencepiece"] = Field(
+        "words", description="level word: whitespace-separated words, or SentencePiece "
+        "subwords trained on (a sample of) the training text at the start of the run, "
+        "max_tokens pieces; perplexity is then per piece (docs/how-to/subwords.md)")
+    sentencepiece: SentencePieceConfig = Field(
+        default_factory=SentencePieceConfig,
+        description="tokenizer sentencepiece: how its model is trained, on the first "
+        "input_sentence_size sentences (256 words at most each) of the training text, read "
+        "lazily; sampling is not supported: a language model reads the best segmentation")
     max_tokens: int = Field(10000, ge=3, description="vocabulary size incl. padding and OOV")
     lowercase: bool = True
     letters_only: bool = False  # d2l-style: every run of non-letters becomes one space
@@ -110,6 +126,18 @@ class LanguageModelPipeline(PipelineBase):
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
 
     def pretrained_problem(self) -> tuple[str, str] | None:
+        v = self.vectorize
+        if v.tokenizer == "sentencepiece":
+            if v.level == "char":
+                return ("vectorize.tokenizer", "sentencepiece splits words into subword "
+                        "pieces: it needs vectorize.level: word (a character-level model "
+                        "reads characters)")
+            if self.model.pretrained is not None:
+                return ("model.pretrained", "pretrained word vectors have no rows for "
+                        "SentencePiece pieces; use vectorize.tokenizer: words")
+            if v.sentencepiece.sampling:
+                return ("vectorize.sentencepiece.sampling", "a language model trains on the "
+                        "best segmentation only; set sampling: false")
         if self.model.pretrained is not None and self.vectorize.level == "char":
             return ("model.pretrained", "a character-level language model has no word "
                     "vocabulary for pretrained word vectors; set vectorize.level: word")
@@ -133,7 +161,8 @@ class LanguageModelPipeline(PipelineBase):
     def transfer_spec(self) -> dict:
         """What a model fine-tuned from this language model must match (config.py checks it
         before TensorFlow loads; tasks/*/config.py's ``pretrained_lm``)."""
-        return {"level": self.vectorize.level, "standardize": self.vectorize.standardize,
+        return {"level": self.vectorize.level, "tokenizer": self.vectorize.tokenizer,
+                "standardize": self.vectorize.standardize,
                 "max_tokens": self.vectorize.max_tokens,
                 "streamed": self.data.streamed, "direction": self.vectorize.direction,
                 "embedding_dim": self.model.embedding_dim, "cell": self.model.rnn.cell,

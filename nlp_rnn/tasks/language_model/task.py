@@ -1,16 +1,19 @@
 """Language model (1->N): embedding -> unidirectional RNN stack -> next-token softmax.
 
-Character- or word-level. Training reads fixed-length windows of one long token stream:
-a text read whole, or documents streamed from CSV/TSV/JSON Lines files (and text files, a
-document a line) that are never held in memory, for pretraining a model that other tasks are
-then fine-tuned from (``pretrained_lm``; transfer.py). The exported SavedModel generates a
-continuation of a raw prompt (sampling with temperature and top-k, or greedy at temperature 0)
-inside the graph, and scores text, always with the full softmax.
+Character- or word-level, a word-level model's tokens being whitespace-separated words or
+SentencePiece subwords (``vectorize.tokenizer``; data/tokenizers.py). Training reads
+fixed-length windows of one long token stream: a text read whole, or documents streamed from
+CSV/TSV/JSON Lines files (and text files, a document a line) that are never held in memory,
+for pretraining a model that other tasks are then fine-tuned from (``pretrained_lm``;
+transfer.py). The exported SavedModel generates a continuation of a raw prompt (sampling with
+temperature and top-k, or greedy at temperature 0) inside the graph, and scores text, always
+with the full softmax.
 """
 
 from __future__ import annotations
 
 import collections
+import itertools
 import math
 import re
 from dataclasses import dataclass, field
@@ -21,9 +24,10 @@ import numpy as np
 import tensorflow as tf
 
 from nlp_rnn import atomic, embeddings
-from nlp_rnn.data import batching, text_stream, vectorize
+from nlp_rnn.data import batching, text_stream, tokenizers, vectorize
 from nlp_rnn.data.sources import plain_text, plain_texts
 from nlp_rnn.errors import DataError, UserError
+from nlp_rnn.inference import TENSORFLOW_TEXT_KEY
 from nlp_rnn.layers.sampled_softmax import training_features
 from nlp_rnn.tasks.base import MainMetric, text_rows, token_sequence_probe
 from nlp_rnn.tasks.language_model.config import LanguageModelPipeline
@@ -75,16 +79,32 @@ def join_documents(documents) -> str:
 
 @dataclass
 class Vectorizers:
-    tokens: list[str]  # the vocabulary, RESERVED first
-    lookup: keras.layers.StringLookup
+    tokens: list[str]  # the vocabulary, RESERVED first (sentencepiece: its pieces)
+    lookup: keras.layers.StringLookup | None  # token -> id; None with SentencePiece
     level: str
     # layer name -> pretrained starting point (model.pretrained, word level), loaded by the
     # pipeline
     pretrained: dict[str, embeddings.PretrainedEmbedding] = field(default_factory=dict)
+    # vectorize.tokenizer sentencepiece: text -> piece ids and back, in the graph
+    text: tokenizers.SentencePieceVectorizer | None = None
+    separator_id: int = 1  # after each streamed document (end-of-document token or piece)
+    # "text" -> dev coverage (tokenizers.vocabulary_statistics), which the run reports
+    statistics: dict[str, dict] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # lines for the run's output
 
     @property
     def separator(self) -> str:
         return "" if self.level == "char" else " "
+
+    @property
+    def tokenizer(self) -> str:
+        return "words" if self.text is None else "sentencepiece"
+
+    @property
+    def unit(self) -> str:
+        """What perplexity is per: a character, a word or a SentencePiece piece."""
+        return {"char": "character", "word": "word"}[self.level] if self.text is None \
+            else "piece"
 
 
 # ---- data --------------------------------------------------------------------------------
@@ -131,7 +151,8 @@ def split_tokens(text: tf.Tensor, level: str) -> tf.RaggedTensor | tf.Tensor:
 
 
 def _tokenize(config: LanguageModelPipeline, text):
-    """Tokens of string(s), in the order the model reads them (reversed: a backward model)."""
+    """Tokens of string(s), in the order the model reads them (reversed: a backward model);
+    words and characters (SentencePiece: ``_ids``)."""
     v = config.vectorize
     if not config.data.streamed:
         return split_tokens(normalize(text, v.lowercase, v.letters_only), v.level)
@@ -142,23 +163,37 @@ def _tokenize(config: LanguageModelPipeline, text):
     return words if text.shape.rank == 1 else words.flat_values
 
 
-def _document_tokens(config: LanguageModelPipeline, text: tf.Tensor) -> tf.Tensor:
-    """string [] -> tokens string [N] of a text read as documents, a non-blank line each, in
-    the order the model reads them, each document followed by the end-of-document token: the
-    tokens the training stream holds for the same documents (text_stream.token_stream)."""
+def _ids(config: LanguageModelPipeline, vectorizers: Vectorizers,
+         texts: tf.Tensor) -> tf.RaggedTensor:
+    """string [B] -> int64 ids [B, (n)], in the order the model reads them."""
+    if vectorizers.text is None:
+        return tf.cast(vectorizers.lookup(_tokenize(config, texts)), tf.int64)
+    ids = vectorizers.text(texts)
+    if config.vectorize.direction == "backward":
+        ids = text_stream.reverse_rows(ids)
+    return ids
+
+
+def _document_ids(config: LanguageModelPipeline, vectorizers: Vectorizers,
+                  text: tf.Tensor) -> tf.Tensor:
+    """string [] -> ids int64 [N] of a text read as documents, a non-blank line each, in
+    the order the model reads them, each document followed by the end-of-document id: the
+    ids the training stream holds for the same documents (text_stream.token_stream)."""
     if not config.data.streamed:
-        return _tokenize(config, text)
+        return _ids(config, vectorizers, tf.reshape(text, [1])).flat_values
     lines = tf.strings.split(text, "\n")
     lines = tf.boolean_mask(lines, tf.strings.length(tf.strings.strip(lines)) > 0)
-    words = _tokenize(config, lines)
-    ends = tf.fill([tf.shape(lines)[0], 1], text_stream.SEPARATOR)
-    return tf.concat([words, ends], axis=1).flat_values
+    ids = _ids(config, vectorizers, lines)
+    ends = tf.fill([tf.shape(lines)[0], 1], tf.constant(vectorizers.separator_id, tf.int64))
+    return tf.concat([ids, ends], axis=1).flat_values
 
 
 def build_vectorizers(config: LanguageModelPipeline, data: Data | Documents,
                       vocab_dir: Path) -> Vectorizers:
     """Most frequent training tokens (ids 0/1 reserved; documents: then the end-of-document
-    token), or the saved vocabulary on resume."""
+    token), or the saved vocabulary on resume; a SentencePiece model (``_sentencepiece``)."""
+    if config.vectorize.tokenizer == "sentencepiece":  # config validation: word level
+        return _sentencepiece(config, data, vocab_dir)
     vocab_file = vocab_dir / "vocab.txt"
     resumed = vocab_file.exists()
     if resumed:
@@ -189,10 +224,76 @@ def build_vectorizers(config: LanguageModelPipeline, data: Data | Documents,
         vocab_dir.mkdir(parents=True, exist_ok=True)
         vectorize.save_vocabulary(tokens, vocab_file)
     lookup = keras.layers.StringLookup(vocabulary=tokens[2:], mask_token="", num_oov_indices=1)
-    vectorizers = Vectorizers(tokens, lookup, config.vectorize.level, pretrained)
+    vectorizers = Vectorizers(tokens, lookup, config.vectorize.level, pretrained,
+                              separator_id=int(lookup(tf.constant([text_stream.SEPARATOR]))[0]))
     for embedding in pretrained.values():  # text read whole (config validation)
         for split, text in (("train", data.train), ("dev", data.dev)):
             embedding.count_tokens(split, [token_ids(config, vectorizers, text).numpy()])
+    return vectorizers
+
+
+# words per SentencePiece training sentence: pieces never cross a space, so cutting a text
+# between words changes nothing SentencePiece learns, and keeps each sentence well under its
+# max_sentence_length (4,192 bytes; longer ones it skips)
+SENTENCE_WORDS = 256
+
+
+def _sentencepiece_standardize(config: LanguageModelPipeline):
+    """string [B] -> string [B]: the text as the words tokenizer would read it, words
+    separated by single spaces (documents: ``standardize``; text read whole: ``lowercase``
+    and ``letters_only``)."""
+    v = config.vectorize
+    if config.data.streamed:
+        return vectorize.standardize_function(v.standardize)
+    return lambda texts: tf.strings.strip(tf.strings.regex_replace(
+        normalize(texts, v.lowercase, v.letters_only), r"\s+", " "))
+
+
+def _standardized(texts, standardize, chunk: int = 256):
+    """Standardized strings of an iterable of raw texts, ``chunk`` at a time in the graph."""
+    texts = iter(texts)
+    while block := list(itertools.islice(texts, chunk)):
+        yield from (t.decode("utf-8") for t in standardize(tf.constant(block)).numpy())
+
+
+def _sentences(config: LanguageModelPipeline, texts, standardize):
+    """Standardized sentences of ``SENTENCE_WORDS`` words at most, up to
+    ``input_sentence_size`` of them: read lazily, so a large corpus is never held in memory
+    (SentencePiece keeps what it is given)."""
+    cut = (" ".join(words[i:i + SENTENCE_WORDS])
+           for text in _standardized(texts, standardize)
+           for words in [text.split()] for i in range(0, len(words), SENTENCE_WORDS))
+    return itertools.islice(cut, config.vectorize.sentencepiece.input_sentence_size)
+
+
+def _split_texts(data: Data | Documents, split: str):
+    """The raw texts of a split: its documents, or the text read whole."""
+    if isinstance(data, Documents):
+        return text_stream.documents(getattr(data, split))
+    return [getattr(data, split)]
+
+
+def _sentencepiece(config: LanguageModelPipeline, data: Data | Documents,
+                   vocab_dir: Path) -> Vectorizers:
+    """A SentencePiece model trained on (a sample of) the standardized training text, or the
+    run's saved one (resume: never retrained). Documents are separated by its end piece."""
+    v = config.vectorize
+    path = tokenizers.model_path(vocab_dir, "text")
+    standardize = _sentencepiece_standardize(config)
+    model = tokenizers.train_sentencepiece(
+        _sentences(config, _split_texts(data, "train"), standardize), v.sentencepiece,
+        v.max_tokens, path, "vectorize.max_tokens", with_start_end=config.data.streamed)
+    text = tokenizers.SentencePieceVectorizer(model, v.sentencepiece, path, standardize)
+    vectorizers = Vectorizers(text.get_vocabulary(), None, v.level, text=text,
+                              separator_id=tokenizers.END_ID)
+    stats = tokenizers.vocabulary_statistics(
+        "sentencepiece", list(_sentences(config, _split_texts(data, "dev"), standardize)),
+        tokenizers.word_vocabulary(_sentences(config, _split_texts(data, "train"), standardize),
+                                   v.max_tokens), text)
+    vectorizers.statistics["text"] = stats
+    vectorizers.notes.append(
+        f"perplexity is per SentencePiece piece, not per word ({stats['pieces_per_word']:.2f} "
+        "pieces per dev word): compare it only with models of the same tokenizer")
     return vectorizers
 
 
@@ -206,7 +307,8 @@ def _document_batches(config: LanguageModelPipeline, vectorizers: Vectorizers,
         standardize=vectorize.standardize_function(v.standardize),
         backward=v.direction == "backward",
         shuffle_buffer=config.train.shuffle_buffer if training else None, seed=config.seed,
-        drop_remainder=training)
+        drop_remainder=training, tokenize=vectorizers.text,
+        separator_id=vectorizers.separator_id)
     if uses_output_layer(config):
         batches = batches.map(lambda inputs, targets: (training_features(inputs, targets),
                                                        targets))
@@ -215,7 +317,7 @@ def _document_batches(config: LanguageModelPipeline, vectorizers: Vectorizers,
 
 def token_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: str) -> tf.Tensor:
     """int64 [N] ids of a whole text."""
-    return tf.cast(vectorizers.lookup(_tokenize(config, tf.constant(text))), tf.int64)
+    return _ids(config, vectorizers, tf.constant([text])).flat_values
 
 
 def _window_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: str,
@@ -232,7 +334,8 @@ def _window_ids(config: LanguageModelPipeline, vectorizers: Vectorizers, text: s
         spec = config.data.dev if role == "dev" and config.data.dev else config.data.train
         what = ("training text" if role == "train" else "held-out text" if config.data.dev
                 else f"held-out text (the last {config.data.holdout_fraction:g} of data.train)")
-        raise DataError(f"the {what} has {int(ids.shape[0])} {config.vectorize.level} tokens "
+        unit = "pieces" if vectorizers.text is not None else f"{config.vectorize.level} tokens"
+        raise DataError(f"the {what} has {int(ids.shape[0])} {unit} "
                         f"once normalized, fewer than one window of {needed} "
                         "(vectorize.sequence_length + 1): give more text or a shorter "
                         "sequence_length", str(spec))
@@ -348,9 +451,8 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
     its predicted tokens and how many there are; exp(sum nll / sum tokens) is the perplexity
     a run reports on the same text."""
     model = language_model(model)
-    vocab = tf.constant(vectorizers.tokens)
-    separator = vectorizers.separator
-    lookup = vectorizers.lookup
+    detokenize = tokenizers.detokenizer(vectorizers.tokenizer, vectorizers.text) \
+        if vectorizers.text is not None else _joined(vectorizers)
     stepper = Stepper(model)
     backward = config.vectorize.direction == "backward"
 
@@ -360,7 +462,7 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
         tf.TensorSpec([], tf.float32, name="temperature"),
         tf.TensorSpec([], tf.int32, name="top_k")])
     def generate(prompt, max_length, temperature, top_k):
-        ids = tf.cast(lookup(_tokenize(config, prompt)), tf.int64)
+        ids = _ids(config, vectorizers, prompt)
         prompt_ids = batching.pad_batch(ids)  # an empty prompt starts from one OOV token
         lengths = tf.maximum(ids.row_lengths(), 1)
         batch = tf.shape(prompt_ids)[0]
@@ -390,17 +492,15 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
                          lambda: tf.zeros([batch, 0], tf.int64))  # stack() needs an element
         if backward:  # generated right to left: the words before the prompt, nearest first
             chosen = tf.reverse(chosen, axis=[1])
-        continuation = tf.strings.reduce_join(tf.gather(vocab, chosen), axis=1,
-                                              separator=separator)
-        joiner = "" if separator == "" else " "
-        parts = [continuation, prompt] if backward else [prompt, continuation]
-        return {"continuation": continuation,
-                "text": tf.strings.join(parts, separator=joiner)}
+        continuation = detokenize(chosen)
+        joiner = _joiner(vectorizers, chosen, prompt, backward)
+        parts = [continuation, joiner, prompt] if backward else [prompt, joiner, continuation]
+        return {"continuation": continuation, "text": tf.strings.join(parts)}
 
     window, chunk = config.vectorize.sequence_length, config.train.batch_size
 
     def score_one(text):
-        ids = tf.cast(lookup(_document_tokens(config, text)), tf.int64)  # [N]
+        ids = _document_ids(config, vectorizers, text)  # [N]
         n_windows = tf.shape(ids)[0] // (window + 1)
         windows = tf.reshape(ids[:n_windows * (window + 1)], [n_windows, window + 1])
 
@@ -422,6 +522,28 @@ def serving_endpoints(model: keras.Model, vectorizers: Vectorizers,
         return {"nll": nll, "tokens": tokens}
 
     return {"serving_default": generate, "score": score}
+
+
+def _joined(vectorizers: Vectorizers):
+    """int64 ids [B, T] -> string [B]: words joined by spaces, characters by nothing."""
+    vocab = tf.constant(vectorizers.tokens)
+    return lambda ids: tf.strings.reduce_join(tf.gather(vocab, ids), axis=1,
+                                              separator=vectorizers.separator)
+
+
+def _joiner(vectorizers: Vectorizers, chosen: tf.Tensor, prompt: tf.Tensor,
+            backward: bool) -> tf.Tensor:
+    """string [B] put between a prompt and its continuation ids int64 [B, T]: a space for
+    words, nothing for characters; SentencePiece: a space unless the continuation's first
+    piece goes on with the prompt's last word (no "▁"), or a backward model's is one."""
+    if vectorizers.text is None or backward:
+        return tf.fill(tf.shape(prompt), vectorizers.separator)
+    starts_word = tf.constant([piece.startswith(tokenizers.WORD_BOUNDARY)
+                               or piece in ("", *tokenizers.SPECIAL_PIECES)
+                               for piece in vectorizers.tokens])
+    first = tf.cond(tf.shape(chosen)[1] > 0, lambda: chosen[:, 0],
+                    lambda: tf.zeros(tf.shape(chosen)[:1], tf.int64))
+    return tf.where(tf.gather(starts_word, first), " ", "")
 
 
 def perplexity(score, texts: list[str]) -> dict:
@@ -463,7 +585,7 @@ def evaluate_run(model, endpoints, data: Data, vectorizers: Vectorizers, dev_bat
     """Held-out perplexity of the best epoch through the exported ``score`` function (the
     windows ``dev_batches`` holds), plus sample generations."""
     texts = [data.dev_text() if isinstance(data, Documents) else data.dev]
-    return {**perplexity(endpoints["score"], texts),
+    return {**perplexity(endpoints["score"], texts), "unit": vectorizers.unit,
             "samples": samples_markdown(endpoints["serving_default"], config.generation)}
 
 
@@ -483,14 +605,16 @@ def export_inputs(vectorizers: Vectorizers, config: LanguageModelPipeline) -> di
 
 
 def trackables(vectorizers: Vectorizers) -> list:
-    return [vectorizers.lookup]
+    return [vectorizers.lookup if vectorizers.text is None else vectorizers.text]
 
 
 def export_metadata(config: LanguageModelPipeline, vectorizers: Vectorizers) -> dict:
     g = config.generation
-    return {"level": vectorizers.level, "direction": config.vectorize.direction,
+    return {"level": vectorizers.level, "tokenizer": vectorizers.tokenizer,
+            "unit": vectorizers.unit, "direction": config.vectorize.direction,
             "streamed": config.data.streamed, "max_length": g.max_length,
-            "temperature": g.temperature, "top_k": g.top_k}
+            "temperature": g.temperature, "top_k": g.top_k,
+            TENSORFLOW_TEXT_KEY: tokenizers.needs_tensorflow_text(vectorizers.tokenizer)}
 
 
 # ---- using an export -----------------------------------------------------------------------
@@ -523,21 +647,27 @@ def evaluate_export(signature, metadata: dict, data: str, data_format: str,
         text = join_documents(text_stream.documents([text_stream.TextSource(
             data, "auto" if data_format in ("auto", "text") else data_format,
             text_column or "text")]))
-        return perplexity(signature("score"), [text])
+        return {**perplexity(signature("score"), [text]), "unit": _unit(metadata)}
     if data_format != "auto":
         raise UserError(f"--format {data_format}: a language model reads plain text "
                         "(leave --format at auto)")
     if text_column is not None:
         raise UserError("--text-column: a language model trained on plain text reads plain "
                         "text, which has no columns")
-    return perplexity(signature("score"), [plain_text(data)])
+    return {**perplexity(signature("score"), [plain_text(data)]), "unit": _unit(metadata)}
+
+
+def _unit(metadata: dict) -> str:
+    """What an export's perplexity is per (exports before SentencePiece: by level)."""
+    return metadata.get("unit") or {"char": "character"}.get(metadata.get("level"), "word")
 
 
 def format_metrics(metrics: dict) -> str:
+    unit = metrics.get("unit", "token")
     return (f"model         {metrics['model']}\ndata          {metrics['data']}  "
-            f"({metrics['tokens']} predicted tokens)\n"
-            f"perplexity    {metrics['perplexity']:.4f}\n"
-            f"cross-entropy {metrics['cross_entropy']:.4f} nats per token")
+            f"({metrics['tokens']} predicted {unit}s)\n"
+            f"perplexity    {metrics['perplexity']:.4f} (per {unit})\n"
+            f"cross-entropy {metrics['cross_entropy']:.4f} nats per {unit}")
 
 
 def gradient_probe(model: keras.Model, config: LanguageModelPipeline):
