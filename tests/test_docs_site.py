@@ -17,16 +17,14 @@ from urllib.parse import unquote, urlparse
 
 import click
 import pytest
+from browser_helpers import NEEDS_CHROMIUM, launch
 from docs_helpers import ROOT
 
 from nlp_rnn.cli import main
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.acceptance,  # a real browser, and a site build that runs every tutorial
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"
-    ),
+    NEEDS_CHROMIUM,
 ]
 BROKEN_IMAGES = (
     "() => Array.from(document.images)"
@@ -55,13 +53,11 @@ def site(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def browser():
+def browser(site):  # no site (no docs extra): no browser either
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        chromium = p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )  # CI runs as root
+        chromium = launch(p)
         yield chromium
         chromium.close()
 

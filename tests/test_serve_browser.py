@@ -14,14 +14,12 @@ import os
 from pathlib import Path
 
 import pytest
+from browser_helpers import NEEDS_CHROMIUM, launch
 from serve_helpers import NER_TEXT, direct_call
 
-CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = [
     pytest.mark.acceptance,  # a real browser
-    pytest.mark.skipif(
-        not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"
-    ),
+    NEEDS_CHROMIUM,
 ]
 SCREENSHOTS = os.environ.get("NLP_RNN_SCREENSHOTS")
 DEFAULT_PIPELINES = ("sentiment", "ner", "translation", "lm")  # the built-in default's
@@ -66,9 +64,7 @@ def page(model_server):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
-        browser = p.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
-        )  # CI runs as root
+        browser = launch(p)
         tab = browser.new_page(viewport={"width": 800, "height": 500})
         tab.set_default_timeout(60_000)
         tab.server = model_server

@@ -32,6 +32,7 @@
 import contextlib
 import io
 import os
+import re
 import tempfile
 
 os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"  # and TensorFlow's later C++ log lines
@@ -40,7 +41,6 @@ from nlp_rnn.cli import quiet_tensorflow
 quiet_tensorflow()  # TensorFlow's C++ start-up notes would clutter the page
 
 import matplotlib.pyplot as plt
-import numpy as np
 import tensorflow as tf
 
 from nlp_rnn.config import load_pipeline
@@ -189,26 +189,31 @@ fig, ax = plt.subplots(figsize=(5, 4.5))
 ax.imshow(weights, cmap="viridis", vmin=0, vmax=1)
 ax.set_xticks(range(len(source_tokens)), source_tokens, rotation=60, ha="right")
 ax.set_yticks(range(len(output_tokens)), output_tokens)
-ax.set_xlabel("source token $i$")
+ax.set_xlabel("source character $i$")
 ax.set_ylabel("output token $j$")
 ax.set_title(f"{example!r} -> {reference!r}", fontsize=9)
 fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# Each row of the heat map is one output token and sums to 1 over the source tokens. Reading it
+# The source is read one **character** at a time (`␣` is a space), so `3/21/1999` and
+# `3 / 21 / 1999` are the same digits to the model, while the output is written in words. Each
+# row of the heat map is one output word and sums to 1 over the source characters. Reading it
 # top to bottom shows the reordering the model learned: the *day* in the Spanish output (first)
-# is read from the second number of the American `m / d / y` source and the *month* name from the
-# first number. The check below finds, for the day and the month of the
-# translation, the source token the decoder attended to most:
+# is read from the second number of the American `m / d / y` source and the *month* name from
+# the first number. The check below adds up, for the day and the month of the translation, the
+# attention the decoder paid to the characters of each source number:
 
 # %%
 day, month = reference.split(" de ")[0].split()[-1], reference.split(" de ")[1]
-month_number = source_tokens[source_tokens.index("/") - 1]  # m / d / y
-for written, expected in ((day, day), (month, month_number)):
-    looked_at = source_tokens[int(np.argmax(weights[output_tokens.index(written)]))]
-    print(f"writing {written!r}, the decoder looked most at {looked_at!r}")
-    assert looked_at == expected, (written, looked_at, expected)
+characters = "".join(" " if t == "\u2423" else t for t in source_tokens)
+month_span, day_span = [range(*m.span()) for m in re.finditer(r"\d+", characters)][:2]  # m / d
+for written, attended, other in ((day, day_span, month_span), (month, month_span, day_span)):
+    row = weights[output_tokens.index(written)]
+    on, off = row[list(attended)].sum(), row[list(other)].sum()
+    shown = characters[attended.start : attended.stop]
+    print(f"writing {written!r}: {on:.0%} of the attention on {shown!r}, {off:.0%} on the other")
+    assert on > off, (written, on, off)
 
 # %% [markdown]
 # ## What changes between the shapes
