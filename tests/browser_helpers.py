@@ -2,20 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+from process_helpers import marked_processes
 
 CHROMIUM = Path("/usr/bin/chromium")
 NEEDS_CHROMIUM = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="no /usr/bin/chromium (apt-get install chromium)"
 )
-# --no-sandbox: CI runs as root. Without the crash-reporter switches Chromium starts two
-# chrome_crashpad_handler daemons that outlive browser.close() (the leftover-process check in
-# conftest.py then fails the test that launched it).
-ARGS = ["--no-sandbox", "--disable-crash-reporter", "--disable-crashpad-for-testing"]
 
 
-def launch(playwright):
-    """A headless Chromium browser from ``sync_playwright()``'s ``playwright``."""
-    return playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=ARGS)
+@contextlib.contextmanager
+def chromium():
+    """A headless Chromium browser (Playwright), closed on exit together with the two
+    chrome_crashpad_handler daemons it starts, which outlive ``browser.close()`` (no switch
+    turns them off without breaking page loads)."""
+    from playwright.sync_api import sync_playwright
+
+    started = time.time() - 0.5
+    with sync_playwright() as p:
+        # --no-sandbox: CI runs as root
+        browser = p.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"]
+        )
+        try:
+            yield browser
+        finally:
+            browser.close()
+    for proc in marked_processes(started):
+        with contextlib.suppress(psutil.Error):
+            if "crashpad" in proc.name():
+                proc.kill()

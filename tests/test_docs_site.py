@@ -17,7 +17,7 @@ from urllib.parse import unquote, urlparse
 
 import click
 import pytest
-from browser_helpers import NEEDS_CHROMIUM, launch
+from browser_helpers import NEEDS_CHROMIUM, chromium
 from docs_helpers import ROOT
 
 from nlp_rnn.cli import main
@@ -54,15 +54,13 @@ def site(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def browser(site):  # no site (no docs extra): no browser either
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = launch(p)
-        yield chromium
-        chromium.close()
+    with chromium() as browser:
+        yield browser
 
 
-@pytest.fixture
+# module scope, like the browser: a test's function-scoped fixtures start after the leftover-
+# process check (conftest.py) notes the time, so a browser started there would count as left over
+@pytest.fixture(scope="module")
 def page(browser):
     tab = browser.new_page(viewport={"width": 1200, "height": 900})
     tab.set_default_timeout(60_000)

@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 import pytest
-from browser_helpers import NEEDS_CHROMIUM, launch
+from browser_helpers import NEEDS_CHROMIUM, chromium
 from serve_helpers import NER_TEXT, direct_call
 
 pytestmark = [
@@ -61,15 +61,11 @@ def model_server(served_models):
 
 @pytest.fixture(scope="module")
 def page(model_server):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = launch(p)
+    with chromium() as browser:
         tab = browser.new_page(viewport={"width": 800, "height": 500})
         tab.set_default_timeout(60_000)
         tab.server = model_server
         yield tab
-        browser.close()
 
 
 def open_demo(page, name: str):
