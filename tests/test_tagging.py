@@ -154,22 +154,34 @@ def test_predict_prints_entity_spans(ner):
     assert {"type": "LOC", "text": "Berlin", "start": 5, "end": 6} in row["entities"]
 
 
-@pytest.mark.parametrize(
+VARIANTS = pytest.mark.parametrize(
     "overrides, recurrent",
     [
         (["model.output=softmax", "model.chars.type=bilstm", "vectorize.tag_scheme=iob2"], 4),
         (["model.chars=null", "model.casing_dim=0", "model.rnn.cell=gru", "model.rnn.layers=2"], 4),
     ],
 )
-def test_variants_train_and_stay_cudnn_eligible(tmp_path, overrides, recurrent):
-    config = load_pipeline(
+
+
+def _variant(tmp_path, overrides):
+    return load_pipeline(
         "ner", ["train.epochs=1", "export.enabled=false", *overrides], output_dir=str(tmp_path)
     )
+
+
+@VARIANTS
+def test_variants_stay_cudnn_eligible(tmp_path, overrides, recurrent):
+    config = _variant(tmp_path, overrides)
     data = tagging.load_data(config)
     vecs = tagging.build_vectorizers(config, data, tmp_path / "vocab")
     statuses = cudnn_report(tagging.build_model(config, vecs))
     assert len(statuses) == recurrent and all(s.eligible for s in statuses)
-    result = run_pipeline(config, log=lambda line: None)
+
+
+@pytest.mark.acceptance  # an epoch of the built-in corpus each: ~15 s apiece on 2 cores
+@VARIANTS
+def test_variants_train(tmp_path, overrides, recurrent):
+    result = run_pipeline(_variant(tmp_path, overrides), log=lambda line: None)
     assert result.epochs == 1 and result.metrics["f1"] > 0.3  # one epoch already finds entities
 
 

@@ -288,6 +288,7 @@ def test_the_worker_command_is_hidden_and_needs_its_parents_plan(space_file, tmp
 # ---- pruning ---------------------------------------------------------------------------------
 
 
+@pytest.mark.acceptance  # two real trials, one pruned: ~16 s on 2 cores
 def test_pruner_stops_a_clearly_worse_trial_after_one_epoch(tmp_path, space_file):
     import optuna
 
