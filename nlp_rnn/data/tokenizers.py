@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import re
+from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -260,13 +261,21 @@ def vocabulary_statistics(tokenizer: str, texts: list[str], word_vocabulary: set
             "max_length": max_length, "cut": cut / max(len(texts), 1)}
 
 
-def word_vocabulary(texts: Iterable[str], size: int) -> set[str]:
+def word_vocabulary(texts: Iterable[str], size: int, counts: Counter | None = None) -> set[str]:
     """The ``size`` most frequent whitespace-separated words of ``texts`` (what a words
-    tokenizer of that size, less padding and OOV, would keep)."""
-    from collections import Counter
-
-    counts = Counter(w for text in texts for w in text.split())
+    tokenizer of that size, less padding and OOV, would keep); ``counts``: the words of
+    ``texts`` already counted (``texts`` is then not read)."""
+    if counts is None:
+        counts = Counter(w for text in texts for w in text.split())
     return {w for w, _ in counts.most_common(max(size - 2, 0))}
+
+
+def counting_words(texts: Iterable[str], counts: Counter) -> Iterable[str]:
+    """``texts`` as they are, their whitespace-separated words added to ``counts`` on the way
+    (one pass serves both SentencePiece training and ``word_vocabulary``)."""
+    for text in texts:
+        counts.update(text.split())
+        yield text
 
 
 def describe_statistics(name: str, stats: dict) -> str:

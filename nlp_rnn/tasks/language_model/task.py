@@ -280,16 +280,17 @@ def _sentencepiece(config: LanguageModelPipeline, data: Data | Documents,
     v = config.vectorize
     path = tokenizers.model_path(vocab_dir, "text")
     standardize = _sentencepiece_standardize(config)
+    train = _sentences(config, _split_texts(data, "train"), standardize)
+    counts = collections.Counter()  # the training words, counted while SentencePiece reads them
     model = tokenizers.train_sentencepiece(
-        _sentences(config, _split_texts(data, "train"), standardize), v.sentencepiece,
-        v.max_tokens, path, "vectorize.max_tokens", with_start_end=config.data.streamed)
+        tokenizers.counting_words(train, counts), v.sentencepiece, v.max_tokens, path,
+        "vectorize.max_tokens", with_start_end=config.data.streamed)
     text = tokenizers.SentencePieceVectorizer(model, v.sentencepiece, path, standardize)
     vectorizers = Vectorizers(text.get_vocabulary(), None, v.level, text=text,
                               separator_id=tokenizers.END_ID)
     stats = tokenizers.vocabulary_statistics(
         "sentencepiece", list(_sentences(config, _split_texts(data, "dev"), standardize)),
-        tokenizers.word_vocabulary(_sentences(config, _split_texts(data, "train"), standardize),
-                                   v.max_tokens), text)
+        tokenizers.word_vocabulary(train, v.max_tokens, counts or None), text)
     vectorizers.statistics["text"] = stats
     vectorizers.notes.append(
         f"perplexity is per SentencePiece piece, not per word ({stats['pieces_per_word']:.2f} "
