@@ -36,6 +36,19 @@ def sentencepiece(texts: list[str], size: int, path: Path, **settings):
     return tokenizers.SentencePieceVectorizer(model, config, path)
 
 
+def exported(task, name: str, model, endpoints, vecs, config, tmp_path: Path) -> Path:
+    """The in-memory model written as the pipeline would export it (task: its task module)."""
+    return export.export_saved_model(
+        model,
+        endpoints,
+        task.trackables(vecs),
+        str(tmp_path / "saved"),
+        name,
+        {"text": tf.constant(["x"])},
+        {"task": name, **task.export_metadata(config, vecs)},
+    )
+
+
 def test_sentencepiece_ids_pieces_and_detokenize_round_trip(tmp_path):
     texts = [t for t, _ in sentiment_examples("test")]
     sp = sentencepiece(texts, 120, tmp_path / "m.model")
@@ -155,15 +168,7 @@ def test_sentencepiece_classifier_export_matches_the_in_memory_model(tmp_path):
     )
     model = classification.build_model(config, vecs)
     endpoints = classification.serving_endpoints(model, vecs, config)
-    path = export.export_saved_model(
-        model,
-        endpoints,
-        classification.trackables(vecs),
-        str(tmp_path / "saved"),
-        "clf",
-        {"text": tf.constant(["x"])},
-        {"task": "classification", **classification.export_metadata(config, vecs)},
-    )
+    path = exported(classification, "classification", model, endpoints, vecs, config, tmp_path)
     metadata = inference.read_metadata(path)
     assert metadata[inference.TENSORFLOW_TEXT_KEY] is True
     assert (path / "assets.extra" / "text.sentencepiece.model").read_bytes() == (
@@ -196,15 +201,7 @@ def test_sentencepiece_translator_export_matches_the_in_memory_model(tmp_path):
     vecs = translation.Vectorizers(source, target, target.get_vocabulary())
     model = translation.build_model(config, vecs)
     endpoints = translation.serving_endpoints(model, vecs, config)
-    path = export.export_saved_model(
-        model,
-        endpoints,
-        translation.trackables(vecs),
-        str(tmp_path / "saved"),
-        "tr",
-        {"text": tf.constant(["x"])},
-        {"task": "translation", **translation.export_metadata(config, vecs)},
-    )
+    path = exported(translation, "translation", model, endpoints, vecs, config, tmp_path)
     loaded = inference.load_export(path)
     texts = [s for s, _ in pairs[:6]] + ["", "3/21/1999"]
     for width in (1, 3):
