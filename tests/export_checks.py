@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from nlp_rnn.data import vectorize
+from nlp_rnn.data import tokenizers, vectorize
 
 ODD = [
     "",
@@ -99,6 +99,20 @@ def assert_same(got: dict, want: dict) -> None:
 def concurrent_batches(mix: list[str]) -> list[list[str]]:
     """Batches of 1 to 3 inputs, so concurrent calls also differ in batch size and padding."""
     return [[mix[(i + j) % len(mix)] for j in range(1 + i % 3)] for i in range(len(mix) * 3)]
+
+
+def sentencepiece_characters(path: Path) -> set[str]:
+    """Every character a SentencePiece model's output can hold: its pieces' characters (control
+    pieces and the OOV piece left out), the space between words and "⁇", how SentencePiece
+    writes the OOV piece."""
+    import sentencepiece as spm
+
+    model = spm.SentencePieceProcessor(model_file=str(path))
+    characters = {" ", "\u2047"}
+    for i in range(model.get_piece_size()):
+        if not (model.is_control(i) or model.is_unknown(i)):
+            characters |= set(model.id_to_piece(i).replace(tokenizers.WORD_BOUNDARY, ""))
+    return characters
 
 
 class ServingChecks:
@@ -312,13 +326,14 @@ def translate(loaded, texts: list[str], beam_width: int | None = None) -> dict:
     return as_numpy(out)
 
 
-def check_translations(out: dict, texts: list[str], vocab: set[str], config) -> None:
+def check_translations(out: dict, texts: list[str], known: Callable[[str], bool], config) -> None:
+    """``known(translation)``: written with the target vocabulary alone."""
     dec = config.decoding
     assert out["translation"].shape == (len(texts),) and out["translation"].dtype == object
     for text, translation in zip(texts, decode(out["translation"])):
         words = translation.split()
-        assert set(words) <= vocab  # known tokens only, never [START]/[END] or padding
-        assert not {"[START]", "[END]", ""} & set(words)
+        assert known(translation), translation  # never [START]/[END] or padding
+        assert not {"[START]", "[END]", "[PAD]"} & set(words)
         source_tokens = max(1, min(len(text.split()), config.vectorize.source_max_length))
         assert (
             len(words) <= np.ceil(dec.max_length_ratio * 2 * source_tokens) + dec.max_length_offset
@@ -329,9 +344,15 @@ class TranslationChecks(ServingChecks):
     WIDTHS = (None, 1)  # the exported beam width (serving_default), and greedy (translate)
 
     @property
-    def vocab(self) -> set[str]:
-        words = vectorize.load_vocabulary(self.run_dir / "vocab" / "target_vocab.txt")
-        return set(words) | {"[UNK]"}
+    def vocab(self) -> Callable[[str], bool]:
+        """Whether a translation is written with the target vocabulary: its words (words and
+        characters targets), or its pieces' characters (a SentencePiece target)."""
+        vocab_dir = self.run_dir / "vocab"
+        if self.config.vectorize.target_tokenizer == "sentencepiece":
+            characters = sentencepiece_characters(tokenizers.model_path(vocab_dir, "target"))
+            return lambda translation: set(translation) <= characters
+        words = set(vectorize.load_vocabulary(vocab_dir / "target_vocab.txt")) | {"[UNK]"}
+        return lambda translation: set(translation.split()) <= words
 
     def odd_text(self) -> dict:
         vocab = self.vocab
@@ -383,47 +404,69 @@ def generate(loaded, prompts: list[str], max_length: int = 8) -> dict:
     return as_numpy(out)
 
 
-def check_generation(out: dict, prompts: list[str], max_length: int, vocab: set[str]) -> None:
-    """A character LM's continuation: ``max_length`` characters of its vocabulary."""
+def check_generation(
+    out: dict, prompts: list[str], max_length: int, vocab: set[str], pieces: bool = False
+) -> None:
+    """A character LM's continuation: ``max_length`` characters of its vocabulary. A
+    SentencePiece LM's: text its pieces write (``vocab``: their characters), nothing for
+    ``max_length`` 0, and after the prompt in ``text`` (a space between them or not)."""
     n = len(prompts)
     assert out["continuation"].shape == (n,) and out["text"].shape == (n,)
     assert out["continuation"].dtype == object and out["text"].dtype == object
     for prompt, continuation, text in zip(
         prompts, decode(out["continuation"]), decode(out["text"])
     ):
-        assert len(continuation) == max_length  # one character per step, never padding/OOV
-        assert set(continuation) <= vocab
-        assert text == prompt + continuation
+        assert set(continuation) <= vocab, continuation  # never padding or a raw piece
+        if not pieces:
+            assert len(continuation) == max_length  # one character per step
+            assert text == prompt + continuation
+            continue
+        assert tokenizers.WORD_BOUNDARY not in continuation  # pieces joined back into words
+        assert text in (prompt + continuation, f"{prompt} {continuation}")
+        if max_length == 0:
+            assert continuation == ""
 
 
 class LanguageModelChecks(ServingChecks):
-    """For a character-level LM (the built-in pipeline's): its tokens are characters."""
+    """A character LM (the built-in pipeline's): its tokens are characters. A word-level
+    SentencePiece LM: its tokens are pieces, detokenized in the graph."""
+
+    @property
+    def pieces(self) -> bool:
+        return self.metadata.get("unit") == "piece"
 
     @property
     def vocab(self) -> set[str]:
-        assert self.metadata["level"] == "char", "these checks count characters"
+        if self.pieces:
+            path = tokenizers.model_path(self.run_dir / "vocab", "text")
+            return sentencepiece_characters(path)
+        assert self.metadata["level"] == "char", "these checks count characters or pieces"
         return set(vectorize.load_vocabulary(self.run_dir / "vocab" / "vocab.txt")[2:])
+
+    def check(self, out: dict, prompts: list[str], max_length: int, vocab: set[str]) -> None:
+        check_generation(out, prompts, max_length, vocab, self.pieces)
 
     def odd_text(self) -> dict:
         vocab = self.vocab
         out = generate(self.loaded, ODD)
-        check_generation(out, ODD, 8, vocab)
+        self.check(out, ODD, 8, vocab)
         for i, prompt in enumerate(ODD):  # greedy: the same with or without batch company
             assert generate(self.loaded, [prompt])["continuation"][0] == out["continuation"][i]
-        check_generation(generate(self.loaded, ODD, max_length=0), ODD, 0, vocab)
+        self.check(generate(self.loaded, ODD, max_length=0), ODD, 0, vocab)
         return out
 
     def long_input(self) -> tuple[int, dict]:
+        # 10,000 characters (a char LM's tokens); 2,000 words, more pieces, for a piece LM
         prompt = ("the movie was good , " * 500)[:10_000]
-        assert len(prompt) == 10_000  # a char LM's tokens are characters
+        assert len(prompt) == 10_000
         out = generate(self.loaded, [prompt], max_length=5)
-        check_generation(out, [prompt], 5, self.vocab)
+        self.check(out, [prompt], 5, self.vocab)
         return 1, out
 
     def batch_of(self, size: int) -> dict:
         prompts = [f"{MIX[i % len(MIX)]} {'the ' * (i % 4)}" for i in range(size)]
         out = generate(self.loaded, prompts, max_length=5)
-        check_generation(out, prompts, 5, self.vocab)
+        self.check(out, prompts, 5, self.vocab)
         for i in range(0, size, 97):
             assert (
                 generate(self.loaded, [prompts[i]], max_length=5)["continuation"][0]

@@ -8,7 +8,9 @@ inputs, batches of 0, 1 and 1,000 and concurrent callers (each task's checks in
 tests/export_checks.py).
 
 The per-task ``exported`` fixture trains once per task and is shared by that task's checks (and
-with the serve tests, through conftest's session fixtures).
+with the serve tests, through conftest's session fixtures). ``VARIANTS`` run the same checks on
+a task's built-in pipeline with SentencePiece subwords (tensorflow-text ops in the export), in
+the acceptance tier: each trains a model of its own.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import tensorflow as tf
 import yaml
 from click.testing import CliRunner
 from export_checks import CHECKS, ODD, THREADS, assert_same, rows_answered, run_concurrently
+from serve_helpers import running_server
 
 from nlp_rnn import inference
 from nlp_rnn.cli import main
@@ -45,6 +48,27 @@ TINY = {"classification": ["model.rnn.units=8", "model.embedding_dim=8"]}
 # deterministic values for the generation options a task's predict accepts
 OPTION_VALUES = {"max_length": 6, "temperature": 0.0, "top_k": 0, "beam_width": 2}
 TEXTS = ["the movie was not bad at all", "Peter Blackburn flew to Brussels", ""]
+# "<task>-<variant>" -> the overrides that make the task's built-in pipeline that variant; each
+# trains it for one epoch (the tiny settings of TINY too)
+VARIANTS = {
+    "classification-sentencepiece": [
+        "vectorize.tokenizer=sentencepiece",
+        "vectorize.max_tokens=120",
+    ],
+    "translation-sentencepiece": [
+        "vectorize.source_tokenizer=sentencepiece",
+        "vectorize.target_tokenizer=sentencepiece",
+        "vectorize.source_max_tokens=120",
+        "vectorize.target_max_tokens=60",
+        "vectorize.target_max_length=40",  # pieces: a date is cut at 12
+    ],
+    "language_model-sentencepiece": [
+        "vectorize.level=word",
+        "vectorize.tokenizer=sentencepiece",
+        "vectorize.max_tokens=150",  # the generated reviews allow at most 159
+        "vectorize.sequence_length=16",
+    ],
+}
 
 
 def builtin_pipeline_of(task_name: str) -> str:
@@ -54,19 +78,38 @@ def builtin_pipeline_of(task_name: str) -> str:
     return name
 
 
-@pytest.fixture(scope="module", params=sorted(TASKS))
-def exported(request, tmp_path_factory):
-    """(task name, config, RunResult) of the task's built-in pipeline, tiny, trained once."""
-    name = request.param
-    if name in REUSE:
-        return (name, *request.getfixturevalue(REUSE[name])[:2])
-    root = tmp_path_factory.mktemp(name)
+@pytest.fixture(
+    scope="module",
+    params=[
+        *sorted(TASKS),
+        *(pytest.param(variant, marks=pytest.mark.acceptance) for variant in sorted(VARIANTS)),
+    ],
+)
+def variant(request) -> str:
+    """A registered task's name, or one of ``VARIANTS``."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def exported(variant, request, tmp_path_factory):
+    """(task name, config, RunResult) of the task's built-in pipeline (or a variant of it),
+    tiny, trained once."""
+    name = variant.split("-")[0]
+    if variant in REUSE:
+        return (name, *request.getfixturevalue(REUSE[variant])[:2])
+    root = tmp_path_factory.mktemp(variant)
     pipeline = builtin_pipeline_of(name)
     train = load_pipeline(pipeline).data.train
     smaller = [f"data.train={train.rsplit(':', 1)[0]}:test"] if train.endswith(":train") else []
     config = load_pipeline(
         pipeline,
-        ["train.epochs=1", f"export.dir={root / 'saved_models'}", *smaller, *TINY.get(name, [])],
+        [
+            "train.epochs=1",
+            f"export.dir={root / 'saved_models'}",
+            *smaller,
+            *TINY.get(name, []),
+            *VARIANTS.get(variant, []),
+        ],
         output_dir=str(root / "runs"),
     )
     return name, config, run_pipeline(config, log=lambda line: None)
@@ -159,16 +202,26 @@ def test_evaluate_from_the_export_reproduces_the_runs_dev_metric(exported, expor
     assert metrics["model"] in printed and printed.strip()
 
 
-def test_predict_through_http_gives_the_saved_models_own_outputs(
-    exported, export_dir, served_models, model_server
-):
+@pytest.fixture(scope="module")
+def server_of(request, variant, export_dir):
+    """A running `nlp-rnn serve` of the export: the session's server of the built-in exports,
+    or one of its own for a variant's."""
+    if variant in VARIANTS:
+        with running_server([Path(export_dir)]) as server:
+            yield server
+        return
+    served = request.getfixturevalue("served_models")
+    assert served.get(Path(export_dir).name) == Path(export_dir), "it serves this very export"
+    yield request.getfixturevalue("model_server")
+
+
+def test_predict_through_http_gives_the_saved_models_own_outputs(export_dir, server_of):
     """The export's own example request (``example_inputs`` in its metadata), sent in TF
     Serving's columnar form to `nlp-rnn serve`, answers what the signature answers directly."""
     name = Path(export_dir).name
-    assert served_models.get(name) == Path(export_dir), "the server serves this very export"
     version_dir = resolve_model_dir(export_dir)
     example = read_metadata(version_dir)["example_inputs"]
-    status, body, headers = model_server.predict(
+    status, body, headers = server_of.predict(
         name, {"signature_name": "serving_default", "inputs": example}
     )
     assert status == 200, body
