@@ -14,6 +14,7 @@ config and its metadata; a task without one fails the contract test.
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -343,8 +344,8 @@ def check_translations(out: dict, texts: list[str], known: Callable[[str], bool]
 class TranslationChecks(ServingChecks):
     WIDTHS = (None, 1)  # the exported beam width (serving_default), and greedy (translate)
 
-    @property
-    def vocab(self) -> Callable[[str], bool]:
+    @functools.cached_property
+    def known(self) -> Callable[[str], bool]:
         """Whether a translation is written with the target vocabulary: its words (words and
         characters targets), or its pieces' characters (a SentencePiece target)."""
         vocab_dir = self.run_dir / "vocab"
@@ -355,10 +356,9 @@ class TranslationChecks(ServingChecks):
         return lambda translation: set(translation.split()) <= words
 
     def odd_text(self) -> dict:
-        vocab = self.vocab
         for width in self.WIDTHS:
             out = translate(self.loaded, ODD, width)
-            check_translations(out, ODD, vocab, self.config)
+            check_translations(out, ODD, self.known, self.config)
             for i, text in enumerate(ODD):  # the same with or without batch company
                 assert (
                     translate(self.loaded, [text], width)["translation"][0] == out["translation"][i]
@@ -368,17 +368,16 @@ class TranslationChecks(ServingChecks):
     def long_input(self) -> tuple[int, dict]:
         words = long_text().split()
         out = translate(self.loaded, [" ".join(words)])
-        check_translations(out, [" ".join(words)], self.vocab, self.config)
+        check_translations(out, [" ".join(words)], self.known, self.config)
         cut = " ".join(words[: self.config.vectorize.source_max_length])
         assert translate(self.loaded, [cut])["translation"][0] == out["translation"][0]
         return 1, out
 
     def batch_of(self, size: int) -> dict:
         texts = [f"{MIX[i % len(MIX)]} {'the 2nd of may ' * (i % 3)}" for i in range(size)]
-        vocab = self.vocab
         for width in self.WIDTHS:
             out = translate(self.loaded, texts, width)
-            check_translations(out, texts, vocab, self.config)
+            check_translations(out, texts, self.known, self.config)
             for i in range(0, size, 199):
                 assert (
                     translate(self.loaded, [texts[i]], width)["translation"][0]
@@ -435,7 +434,7 @@ class LanguageModelChecks(ServingChecks):
     def pieces(self) -> bool:
         return self.metadata.get("unit") == "piece"
 
-    @property
+    @functools.cached_property
     def vocab(self) -> set[str]:
         if self.pieces:
             path = tokenizers.model_path(self.run_dir / "vocab", "text")
@@ -443,16 +442,15 @@ class LanguageModelChecks(ServingChecks):
         assert self.metadata["level"] == "char", "these checks count characters or pieces"
         return set(vectorize.load_vocabulary(self.run_dir / "vocab" / "vocab.txt")[2:])
 
-    def check(self, out: dict, prompts: list[str], max_length: int, vocab: set[str]) -> None:
-        check_generation(out, prompts, max_length, vocab, self.pieces)
+    def check(self, out: dict, prompts: list[str], max_length: int) -> None:
+        check_generation(out, prompts, max_length, self.vocab, self.pieces)
 
     def odd_text(self) -> dict:
-        vocab = self.vocab
         out = generate(self.loaded, ODD)
-        self.check(out, ODD, 8, vocab)
+        self.check(out, ODD, 8)
         for i, prompt in enumerate(ODD):  # greedy: the same with or without batch company
             assert generate(self.loaded, [prompt])["continuation"][0] == out["continuation"][i]
-        self.check(generate(self.loaded, ODD, max_length=0), ODD, 0, vocab)
+        self.check(generate(self.loaded, ODD, max_length=0), ODD, 0)
         return out
 
     def long_input(self) -> tuple[int, dict]:
@@ -460,13 +458,13 @@ class LanguageModelChecks(ServingChecks):
         prompt = ("the movie was good , " * 500)[:10_000]
         assert len(prompt) == 10_000
         out = generate(self.loaded, [prompt], max_length=5)
-        self.check(out, [prompt], 5, self.vocab)
+        self.check(out, [prompt], 5)
         return 1, out
 
     def batch_of(self, size: int) -> dict:
         prompts = [f"{MIX[i % len(MIX)]} {'the ' * (i % 4)}" for i in range(size)]
         out = generate(self.loaded, prompts, max_length=5)
-        self.check(out, prompts, 5, self.vocab)
+        self.check(out, prompts, 5)
         for i in range(0, size, 97):
             assert (
                 generate(self.loaded, [prompts[i]], max_length=5)["continuation"][0]
