@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 from file_helpers import CSV
-from process_helpers import marked_processes
+from process_helpers import Snapshot, marked_processes, snapshot
 
 
 @pytest.fixture(autouse=True)
@@ -18,10 +18,10 @@ def no_process_outlives_its_test():
     """A process a test started (a worker, a server, a training run) must be gone when the
     test ends: a leftover one would eat this 2-core machine's CPU under later tests. One
     found after a 10 s grace is killed and the test errors, naming it."""
-    start = time.time() - 0.5  # create_time has coarse resolution
+    before = snapshot()
     yield
     deadline = time.monotonic() + 10
-    while (left := _leftovers(start)) and time.monotonic() < deadline:
+    while (left := _leftovers(before)) and time.monotonic() < deadline:
         time.sleep(0.2)
     if left:
         names = []
@@ -34,12 +34,12 @@ def no_process_outlives_its_test():
         pytest.fail("processes outlived the test (killed now):\n" + "\n".join(names))
 
 
-def _leftovers(start: float) -> list[psutil.Process]:
-    """Marked processes started since ``start``, less Chromium's crash-reporter daemons: a
+def _leftovers(before: Snapshot) -> list[psutil.Process]:
+    """Marked processes not in ``before``, less Chromium's crash-reporter daemons: a
     module's browser (browser_helpers.chromium, which kills them when it closes) starts the
     second one lazily, often inside the first test that uses it."""
     left = []
-    for proc in marked_processes(start):
+    for proc in marked_processes(before):
         try:
             if "crashpad" not in proc.name():
                 left.append(proc)

@@ -14,15 +14,28 @@ import psutil
 SESSION_MARKER = "NLP_RNN_TEST_SESSION"
 os.environ[SESSION_MARKER] = uuid.uuid4().hex
 
+Snapshot = frozenset[tuple[int, float]]
 
-def marked_processes(since: float) -> list[psutil.Process]:
-    """Live processes of this test session (by the marker) started at or after ``since``."""
+
+def snapshot() -> Snapshot:
+    """Every live process now, as (pid, create_time) pairs: what ``marked_processes`` leaves
+    out. Clock-free on purpose: psutil derives create_time from the boot time and the
+    kernel's boot clock, which on these machines runs 0.5 s and more apart from time.time(),
+    so "started after time.time() - slack" missed processes a test had just started."""
+    found = set()
+    for proc in psutil.process_iter(["pid", "create_time"]):
+        found.add((proc.pid, proc.info["create_time"]))
+    return frozenset(found)
+
+
+def marked_processes(before: Snapshot) -> list[psutil.Process]:
+    """Live processes of this test session (by the marker) that were not in ``before``."""
     marker = os.environ[SESSION_MARKER]
     found = []
     for proc in psutil.process_iter(["pid", "create_time", "status"]):
         if proc.pid == os.getpid() or proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
-        if proc.info["create_time"] < since:
+        if (proc.pid, proc.info["create_time"]) in before:
             continue
         try:
             if proc.environ().get(SESSION_MARKER) == marker:

@@ -5,11 +5,11 @@ import subprocess
 import sys
 import time
 
-from process_helpers import marked_processes
+from process_helpers import marked_processes, snapshot
 
 
 def test_a_process_started_by_a_test_is_found_until_it_is_gone():
-    start = time.time() - 0.5
+    before = snapshot()
     # its own session and an orphaned grandchild: found by the inherited marker, not by parentage
     child = subprocess.Popen(
         [
@@ -25,11 +25,11 @@ def test_a_process_started_by_a_test_is_found_until_it_is_gone():
     grandchild = int(child.stdout.readline())
     child.wait(timeout=30)
     try:
-        assert grandchild in [p.pid for p in marked_processes(start)]
-        assert grandchild not in [p.pid for p in marked_processes(time.time() + 5)]  # too new
+        assert grandchild in [p.pid for p in marked_processes(before)]
+        assert grandchild not in [p.pid for p in marked_processes(snapshot())]  # not new
     finally:
         subprocess.run(["kill", "-9", str(grandchild)], check=True)
     deadline = time.monotonic() + 10
-    while grandchild in [p.pid for p in marked_processes(start)]:
+    while grandchild in [p.pid for p in marked_processes(before)]:
         assert time.monotonic() < deadline, "a killed process is still reported"
         time.sleep(0.1)
