@@ -178,17 +178,23 @@ class Distribution:
     def mean_over_workers(self, value: float) -> float:
         """The mean of ``value`` over every replica of the cluster (a collective: every worker
         must call it, in the same order)."""
+        return self.means_over_workers([value])[0]
+
+    def means_over_workers(self, values: list[float]) -> list[float]:
+        """``mean_over_workers`` of several values in one collective; every worker gets the
+        very same numbers back."""
         import tensorflow as tf
 
         if self._mean is None:
             strategy = self.strategy
 
-            @tf.function  # eager collectives under multi-worker warn about overhead
+            # eager collectives under multi-worker warn about overhead
+            @tf.function(input_signature=[tf.TensorSpec([None], tf.float64)])
             def mean(v):
                 return strategy.reduce("MEAN", strategy.run(lambda: tf.identity(v)), axis=None)
 
             self._mean = mean
-        return float(self._mean(tf.constant(value, tf.float64)))
+        return [float(x) for x in self._mean(tf.constant(values, tf.float64)).numpy()]
 
     def barrier(self) -> None:
         """Multi-worker: return only when every worker got here (the chief after exporting),

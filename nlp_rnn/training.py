@@ -5,6 +5,7 @@ run's tf.distribute strategy (see distribute.py)."""
 from __future__ import annotations
 
 import contextlib
+import numbers
 import re
 import shutil
 import sys
@@ -218,22 +219,30 @@ class TimeLimit(keras.callbacks.Callback):
                   f"about {pace / 60:.1f}", flush=True)
 
 
-class AgreeOnMonitor(keras.callbacks.Callback):
-    """Multi-worker: every worker ends each epoch with the same value of the monitored metric
-    (its mean over the workers), so early stopping and the best checkpoint decide alike.
+class AgreeOnLogs(keras.callbacks.Callback):
+    """Multi-worker: every worker ends each epoch with the same logs (each number's mean over
+    the workers, in one collective), so early stopping and the best checkpoint decide alike
+    and every worker's history says the same.
 
-    Keras' own ``val_*`` metrics are already reduced over the cluster, but a task callback
-    (tagging's entity F1) scores dev locally on each worker; a last-digit difference between
-    machines must not let one worker stop while the others wait for it in a collective.
+    Keras' own ``val_*`` metrics are already reduced over the cluster (their mean is
+    themselves), but a task callback (tagging's entity F1) scores dev locally on each worker,
+    and two processes' CPU kernels can differ in the last digits: on a barely trained tagger
+    that flips a tag or two, so one worker's recall read 0.0292 and the other's 0.0288. A
+    difference in the monitored metric must not let one worker stop while the others wait
+    for it in a collective.
     """
 
-    def __init__(self, distribution: Distribution, monitor: str):
+    def __init__(self, distribution: Distribution):
         super().__init__()
-        self.distribution, self.monitor = distribution, monitor
+        self.distribution = distribution
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.monitor in logs:  # the same keys on every worker
-            logs[self.monitor] = self.distribution.mean_over_workers(float(logs[self.monitor]))
+        if not logs:
+            return
+        keys = sorted(k for k, v in logs.items() if isinstance(v, numbers.Real))
+        if keys:  # the same keys on every worker: the same callbacks added them
+            means = self.distribution.means_over_workers([float(logs[k]) for k in keys])
+            logs.update(zip(keys, means))
 
 
 # ---- the callbacks of every fit ----------------------------------------------------------
@@ -302,7 +311,7 @@ def fit(model: keras.Model, train_ds, dev_ds, train: TrainConfig, run_dir: Path,
     if train.unfreeze == "gradual":
         callbacks.append(GradualUnfreezing(model, log))
     if distribution is not None and distribution.multi_worker:
-        callbacks.append(AgreeOnMonitor(distribution, name))
+        callbacks.append(AgreeOnLogs(distribution))
     callbacks += standard_callbacks(run_dir, train, name, mode, log_dir, backup_dir=backup_dir)
     if train.time_limit_minutes:
         any_worker = bool
