@@ -22,10 +22,9 @@ def snapshot() -> Snapshot:
     out. Clock-free on purpose: psutil derives create_time from the boot time and the
     kernel's boot clock, which on these machines runs 0.5 s and more apart from time.time(),
     so "started after time.time() - slack" missed processes a test had just started."""
-    found = set()
-    for proc in psutil.process_iter(["pid", "create_time"]):
-        found.add((proc.pid, proc.info["create_time"]))
-    return frozenset(found)
+    return frozenset(
+        (proc.pid, proc.info["create_time"]) for proc in psutil.process_iter(["pid", "create_time"])
+    )
 
 
 def marked_processes(before: Snapshot) -> list[psutil.Process]:
